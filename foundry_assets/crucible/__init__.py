@@ -1,0 +1,1 @@
+"""The crucible: strategy registry, hardware pre-flight and the training loop."""

