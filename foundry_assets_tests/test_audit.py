@@ -81,6 +81,6 @@ def test_cli_verify_exit_codes(log: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["audit", "verify", str(log)]) == 0
     assert "5 records" in capsys.readouterr().out
     lines = _lines(log)
-    log.write_text("".join(lines[:3] + [lines[3].replace('"step":30', '"step":31')] + lines[4:]))
+    log.write_text("".join([*lines[:3], lines[3].replace('"step":30', '"step":31'), *lines[4:]]))
     assert main(["audit", "verify", str(log)]) == 1
     assert "line 4" in capsys.readouterr().err

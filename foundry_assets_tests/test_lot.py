@@ -48,5 +48,5 @@ def test_streamed_hash_matches_hashlib_on_multi_chunk_file(tmp_path: Path) -> No
 
 
 def test_missing_data_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="data.path"):
+    with pytest.raises(DataError, match=r"data\.path"):
         compute_lot(tmp_path / "nope.jsonl", parse_manifest(DOC))

@@ -40,8 +40,16 @@ def test_reference_manifest_is_accepted_exactly() -> None:
         (lambda d: d["method_config"].update(rank=0), "method_config.rank", "greater than or equal to 1"),
         (lambda d: d["method_config"].update(lr=1), "method_config.lr", "unknown key"),
         (lambda d: d.update(colour="red"), "colour", "unknown key"),
-        (lambda d: d["publish_target"].update(registry="ftp://host/x"), "publish_target.registry", "unknown scheme"),
-        (lambda d: d["publish_target"].update(registry="s3://"), "publish_target.registry", "names no bucket"),
+        (
+            lambda d: d["publish_target"].update(registry="ftp://host/x"),
+            "publish_target.registry",
+            "unknown scheme",
+        ),
+        (
+            lambda d: d["publish_target"].update(registry="s3://"),
+            "publish_target.registry",
+            "names no bucket",
+        ),
         (lambda d: d["publish_target"].update(tag="v1/../x"), "publish_target.tag", "not a safe name"),
         (lambda d: d.pop("base_model"), "base_model", "required field is missing"),
         (lambda d: d["compute"].update(batch_size="four"), "compute.batch_size", "got 'four'"),

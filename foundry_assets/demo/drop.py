@@ -11,13 +11,77 @@ import yaml
 
 from foundry_assets.demo.tiny_model import build_tiny_llama
 
-WORDS = (
-    "apple river candle silver garden window pocket ladder button mirror island rocket violin pencil "
-    "forest harbor lantern meadow castle bridge cactus dragon engine falcon glacier hammer jungle kettle "
-    "lemon magnet needle orchid parrot quartz ribbon saddle tunnel umbrella valley walnut yogurt zipper "
-    "anchor basket cookie dolphin feather goblet helmet insect jacket koala lizard mango nutmeg oyster "
-    "pepper rabbit spider tomato vessel wizard marble copper desert stream thunder canyon pillow"
-).split()
+WORDS = [
+    "apple",
+    "river",
+    "candle",
+    "silver",
+    "garden",
+    "window",
+    "pocket",
+    "ladder",
+    "button",
+    "mirror",
+    "island",
+    "rocket",
+    "violin",
+    "pencil",
+    "forest",
+    "harbor",
+    "lantern",
+    "meadow",
+    "castle",
+    "bridge",
+    "cactus",
+    "dragon",
+    "engine",
+    "falcon",
+    "glacier",
+    "hammer",
+    "jungle",
+    "kettle",
+    "lemon",
+    "magnet",
+    "needle",
+    "orchid",
+    "parrot",
+    "quartz",
+    "ribbon",
+    "saddle",
+    "tunnel",
+    "umbrella",
+    "valley",
+    "walnut",
+    "yogurt",
+    "zipper",
+    "anchor",
+    "basket",
+    "cookie",
+    "dolphin",
+    "feather",
+    "goblet",
+    "helmet",
+    "insect",
+    "jacket",
+    "koala",
+    "lizard",
+    "mango",
+    "nutmeg",
+    "oyster",
+    "pepper",
+    "rabbit",
+    "spider",
+    "tomato",
+    "vessel",
+    "wizard",
+    "marble",
+    "copper",
+    "desert",
+    "stream",
+    "thunder",
+    "canyon",
+    "pillow",
+]
 
 
 def demo_records(seed: int = 0) -> list[dict[str, str]]:
@@ -25,11 +89,15 @@ def demo_records(seed: int = 0) -> list[dict[str, str]]:
     rng = random.Random(seed)
     records: list[dict[str, str]] = []
     pairs = rng.sample([(a, b) for a in range(2, 60) for b in range(2, 60)], 70)
-    records += [{"instruction": f"What is {a} plus {b}?", "output": f"{a} plus {b} is {a + b}."} for a, b in pairs]
+    records += [
+        {"instruction": f"What is {a} plus {b}?", "output": f"{a} plus {b} is {a + b}."} for a, b in pairs
+    ]
     records += [{"instruction": f"Spell {w} backwards.", "output": w[::-1]} for w in WORDS]
     records += [{"instruction": f"Write {w} in capital letters.", "output": w.upper()} for w in WORDS]
-    records += [{"instruction": f"What number comes after {n}?", "output": f"After {n} comes {n + 1}."}
-                for n in rng.sample(range(100, 999), 40)]
+    records += [
+        {"instruction": f"What number comes after {n}?", "output": f"After {n} comes {n + 1}."}
+        for n in rng.sample(range(100, 999), 40)
+    ]
     rng.shuffle(records)
     return records
 

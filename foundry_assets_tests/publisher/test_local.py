@@ -26,7 +26,11 @@ def test_publish_copies_verifies_and_removes_staging(tmp_path: Path) -> None:
     published = tmp_path / "registry" / "v1.0.0"
     assert result.uri == published.as_uri()
     listing = parse_hash_manifest((published / HASH_MANIFEST).read_text())
-    assert set(listing) == {"adapter/adapter_model.safetensors", "adapter/adapter_config.json", "exam_report.json"}
+    assert set(listing) == {
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "exam_report.json",
+    }
     for name, digest in listing.items():
         assert hashlib.sha256((published / name).read_bytes()).hexdigest() == digest
     assert not [p for p in (tmp_path / "registry").iterdir() if p.name.startswith(".")]
@@ -43,7 +47,7 @@ def test_same_content_is_a_noop_and_different_content_is_refused(tmp_path: Path)
     again = push_artifact(_stage(tmp_path), "v1", registry=registry)
     assert again.status == "unchanged" and not (tmp_path / "staging").exists()
     staging = _stage(tmp_path, b"other weights")
-    with pytest.raises(PublishError, match="already exists .* different content"):
+    with pytest.raises(PublishError, match=r"already exists .* different content"):
         push_artifact(staging, "v1", registry=registry)
     assert staging.exists(), "a refused publish keeps the staging copy"
     assert (tmp_path / "registry" / "v1" / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights"

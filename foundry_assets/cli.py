@@ -1,0 +1,114 @@
+"""The `foundry` console script. Exit codes: 0 success, 1 the job (or check) failed, 2 invalid input."""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from foundry_assets.errors import DataError, ManifestError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"foundry: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from foundry_assets.manifest import load_manifest
+
+    manifest = load_manifest(args.manifest)
+    print(
+        f"OK: job {manifest.job_id} · method {manifest.method_config.type} · base {manifest.base_model} · "
+        f"publish {manifest.publish_target.registry} @ {manifest.publish_target.tag}"
+    )
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from foundry_assets.manifest import manifest_json_schema
+
+    print(json.dumps(manifest_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def _run(manifest_path: Path) -> int:
+    from foundry_assets.runner import ensure_dagster_home, run_manifest
+
+    home = ensure_dagster_home()
+    outcome = run_manifest(manifest_path)
+    print(f"run {outcome.run_id} on the instance in {home} (job {outcome.job_id}, lot {outcome.lot_number})")
+    if not outcome.success:
+        return _fail(f"job {outcome.job_id} failed: {outcome.reason}", EXIT_FAILED)
+    published = outcome.published or {}
+    print(f"published:  {published.get('uri')}")
+    print(f"tag:        {published.get('tag')} ({published.get('status')}, {published.get('artifact')})")
+    print(f"lot number: {outcome.lot_number}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(Path(args.manifest))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from foundry_assets.demo.drop import write_demo_drop
+    from foundry_assets.runner import ensure_dagster_home
+    from foundry_assets.workspace import default_root
+
+    ensure_dagster_home()
+    drop = write_demo_drop(Path(args.root) if args.root else default_root() / "demo")
+    print(f"demo drop: {drop.manifest_path} ({drop.planted_duplicates} planted near-duplicates)")
+    return _run(drop.manifest_path)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from foundry_assets.audit import verify_audit_log
+
+    result = verify_audit_log(args.file, expected_head=args.head)
+    if not result.ok:
+        return _fail(f"{args.file}: line {result.first_bad_line}: {result.reason}", EXIT_FAILED)
+    print(f"OK: {result.records} records, chain intact, head {result.head}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="foundry", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="validate a training manifest")
+    p.add_argument("manifest")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("schema", help="print the manifest's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+    p = sub.add_parser(
+        "run", help="add the job's partition and materialize its six assets on DAGSTER_HOME's instance"
+    )
+    p.add_argument("manifest")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("demo", help="build the tiny offline model and a demo drop, then run it")
+    p.add_argument(
+        "--root", help="folder for the demo model, drops and registry (default: FOUNDRY_HOME/demo)"
+    )
+    p.set_defaults(func=cmd_demo)
+    audit = sub.add_parser("audit", help="audit-trail tools").add_subparsers(
+        dest="audit_command", required=True
+    )
+    p = audit.add_parser("verify", help="check an audit log's hash chain (exit 0 intact, 1 broken)")
+    p.add_argument("file")
+    p.add_argument("--head", help="the audit_head recorded in Dagster metadata; catches a truncated tail")
+    p.set_defaults(func=cmd_audit_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ManifestError, DataError) as e:
+        return _fail(str(e), EXIT_INVALID)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

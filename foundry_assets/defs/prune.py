@@ -1,0 +1,61 @@
+"""Prune: SemDeDup over MiniLM embeddings, format for the strategy, hold out the exam split."""
+
+from typing import Any
+
+import dagster as dg
+
+from foundry_assets.curator.pipeline import curate_drop
+from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
+from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.resources import AuditTrailResource, EmbedderResource, WorkspaceResource
+from foundry_assets.errors import FoundryError
+
+
+@dg.asset(partitions_def=job_partitions, group_name="prune", kinds={"jsonl"})
+def curated_dataset(
+    context: dg.AssetExecutionContext,
+    raw_data: dict[str, Any],
+    workspace: WorkspaceResource,
+    audit_trail: AuditTrailResource,
+    embedder: EmbedderResource,
+) -> dg.Output[dict[str, Any]]:
+    """Near-duplicates removed (cosine above the threshold), formatted for the trainer, split train/test."""
+    job = job_context(context, workspace, audit_trail)
+    curation = job.manifest.curation
+    try:
+        result = curate_drop(
+            raw_data["data_path"],
+            job.stage_dir("curated"),
+            data_format=raw_data["data_format"],
+            embedder=embedder.embedder(curation.embedding_model),
+            threshold=curation.similarity_threshold,
+            test_fraction=job.manifest.data.test_fraction,
+            split_seed=job.manifest.data.split_seed,
+        )
+    except FoundryError as e:
+        raise failure(e, "curation") from e
+    counts = result.to_metadata()
+    head = job.audit("data_curated", **counts)
+    context.log.info(f"Curated {result.rows_in} rows: kept {result.kept}, removed {result.removed}")
+    examples = markdown_table(
+        ["removed", "kept (representative)", "cosine"],
+        [[e["removed"][:120], e["kept"][:120], f"{e['similarity']:.4f}"] for e in result.removed_examples],
+    )
+    value = {
+        **lot_metadata(raw_data),
+        "train_path": str(result.train_path),
+        "test_path": str(result.test_path),
+        "data_format": raw_data["data_format"],
+        **counts,
+    }
+    return dg.Output(
+        value,
+        metadata={
+            **lot_metadata(raw_data),
+            **{k: v for k, v in counts.items() if isinstance(v, int | float | str)},
+            "threshold": curation.similarity_threshold,
+            "removed_examples": dg.MetadataValue.md(examples or "none removed"),
+            "train_path": dg.MetadataValue.path(str(result.train_path)),
+            "audit_head": head,
+        },
+    )

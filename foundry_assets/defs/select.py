@@ -1,0 +1,63 @@
+"""Select: accept the job, snapshot its data drop and fix the lot number before anything trains."""
+
+import os
+import shutil
+from typing import Any
+
+import dagster as dg
+
+from foundry_assets.crucible.strategies import get_strategy
+from foundry_assets.defs.common import job_context
+from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
+from foundry_assets.errors import FoundryError
+from foundry_assets.lot import compute_lot
+
+
+@dg.asset(partitions_def=job_partitions, group_name="select", kinds={"jsonl"})
+def raw_data(
+    context: dg.AssetExecutionContext, workspace: WorkspaceResource, audit_trail: AuditTrailResource
+) -> dg.Output[dict[str, Any]]:
+    """The job's data drop, copied into the job folder and hashed with its manifest: the lot number."""
+    job = job_context(context, workspace, audit_trail)
+    manifest = job.manifest
+    strategy = get_strategy(manifest.method_config.type)
+    snapshot_dir = job.stage_dir("raw")
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    snapshot = snapshot_dir / "data.jsonl"
+    try:
+        tmp = snapshot.with_suffix(".jsonl.tmp")
+        shutil.copyfile(manifest.data.path, tmp)
+        os.replace(tmp, snapshot)
+        lot = compute_lot(snapshot, manifest)
+    except (OSError, FoundryError) as e:
+        raise dg.Failure(description=f"data.path {manifest.data.path!r}: {e}", allow_retries=False) from e
+    with open(snapshot, "rb") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    head = job.audit(
+        "job_accepted",
+        manifest=manifest.model_dump(mode="json"),
+        source_data=manifest.data.path,
+        lines=lines,
+        **lot.to_metadata(),
+    )
+    context.log.info(f"Job {job.job_id} accepted: lot {lot.lot_number}")
+    value = {
+        "job_id": job.job_id,
+        "data_path": str(snapshot),
+        "lines": lines,
+        "data_format": strategy.data_format,
+        **lot.to_metadata(),
+    }
+    return dg.Output(
+        value,
+        metadata={
+            **lot.to_metadata(),
+            "method": manifest.method_config.type,
+            "base_model": manifest.base_model,
+            "source_data": dg.MetadataValue.path(manifest.data.path),
+            "snapshot": dg.MetadataValue.path(str(snapshot)),
+            "lines": lines,
+            "audit_head": head,
+        },
+    )

@@ -1,0 +1,116 @@
+"""Train: pre-flight hardware check, then the crucible trains the strategy's adapter."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from foundry_assets.crucible.hardware import check_hardware
+from foundry_assets.crucible.train import TrainParams, train_adapter
+from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
+from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
+from foundry_assets.errors import FoundryError, HardwareIncompatibleError
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@dg.asset(partitions_def=job_partitions, group_name="train", kinds={"pytorch", "safetensors"}, pool="gpu")
+def trained_adapter(
+    context: dg.AssetExecutionContext,
+    curated_dataset: dict[str, Any],
+    workspace: WorkspaceResource,
+    audit_trail: AuditTrailResource,
+) -> dg.Output[dict[str, Any]]:
+    """The LoRA/DoRA adapter (safetensors) and tokenizer trained by the manifest's strategy."""
+    job = job_context(context, workspace, audit_trail)
+    manifest = job.manifest
+    method = manifest.method_config
+    try:
+        hardware = check_hardware(
+            method.type,
+            allow_gradient_checkpointing=method.allow_gradient_checkpointing,
+            strict=method.strict_hardware_check,
+            device=manifest.compute.device,
+        )
+    except HardwareIncompatibleError as e:
+        job.audit("preflight_failed", reason=str(e))
+        raise dg.Failure(description=str(e), allow_retries=False) from e
+    for warning in hardware.warnings:
+        context.log.warning(warning)
+    job.audit("preflight_passed", **hardware.to_metadata())
+
+    def on_log(step: int, loss: float) -> None:
+        context.log.info(f"step {step}: loss {loss:.4f}")
+        job.audit("training_loss", step=step, loss=loss)
+
+    params = TrainParams(
+        rank=method.rank,
+        alpha=method.alpha,
+        dropout=method.dropout,
+        learning_rate=method.learning_rate,
+        max_steps=method.max_steps,
+        max_seq_length=method.max_seq_length,
+        logging_steps=method.logging_steps,
+        seed=method.seed,
+        batch_size=manifest.compute.batch_size,
+        grad_accum=manifest.compute.grad_accum,
+        orpo_beta=method.orpo_beta,
+    )
+    model_path = manifest.model_path or manifest.base_model
+    try:
+        result = train_adapter(
+            model_path=model_path,
+            strategy_name=method.type,
+            train_examples=_read_jsonl(curated_dataset["train_path"]),
+            out_dir=Path(job.stage_dir("adapter")),
+            params=params,
+            hardware=hardware,
+            on_log=on_log,
+        )
+    except FoundryError as e:
+        raise failure(e, "training") from e
+    for warning in result.warnings:
+        context.log.warning(warning)
+    summary = result.to_metadata()
+    head = job.audit(
+        "adapter_saved",
+        adapter_dir=str(result.adapter_dir),
+        files=result.files,
+        **{k: v for k, v in summary.items() if k not in ("files", "adapter_dir", "losses")},
+    )
+    losses = markdown_table(["step", "loss"], [[step, f"{loss:.4f}"] for step, loss in result.losses])
+    value = {
+        **lot_metadata(curated_dataset),
+        "adapter_dir": str(result.adapter_dir),
+        "files": result.files,
+        "backend": result.backend,
+        "device": result.device,
+        "model_path": str(model_path),
+    }
+    return dg.Output(
+        value,
+        metadata={
+            **lot_metadata(curated_dataset),
+            "backend": result.backend,
+            "device": result.device,
+            **{
+                f"hardware_{k}": v
+                for k, v in hardware.to_metadata().items()
+                if isinstance(v, int | float | str | bool)
+            },
+            "steps": result.steps,
+            "final_loss": result.losses[-1][1] if result.losses else float("nan"),
+            "loss_curve": dg.MetadataValue.md(losses),
+            "trainable_params": result.trainable_params,
+            "changed_params": result.changed_params,
+            "runtime_s": round(result.runtime_s, 2),
+            "files": dg.MetadataValue.json(result.files),
+            "adapter_dir": dg.MetadataValue.path(str(result.adapter_dir)),
+            "audit_head": head,
+        },
+    )

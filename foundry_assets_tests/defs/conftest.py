@@ -1,0 +1,47 @@
+"""A real Dagster instance and a foundry workspace in temporary folders, and a demo drop for each test."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from foundry_assets.demo.drop import DemoDrop, write_demo_drop
+from foundry_assets.workspace import Workspace
+
+
+@pytest.fixture
+def foundry_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "foundry"
+    monkeypatch.setenv("FOUNDRY_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def workspace(foundry_home: Path) -> Workspace:
+    return Workspace(foundry_home)
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for every demo drop of the session, so the tiny model is built once."""
+    return tmp_path_factory.mktemp("demo")
+
+
+def make_drop(root: Path, job_id: str, **manifest_updates: dict) -> DemoDrop:
+    """A demo drop whose manifest sections are updated (shallow per section) by `manifest_updates`."""
+    drop = write_demo_drop(root, job_id=job_id)
+    document = yaml.safe_load(drop.manifest_path.read_text())
+    for section, values in manifest_updates.items():
+        document[section] = {**document.get(section, {}), **values}
+    drop.manifest_path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return drop

@@ -1,0 +1,119 @@
+"""The whole loop on a real Dagster instance: six partitioned assets, the blocking exam, the cross-run gate."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from foundry_assets.audit import verify_audit_log
+from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources, defs
+from foundry_assets.defs.distribute import published_artifact
+from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.publisher.base import HASH_MANIFEST
+from foundry_assets.runner import run_manifest
+from foundry_assets.workspace import Workspace
+from foundry_assets_tests.defs.conftest import make_drop
+
+ASSET_NAMES = [a.key.to_user_string() for a in FOUNDRY_ASSETS]
+pytestmark = pytest.mark.slow
+
+
+def _latest(instance: dg.DagsterInstance, asset: str, partition: str) -> dg.AssetMaterialization | None:
+    record = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if record is None or record.asset_materialization is None:
+        return None
+    materialization = record.asset_materialization
+    return materialization if materialization.partition == partition else None
+
+
+def test_definitions_load_with_lineage_and_blocking_check() -> None:
+    graph = defs.resolve_asset_graph()
+    expected = [
+        ("raw_data", "curated_dataset"),
+        ("curated_dataset", "trained_adapter"),
+        ("trained_adapter", "merged_model"),
+        ("merged_model", "exam_report"),
+        ("exam_report", "published_artifact"),
+    ]
+    for upstream, downstream in expected:
+        assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
+    for asset in FOUNDRY_ASSETS:
+        assert asset.partitions_def == job_partitions
+    check = next(iter(defs.resolve_asset_graph().asset_check_keys))
+    assert check.name == "exam_report_passes_gate"
+    assert defs.resolve_job_def("foundry_job") is not None
+
+
+def test_demo_job_materializes_all_six_assets(
+    demo_root: Path, workspace: Workspace, instance: dg.DagsterInstance
+) -> None:
+    drop = make_drop(demo_root, "job-ok")
+    outcome = run_manifest(drop.manifest_path, instance=instance, workspace=workspace)
+    assert outcome.success, outcome.reason
+    assert instance.get_dynamic_partitions(job_partitions.name) == ["job-ok"]
+
+    materializations = {name: _latest(instance, name, "job-ok") for name in ASSET_NAMES}
+    assert all(materializations.values()), materializations
+    lot = materializations["raw_data"].metadata["lot_number"].value
+    assert lot == outcome.lot_number and len(lot) == 64
+    assert {m.metadata["lot_number"].value for m in materializations.values()} == {lot}
+
+    curated = materializations["curated_dataset"].metadata
+    assert curated["removed"].value >= drop.planted_duplicates * 0.9
+    assert curated["rows_in"].value == curated["kept"].value + curated["removed"].value
+
+    trained = materializations["trained_adapter"].metadata
+    assert trained["device"].value == "cpu"  # CI has no GPU, and the metadata says so
+    assert trained["backend"].value in ("unsloth", "peft")
+    assert trained["changed_params"].value > 0
+
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("exam_report"), "exam_report_passes_gate")]
+    )
+    assert check  # the blocking check ran
+
+    published = outcome.published or {}
+    tag_dir = drop.registry / published["tag"]
+    assert published["uri"] == tag_dir.resolve().as_uri()
+    assert (tag_dir / HASH_MANIFEST).exists() and (tag_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert not (workspace.stage_dir("job-ok", "staging") / published["tag"]).exists()
+
+    audit = workspace.audit_path("job-ok")
+    assert verify_audit_log(
+        audit, expected_head=materializations["published_artifact"].metadata["audit_head"].value
+    ).ok
+    events = [line for line in audit.read_text().splitlines()]
+    kinds = [__import__("json").loads(line)["event"] for line in events]
+    for kind in ("job_accepted", "data_curated", "adapter_saved", "merged", "exam_verdict", "published"):
+        assert kind in kinds
+    loss_steps = [
+        __import__("json").loads(line)["data"]["step"] for line in events if '"training_loss"' in line
+    ]
+    assert loss_steps == [10, 20, 30, 40]
+
+
+def test_failed_exam_publishes_nothing_even_when_publish_runs_alone(
+    demo_root: Path, workspace: Workspace, instance: dg.DagsterInstance
+) -> None:
+    drop = make_drop(demo_root, "job-fails-exam", exam={"min_loss_improvement": 1000.0})
+    outcome = run_manifest(drop.manifest_path, instance=instance, workspace=workspace)
+    assert not outcome.success
+    assert "exam_report_passes_gate" in outcome.reason
+    assert _latest(instance, "exam_report", "job-fails-exam") is not None
+    assert _latest(instance, "published_artifact", "job-fails-exam") is None
+    assert not drop.registry.exists() or not any(drop.registry.iterdir())
+
+    # A later run that materializes published_artifact alone (as from the UI) is refused by the asset itself.
+    result = dg.materialize(
+        FOUNDRY_ASSETS,
+        selection=[published_artifact],
+        partition_key="job-fails-exam",
+        instance=instance,
+        resources=build_resources(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "did not pass" in failure.step_failure_data.user_failure_data.description
+    assert not drop.registry.exists() or not any(drop.registry.iterdir())
+    assert '"publish_refused"' in workspace.audit_path("job-fails-exam").read_text()

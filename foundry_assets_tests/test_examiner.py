@@ -1,0 +1,148 @@
+"""The examiner on real tiny models: token-weighted held-out loss, the loss gate, the contamination gate."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from foundry_assets.errors import DataError, FoundryError
+from foundry_assets.examiner import ExamReport, examine, heldout_loss
+
+pytestmark = pytest.mark.slow
+
+NAMES = ["Ada", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"]
+TRAIN_TEXTS = [f"Question: what is {a} plus {b}? Answer: {a + b}." for a in range(6) for b in range(6)] + [
+    f"{n} said hello to the quick brown fox." for n in NAMES
+]
+TEST_TEXTS = [f"Question: what is {a} plus {b}? Answer: {a + b}." for a in range(6, 9) for b in range(2)] + [
+    "Gus said hello to the lazy dog."
+]
+PLANTED = "the safety team reviewed every single request before the model was allowed to answer it"
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model after a few dozen full fine-tuning steps on TRAIN_TEXTS (plain torch loop)."""
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    batch = tokenizer(TRAIN_TEXTS, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(40):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1.0, losses
+    out = tmp_path_factory.mktemp("trained") / "model"
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def test_heldout_loss_is_lower_after_training_on_the_texts(tiny_model_dir: Path, trained_dir: Path) -> None:
+    base = heldout_loss(tiny_model_dir, TRAIN_TEXTS)
+    trained = heldout_loss(trained_dir, TRAIN_TEXTS)
+    assert math.isfinite(base) and trained < base - 1.0
+    assert math.log(len(AutoTokenizer.from_pretrained(str(tiny_model_dir)))) == pytest.approx(base, rel=0.1)
+
+
+def test_heldout_loss_is_token_weighted_and_batch_independent(trained_dir: Path) -> None:
+    texts = ["Hi.", "Question: what is seven plus one? Answer: eight, as every child knows by now."]
+    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=torch.float32).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            total += float(model(input_ids=ids, labels=ids).loss) * (ids.shape[1] - 1)
+            count += ids.shape[1] - 1
+    assert heldout_loss(trained_dir, texts, batch_size=8) == pytest.approx(total / count, rel=1e-5)
+    assert heldout_loss(trained_dir, texts, batch_size=1) == pytest.approx(total / count, rel=1e-5)
+    assert heldout_loss(trained_dir, texts, max_length=3) != pytest.approx(total / count, rel=1e-3)
+
+
+def test_exam_passes_for_the_trained_candidate(tiny_model_dir: Path, trained_dir: Path) -> None:
+    report = examine(
+        base_model=tiny_model_dir, candidate_model=trained_dir, train_texts=TRAIN_TEXTS, test_texts=TEST_TEXTS
+    )
+    assert report.passed, report.reasons
+    assert report.reasons == []
+    assert report.items_scored == len(TEST_TEXTS)
+    loss = report.metrics[0]
+    assert loss.name == "heldout_loss" and loss.candidate < loss.baseline  # type: ignore[operator]
+    assert report.contamination["contaminated"] == [] and report.contamination["fraction"] == 0.0
+    assert json.loads(json.dumps(report.to_dict()))["passed"] is True
+
+
+def test_exam_fails_naming_both_losses_when_the_improvement_is_impossible(
+    tiny_model_dir: Path, trained_dir: Path
+) -> None:
+    report = examine(
+        base_model=tiny_model_dir,
+        candidate_model=trained_dir,
+        train_texts=TRAIN_TEXTS,
+        test_texts=TEST_TEXTS,
+        min_loss_improvement=100.0,
+        max_items=3,
+    )
+    assert not report.passed and len(report.reasons) == 1
+    loss = report.metrics[0]
+    assert f"{loss.candidate:.4f}" in report.reasons[0] and f"{loss.baseline:.4f}" in report.reasons[0]
+    assert not loss.passed and report.metrics[1].passed
+    assert report.items_scored == 3
+
+
+def test_exam_fails_on_a_planted_13_gram(tiny_model_dir: Path, trained_dir: Path) -> None:
+    test_texts = [*TEST_TEXTS[:2], f"Note: {PLANTED}.", *TEST_TEXTS[2:]]
+    report = examine(
+        base_model=tiny_model_dir,
+        candidate_model=trained_dir,
+        train_texts=[*TRAIN_TEXTS, f"Policy. {PLANTED}, always."],
+        test_texts=test_texts,
+    )
+    assert not report.passed and len(report.reasons) == 1
+    assert report.contamination["contaminated"] == [2]
+    assert report.contamination["fraction"] == pytest.approx(1 / len(test_texts))
+    assert "[2]" in report.reasons[0] and "13-gram" in report.reasons[0]
+    assert report.metrics[0].passed and not report.metrics[1].passed
+    _assert_markdown_matches(report)
+
+    tolerant = examine(
+        base_model=tiny_model_dir,
+        candidate_model=trained_dir,
+        train_texts=[*TRAIN_TEXTS, PLANTED],
+        test_texts=test_texts,
+        max_contamination=0.2,
+    )
+    assert tolerant.passed
+
+
+def _assert_markdown_matches(report: ExamReport) -> None:
+    markdown = report.to_markdown()
+    rows = [
+        line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| metric")
+    ]
+    assert len(rows) == len(report.metrics)
+    for line, metric in zip(rows, report.metrics, strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == metric.name
+        assert cells[1] == ("—" if metric.baseline is None else f"{metric.baseline:.4f}")
+        assert float(cells[2]) == pytest.approx(metric.candidate, abs=5e-5)
+        assert cells[3] == metric.required
+        assert cells[4] == ("pass" if metric.passed else "FAIL")
+    assert "FAILED" in markdown and re.search(r"contaminated test indices: \[2\]", markdown)
+
+
+def test_empty_test_set_is_a_clear_error(tiny_model_dir: Path) -> None:
+    with pytest.raises(DataError, match="test set is empty") as info:
+        examine(base_model=tiny_model_dir, candidate_model=tiny_model_dir, train_texts=["a"], test_texts=[])
+    assert isinstance(info.value, FoundryError)
