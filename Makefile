@@ -15,6 +15,7 @@ install: $(STAMP)
 # torch + torchvision first (the CUDA build; it also runs on a CPU-only machine), then the rest pinned by
 # constraints.txt, a freeze of a venv in which the whole stack ran together.
 $(STAMP): pyproject.toml constraints.txt
+	command -v git-lfs >/dev/null || (apt-get update -qq && apt-get install -y -qq git-lfs)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1

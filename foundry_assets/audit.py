@@ -92,7 +92,9 @@ def verify_audit_log(path: str | Path, *, expected_head: str | None = None) -> V
     with open(path, encoding="utf-8") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.endswith("\n"):
-                return VerifyResult(False, count, head, number, "incomplete last line (an interrupted write?)")
+                return VerifyResult(
+                    False, count, head, number, "incomplete last line (an interrupted write?)"
+                )
             line = raw[:-1]
             try:
                 record = json.loads(line)
@@ -102,16 +104,27 @@ def verify_audit_log(path: str | Path, *, expected_head: str | None = None) -> V
                 return VerifyResult(False, count, head, number, "not a JSON object")
             if record.get("prev_sha256") != prev:
                 return VerifyResult(
-                    False, count, head, number, "prev_sha256 does not match the line before: a line was edited, "
-                    "removed or reordered",
+                    False,
+                    count,
+                    head,
+                    number,
+                    "prev_sha256 does not match the line before: a line was edited, removed or reordered",
                 )
             if record.get("seq") != number:
-                return VerifyResult(False, count, head, number, f"seq {record.get('seq')!r} where {number} belongs")
+                return VerifyResult(
+                    False, count, head, number, f"seq {record.get('seq')!r} where {number} belongs"
+                )
             if record.get("sha256") != _record_hash(record):
-                return VerifyResult(False, count, head, number, "record content does not match its sha256 (edited)")
+                return VerifyResult(
+                    False, count, head, number, "record content does not match its sha256 (edited)"
+                )
             prev, head, count = _line_hash(line), record["sha256"], count + 1
     if expected_head is not None and head != expected_head:
         return VerifyResult(
-            False, count, head, count, f"head {head[:12]}… is not the expected {expected_head[:12]}… (truncated?)"
+            False,
+            count,
+            head,
+            count,
+            f"head {head[:12]}… is not the expected {expected_head[:12]}… (truncated?)",
         )
     return VerifyResult(True, count, head)

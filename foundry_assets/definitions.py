@@ -18,6 +18,7 @@ from foundry_assets.defs.resources import (  # noqa: E402
     EmbedderResource,
     PublisherResource,
     WorkspaceResource,
+    s3_resource_from_env,
 )
 from foundry_assets.defs.select import raw_data  # noqa: E402
 from foundry_assets.defs.train import trained_adapter  # noqa: E402
@@ -38,16 +39,21 @@ def build_resources() -> dict[str, Any]:
         "workspace": WorkspaceResource(),
         "audit_trail": AuditTrailResource(),
         "embedder": EmbedderResource(),
-        "publisher": PublisherResource(),
+        "publisher": PublisherResource(s3=s3_resource_from_env()),
         # explicit, so a later run (or the UI) can load any partition's upstream values from DAGSTER_HOME
         "io_manager": dg.FilesystemIOManager(),
     }
 
 
-defs = dg.Definitions(
-    assets=FOUNDRY_ASSETS,
-    asset_checks=[exam_report_passes_gate],
-    jobs=[foundry_job],
-    resources=build_resources(),
-    executor=dg.in_process_executor,
-)
+def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """The foundry's Definitions; `resources` defaults to `build_resources()`."""
+    return dg.Definitions(
+        assets=FOUNDRY_ASSETS,
+        asset_checks=[exam_report_passes_gate],
+        jobs=[foundry_job],
+        resources=resources or build_resources(),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

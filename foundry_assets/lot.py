@@ -50,7 +50,9 @@ def compute_lot(data_path: str | Path, manifest: TrainingManifest) -> LotNumber:
     """Hash the dataset file and the canonical manifest; the lot number is the SHA256 of both hashes."""
     path = Path(data_path)
     if not path.is_file():
-        raise DataError(f"data.path {str(path)!r} is not a file; point the manifest's data.path at the JSONL drop.")
+        raise DataError(
+            f"data.path {str(path)!r} is not a file; point the manifest's data.path at the JSONL drop."
+        )
     dataset = sha256_file(path)
     manifest_hash = sha256_text(manifest.canonical_json())
     return LotNumber(dataset, manifest_hash, sha256_text(f"{dataset}:{manifest_hash}"))

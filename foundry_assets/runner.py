@@ -64,10 +64,15 @@ def run_manifest(
     *,
     instance: dg.DagsterInstance | None = None,
     workspace: Workspace | None = None,
+    definitions: dg.Definitions | None = None,
 ) -> RunOutcome:
-    """Validate, register and materialize every asset of the job's partition in one run."""
-    from foundry_assets.definitions import defs
+    """Validate, register and materialize every asset of the job's partition in one run.
 
+    `definitions` defaults to the code location's `defs`; tests pass one built with other resources.
+    """
+    from foundry_assets.definitions import defs as default_defs
+
+    defs = definitions or default_defs
     manifest = load_manifest(manifest_path)
     workspace = workspace or Workspace(default_root())
     instance = instance or dg.DagsterInstance.get()

@@ -1,17 +1,16 @@
-"""Distribute: stage the artifact, push it to the manifest's registry, verify, then remove staging."""
+"""Distribute: stage the artifact, push it to the manifest's registry, verify, record, then remove staging."""
 
-import json
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import yaml
 
 from foundry_assets.defs.common import failure, job_context, lot_metadata
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
+from foundry_assets.publisher import PublishResult, deployment_payload, stage_artifact
 
 
 @dg.asset(partitions_def=job_partitions, group_name="distribute", kinds={"folder"})
@@ -22,8 +21,8 @@ def published_artifact(
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     publisher: PublisherResource,
-) -> dg.Output[dict[str, Any]]:
-    """The verified artifact in the registry (adapter or merged model, manifest, exam report, MANIFEST.sha256)."""
+) -> Iterator[dg.Output[dict[str, Any]]]:
+    """The verified artifact in the registry: weights, manifest, exam report, model card and MANIFEST.sha256."""
     job = job_context(context, workspace, audit_trail)
     # The blocking check stops this step inside one run; this guard holds the gate across runs as well.
     if not exam_report.get("passed"):
@@ -42,33 +41,37 @@ def published_artifact(
     if kind == "auto":
         kind = "merged_model" if job.manifest.merge.sources else "adapter"
     source = Path(merged_model["model_dir"] if kind == "merged_model" else merged_model["adapter_dir"])
-
-    staging = Path(job.stage_dir("staging")) / target.tag
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging / kind)
-    (staging / "manifest.yaml").write_text(
-        yaml.safe_dump(job.manifest.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    staging = stage_artifact(
+        source,
+        Path(job.stage_dir("staging")) / target.tag,
+        kind=kind,
+        manifest_dict=job.manifest.model_dump(mode="json"),
+        exam_report_dict=exam_report,
     )
-    report = {k: v for k, v in exam_report.items() if k != "report_path"}
-    (staging / "exam_report.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+
+    heads: list[str] = []
+
+    def record(result: PublishResult) -> None:  # after verification, before staging is removed
+        heads.append(
+            job.audit(
+                "published",
+                uri=result.uri,
+                tag=result.tag,
+                status=result.status,
+                artifact=kind,
+                artifact_sha256=result.artifact_sha256,
+                files=result.files,
+            )
+        )
+
     try:
-        result = publisher.push(staging, target.tag, registry=target.registry)
+        result = publisher.push(staging, target.tag, registry=target.registry, on_verified=record)
     except FoundryError as e:
         job.audit("publish_failed", registry=target.registry, tag=target.tag, reason=str(e))
         raise failure(e, "publish") from e
-    head = job.audit(
-        "published",
-        uri=result.uri,
-        tag=result.tag,
-        status=result.status,
-        artifact=kind,
-        artifact_sha256=result.artifact_sha256,
-        files=result.files,
-    )
     context.log.info(f"Published {kind} of job {job.job_id} to {result.uri} ({result.status})")
-    value = {**lot_metadata(exam_report), **result.to_metadata(), "artifact": kind}
-    return dg.Output(
-        value,
+    yield dg.Output(
+        {**lot_metadata(exam_report), **result.to_metadata(), "artifact": kind},
         metadata={
             **lot_metadata(exam_report),
             "uri": dg.MetadataValue.url(result.uri),
@@ -77,6 +80,18 @@ def published_artifact(
             "artifact": kind,
             "artifact_sha256": result.artifact_sha256,
             "files": dg.MetadataValue.json(result.files),
-            "audit_head": head,
+            "audit_head": heads[-1],
         },
     )
+    if target.trigger_deployment and target.webhook_url:
+        payload = deployment_payload(result, lot_number=exam_report["lot_number"], job_id=job.job_id)
+        try:
+            delivery = publisher.notify(target.webhook_url, payload)
+        except FoundryError as e:
+            # The artifact stays published; the failed notice fails this step so an operator sees it.
+            job.audit("deployment_notice_failed", uri=result.uri, reason=str(e))
+            raise failure(e, "deployment notice") from e
+        job.audit("deployment_notified", **delivery.to_metadata())
+        context.log.info(
+            f"Deployment notice delivered ({delivery.status_code}, {delivery.attempts} attempt(s))"
+        )

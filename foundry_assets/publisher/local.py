@@ -15,17 +15,21 @@ class LocalRegistry(RegistryBackend):
 
     @classmethod
     def scheme(cls) -> str:
+        """A local path or file:// URI."""
         return "file"
 
     @property
     def root(self) -> Path:
+        """The registry folder."""
         parsed = urlparse(self.uri)
         return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(self.uri)
 
     def tag_uri(self, tag: str) -> str:
+        """file:// URI of the tag's folder."""
         return (self.root / tag).resolve().as_uri()
 
     def existing_hashes(self, tag: str) -> dict[str, str] | None:
+        """The tag's listing; {} for a folder without one (tags appear by atomic rename, so it is foreign)."""
         listing = self.root / tag / HASH_MANIFEST
         if not (self.root / tag).exists():
             return None
@@ -34,6 +38,7 @@ class LocalRegistry(RegistryBackend):
         return parse_hash_manifest(listing.read_text(encoding="utf-8"))
 
     def upload(self, staging: Path, tag: str, files: dict[str, str]) -> None:
+        """Copy to a hidden partial folder, then rename it to the tag."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{tag}.partial-{uuid.uuid4().hex[:8]}"
         try:
@@ -43,4 +48,5 @@ class LocalRegistry(RegistryBackend):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def remote_hashes(self, tag: str) -> dict[str, str]:
+        """Hash the tag folder's files."""
         return sha256_tree(self.root / tag)

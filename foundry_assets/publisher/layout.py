@@ -1,0 +1,132 @@
+"""The published artifact's layout: weights folder, manifest, exam report and a model card (README.md).
+
+`MANIFEST.sha256` is added by `push_artifact`. Everything here is deterministic (no timestamps, sorted keys), so
+re-staging the same job yields the same bytes and a re-publish of the same tag is a no-op.
+"""
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODEL_CARD = "README.md"
+MANIFEST_FILE = "manifest.yaml"
+EXAM_REPORT_FILE = "exam_report.json"
+
+
+def _cell(value: Any) -> str:
+    """A value as a markdown table cell: floats to 4 significant digits, None as '—', pipes escaped."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    """A two-column markdown table of the rows whose value is set."""
+    lines = ["| | |", "|---|---|"]
+    return lines + [f"| {name} | {_cell(value)} |" for name, value in rows if value not in (None, "", [])]
+
+
+def render_model_card(manifest: Mapping[str, Any], exam_report: Mapping[str, Any]) -> str:
+    """The model card's markdown: front matter, what was trained and how, the exam's numbers, how to verify."""
+    method = manifest.get("method_config", {})
+    target = manifest.get("publish_target", {})
+    merge_sources = manifest.get("merge", {}).get("sources", [])
+    method_name = str(method.get("type", "unknown"))
+    front = {
+        "base_model": manifest.get("base_model"),
+        "library_name": "peft",
+        "tags": ["coreason-model-foundry", method_name],
+    }
+    passed = exam_report.get("passed")
+    lines = ["---", yaml.safe_dump(front, sort_keys=True).strip(), "---", ""]
+    lines += [f"# {manifest.get('job_id', 'model')} — {target.get('tag', '')}".rstrip(" —"), ""]
+    lines += [
+        f"A {method_name.upper()} adapter of `{manifest.get('base_model')}` trained by coreason-model-foundry"
+        + (f" and DARE-TIES-merged with {len(merge_sources)} other adapter(s)." if merge_sources else "."),
+        "",
+        "## Training",
+        "",
+    ]
+    lines += _table(
+        [
+            ("method", method_name),
+            ("rank / alpha", f"{method.get('rank')} / {method.get('alpha') or method.get('rank')}"),
+            ("learning rate", method.get("learning_rate")),
+            ("steps", method.get("max_steps")),
+            ("max sequence length", method.get("max_seq_length")),
+            ("seed", method.get("seed")),
+            ("lot number", exam_report.get("lot_number")),
+            ("dataset sha256", exam_report.get("dataset_sha256")),
+            ("manifest sha256", exam_report.get("manifest_sha256")),
+        ]
+    )
+    verdict = "passed" if passed else "FAILED" if passed is not None else "not recorded"
+    lines += [
+        "",
+        "## Exam",
+        "",
+        f"Verdict: **{verdict}** ({exam_report.get('items_scored', 0)} held-out items scored).",
+        "",
+    ]
+    metrics = exam_report.get("metrics", [])
+    if metrics:
+        lines += ["| metric | baseline | candidate | required | result |", "|---|---|---|---|---|"]
+        for row in metrics:
+            result = "pass" if row.get("passed") else "FAIL"
+            cells = [_cell(row.get(k)) for k in ("name", "baseline", "candidate", "required")]
+            lines.append(f"| {' | '.join(cells)} | {result} |")
+    contamination = exam_report.get("contamination") or {}
+    if contamination:
+        lines += [
+            "",
+            f"Contamination: {_cell(contamination.get('fraction'))} of {contamination.get('test_items', '?')} test "
+            f"items share a {contamination.get('ngram_n', '?')}-gram with the training data "
+            f"(allowed: {_cell(contamination.get('max_allowed'))}).",
+        ]
+    reasons = exam_report.get("reasons") or []
+    if reasons:
+        lines += ["", "Reasons:", *(f"- {_cell(r)}" for r in reasons)]
+    lines += [
+        "",
+        "## Files and verification",
+        "",
+        f"`{MANIFEST_FILE}` is the training manifest, `{EXAM_REPORT_FILE}` the full exam report. `MANIFEST.sha256` "
+        "lists the SHA256 of every file; check a download with `sha256sum -c MANIFEST.sha256`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(
+    staging: Path, manifest_dict: Mapping[str, Any], exam_report_dict: Mapping[str, Any]
+) -> Path:
+    """Write the model card (README.md) into `staging` and return its path."""
+    path = Path(staging) / MODEL_CARD
+    path.write_text(render_model_card(manifest_dict, exam_report_dict), encoding="utf-8")
+    return path
+
+
+def stage_artifact(
+    source: Path,
+    staging: Path,
+    *,
+    kind: str,
+    manifest_dict: Mapping[str, Any],
+    exam_report_dict: Mapping[str, Any],
+) -> Path:
+    """Lay out a fresh `staging` folder: `<kind>/` (weights, tokenizer), manifest, exam report and model card."""
+    staging = Path(staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging / kind)
+    (staging / MANIFEST_FILE).write_text(
+        yaml.safe_dump(dict(manifest_dict), sort_keys=False), encoding="utf-8"
+    )
+    report = {k: v for k, v in exam_report_dict.items() if k != "report_path"}
+    (staging / EXAM_REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+    write_model_card(staging, manifest_dict, exam_report_dict)
+    return staging

@@ -1,0 +1,141 @@
+"""The artifact layout (model card), the handoff's named steps, and the manifest's publish_target validation."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from foundry_assets.errors import ManifestError
+from foundry_assets.manifest import REGISTRY_SCHEMES, PublishTarget, parse_manifest
+from foundry_assets.publisher import PublishResult, PublishStepError, push_artifact, registered_schemes
+from foundry_assets.publisher.layout import render_model_card, stage_artifact, write_model_card
+
+MANIFEST: dict[str, Any] = {
+    "job_id": "train-prod-2025-01-15",
+    "base_model": "unsloth/llama-3-8b-bnb-4bit",
+    "method_config": {"type": "orpo", "rank": 64, "alpha": None, "learning_rate": 0.0002, "max_steps": 60},
+    "publish_target": {"registry": "s3://coreason-models/prod", "tag": "v2.1.0-safety"},
+    "merge": {"sources": [{"adapter": "/a"}]},
+}
+EXAM: dict[str, Any] = {
+    "passed": True,
+    "reasons": [],
+    "items_scored": 42,
+    "lot_number": "ab" * 32,
+    "metrics": [
+        {
+            "name": "heldout_loss",
+            "baseline": 2.345678,
+            "candidate": 1.5,
+            "required": "< baseline",
+            "passed": True,
+        }
+    ],
+    "contamination": {"fraction": 0.0, "max_allowed": 0.0, "test_items": 42, "ngram_n": 13},
+}
+
+
+def test_model_card_holds_the_manifest_and_exam_numbers(tmp_path: Path) -> None:
+    path = write_model_card(tmp_path, MANIFEST, EXAM)
+    card = path.read_text()
+    assert path == tmp_path / "README.md" and card.startswith(
+        "---\nbase_model: unsloth/llama-3-8b-bnb-4bit\n"
+    )
+    assert "# train-prod-2025-01-15 — v2.1.0-safety" in card
+    assert "| rank / alpha | 64 / 64 |" in card and f"| lot number | {'ab' * 32} |" in card
+    assert "| heldout_loss | 2.346 | 1.5 | < baseline | pass |" in card
+    assert "Verdict: **passed** (42 held-out items scored)" in card and "merged with 1 other" in card
+    assert "sha256sum -c MANIFEST.sha256" in card and "s3://" not in card, "no registry address in the card"
+    assert render_model_card(MANIFEST, EXAM) == card, "deterministic, so a re-publish is a no-op"
+
+
+def test_stage_artifact_lays_out_weights_manifest_report_and_card(tmp_path: Path) -> None:
+    source = tmp_path / "adapter-out"
+    source.mkdir()
+    (source / "adapter_model.safetensors").write_bytes(b"w")
+    staging = stage_artifact(
+        source,
+        tmp_path / "staging",
+        kind="adapter",
+        manifest_dict=MANIFEST,
+        exam_report_dict={**EXAM, "report_path": "/x"},
+    )
+    names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    assert names == ["README.md", "adapter/adapter_model.safetensors", "exam_report.json", "manifest.yaml"]
+    assert "report_path" not in (staging / "exam_report.json").read_text()
+
+
+def test_on_verified_runs_before_staging_is_removed_and_a_failure_keeps_it(
+    tmp_path: Path, staged: Callable[..., Path]
+) -> None:
+    seen: list[tuple[PublishResult, bool]] = []
+    staging = staged()
+    result = push_artifact(
+        staging,
+        "v1",
+        registry=str(tmp_path / "reg"),
+        on_verified=lambda r: seen.append((r, staging.exists())),
+    )
+    assert seen and seen[0][1] and not seen[0][0].staging_removed and result.staging_removed
+
+    def broken_audit(_: PublishResult) -> None:
+        raise OSError("audit disk full")
+
+    staging = staged(name="again")
+    with pytest.raises(PublishStepError, match=r"'record' failed: .*audit disk full") as info:
+        push_artifact(staging, "v1", registry=str(tmp_path / "reg"), on_verified=broken_audit)
+    assert info.value.step == "record" and staging.exists()
+    assert push_artifact(staging, "v1", registry=str(tmp_path / "reg")).status == "unchanged"
+
+
+def test_manifest_schemes_match_the_registered_backends() -> None:
+    assert sorted(REGISTRY_SCHEMES) == list(registered_schemes())
+
+
+@pytest.mark.parametrize(
+    "registry",
+    [
+        "git+file:///srv/models.git",
+        "git+ssh://git@github.com/org/models.git",
+        "git+https://host/org/m.git#releases",
+    ],
+)
+def test_git_registries_are_accepted(registry: str) -> None:
+    assert PublishTarget(registry=registry, tag="v1").registry == registry
+
+
+def _doc(**target: Any) -> dict[str, Any]:
+    return {
+        "job_id": "j1",
+        "base_model": "m",
+        "method_config": {"type": "dora"},
+        "publish_target": {"registry": "s3://b/p", "tag": "v1", **target},
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "field", "hint"),
+    [
+        (
+            {"trigger_deployment": True},
+            "publish_target.webhook_url",
+            "required when trigger_deployment is true",
+        ),
+        ({"webhook_url": "ftp://x/y"}, "publish_target.webhook_url", "not an http:// or https:// URL"),
+        ({"webhook_url": "https://u:p@x/y"}, "publish_target.webhook_url", "holds user info"),
+        ({"registry": "git+https://host"}, "publish_target.registry", "names no repository"),
+        ({"registry": "git+https://u:tok@host/r.git"}, "publish_target.registry", "password"),
+    ],
+)
+def test_bad_publish_targets_name_the_field(target: dict[str, Any], field: str, hint: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(_doc(**target))
+    assert f"  {field}: " in str(info.value) and hint in str(info.value)
+
+
+def test_triggered_deployment_with_a_webhook_is_accepted() -> None:
+    manifest = parse_manifest(
+        _doc(trigger_deployment=True, webhook_url="https://deploy.example/hooks/models")
+    )
+    assert manifest.publish_target.webhook_url == "https://deploy.example/hooks/models"

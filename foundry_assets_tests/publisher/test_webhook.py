@@ -1,0 +1,121 @@
+"""The deployment webhook against a real HTTP server on 127.0.0.1."""
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+
+from foundry_assets.publisher import DeliveryError, PublishResult, deployment_payload, notify_deployment
+from foundry_assets.publisher.webhook import redact_url
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Answers each POST with the next status of `script` (then 200), recording every request."""
+
+    script: ClassVar[list[int]] = []
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(
+            {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
+        )
+        status = type(self).script.pop(0) if type(self).script else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture()
+def receiver() -> Iterator[str]:
+    """A live HTTP server on 127.0.0.1; yields its base URL."""
+    Receiver.script, Receiver.received = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _payload() -> dict[str, Any]:
+    result = PublishResult(
+        "s3://models/prod/v1/", "v1", "published", {"a.safetensors": "ab" * 32}, "cd" * 32, True
+    )
+    return deployment_payload(result, lot_number="ef" * 32, artifact="adapter")
+
+
+def test_payload_carries_uri_tag_lot_and_hashes() -> None:
+    payload = _payload()
+    assert payload["uri"] == "s3://models/prod/v1/" and payload["tag"] == "v1"
+    assert payload["lot_number"] == "ef" * 32 and payload["files"] == {"a.safetensors": "ab" * 32}
+    assert payload["artifact_sha256"] == "cd" * 32 and payload["artifact"] == "adapter"
+
+
+def test_retries_with_backoff_until_delivered(receiver: str) -> None:
+    Receiver.script = [503, 500]
+    waits: list[float] = []
+    result = notify_deployment(
+        f"{receiver}/hooks/models", _payload(), retries=3, backoff_s=0.01, sleep=waits.append
+    )
+    assert (result.status_code, result.attempts) == (200, 3)
+    assert waits == [0.01, 0.02], "exponential backoff"
+    assert [r["json"] for r in Receiver.received] == [_payload()] * 3
+    keys = {r["headers"]["Idempotency-Key"] for r in Receiver.received}
+    assert keys == {result.idempotency_key}, "every retry carries the same idempotency key"
+    assert Receiver.received[0]["headers"]["Content-Type"] == "application/json"
+
+
+def test_always_failing_receiver_raises_after_the_last_attempt(receiver: str) -> None:
+    Receiver.script = [500] * 10
+    with pytest.raises(DeliveryError, match="failed after 3 attempts; last: HTTP 500") as info:
+        notify_deployment(receiver, _payload(), retries=2, backoff_s=0.0)
+    assert (info.value.attempts, info.value.status_code) == (3, 500)
+    assert len(Receiver.received) == 3
+
+
+def test_client_error_is_not_retried(receiver: str) -> None:
+    Receiver.script = [400]
+    with pytest.raises(DeliveryError, match="refused the notice: HTTP 400") as info:
+        notify_deployment(receiver, _payload(), retries=3, backoff_s=0.0)
+    assert info.value.attempts == 1 and len(Receiver.received) == 1
+
+
+def test_connection_refused_is_retried_then_reported() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DeliveryError, match="connection failed") as info:
+        notify_deployment(f"http://127.0.0.1:{port}/x", {"a": 1}, retries=1, backoff_s=0.0, timeout_s=1)
+    assert info.value.attempts == 2 and info.value.status_code is None
+
+
+def test_tokens_in_the_url_and_headers_are_not_logged(
+    receiver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    Receiver.script = [502]
+    url = f"{receiver}/hook?token=tok-SECRET"
+    result = notify_deployment(url, {"a": 1}, backoff_s=0.0, headers={"Authorization": "Bearer hdr-SECRET"})
+    assert Receiver.received[-1]["headers"]["Authorization"] == "Bearer hdr-SECRET"
+    assert "SECRET" not in caplog.text and "SECRET" not in str(result.to_metadata())
+    assert result.url == f"{receiver}/hook" == redact_url(url)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        notify_deployment("file:///etc/passwd", {})
+    with pytest.raises(ValueError, match="holds user info") as info:
+        notify_deployment("https://bot:pw-SECRET@deploy.example/x", {})
+    assert "SECRET" not in str(info.value)
+    with pytest.raises(ValueError, match="retries"):
+        notify_deployment("http://127.0.0.1:9/x", {}, retries=-1)
