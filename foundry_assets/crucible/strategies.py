@@ -48,7 +48,9 @@ class TrainingStrategy(ABC):
     def name(cls) -> str: ...
 
     @abstractmethod
-    def build_trainer(self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings) -> Any:
+    def build_trainer(
+        self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings
+    ) -> Any:
         """Return a TRL trainer ready to `.train()`."""
 
 
@@ -80,7 +82,9 @@ def _common_args(settings: TrainerSettings) -> dict[str, Any]:
 class _SFTStrategy(TrainingStrategy):
     data_format = "sft"
 
-    def build_trainer(self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings) -> Any:
+    def build_trainer(
+        self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings
+    ) -> Any:
         from trl import SFTConfig, SFTTrainer
 
         args = SFTConfig(
@@ -122,7 +126,9 @@ class OrpoStrategy(TrainingStrategy):
     def name(cls) -> str:
         return "orpo"
 
-    def build_trainer(self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings) -> Any:
+    def build_trainer(
+        self, *, model: Any, tokenizer: Any, train_dataset: Any, settings: TrainerSettings
+    ) -> Any:
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
         args = ORPOConfig(
@@ -143,7 +149,9 @@ def register_strategy(*, strategy: type[TrainingStrategy]) -> None:
     if not _NAME_RE.match(name):
         raise ValueError(f"Strategy name {name!r} must be lowercase letters, digits and underscores.")
     if name in _REGISTRY:
-        raise ValueError(f"A training strategy named {name!r} is already registered ({_REGISTRY[name].__name__}).")
+        raise ValueError(
+            f"A training strategy named {name!r} is already registered ({_REGISTRY[name].__name__})."
+        )
     _REGISTRY[name] = strategy
 
 

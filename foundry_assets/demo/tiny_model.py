@@ -8,6 +8,10 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from foundry_assets.crucible.vram import Architecture
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -23,6 +27,34 @@ _DEFAULT_CORPUS = [
     "Zero one two three four five six seven eight nine ten eleven twelve.",
     "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,;:!?'\"()[]{}<>|/\\-_=+*&^%$#@~`",
 ]
+
+
+def build_tokenizer(corpus: Iterable[str] = (), *, vocab_size: int = 512) -> Any:
+    """A byte-level BPE tokenizer trained offline on `corpus`, with bos/eos/pad and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator([*_DEFAULT_CORPUS, *corpus], trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=8192,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def build_tiny_llama(
@@ -43,30 +75,9 @@ def build_tiny_llama(
         return out
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator([*_DEFAULT_CORPUS, *corpus], trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        model_max_length=2048,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-
+    tokenizer = build_tokenizer(corpus, vocab_size=vocab_size)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -89,4 +100,45 @@ def build_tiny_llama(
     tokenizer.save_pretrained(tmp)
     (tmp / "foundry_tiny_model.json").write_text(json.dumps({"seed": seed, "vocab_size": len(tokenizer)}))
     tmp.rename(out)
+    return out
+
+
+def build_random_llama(
+    out_dir: str | Path, architecture: "Architecture", *, corpus: Iterable[str] = (), seed: int = 0
+) -> Path:
+    """A random-init Llama of a real architecture (e.g. Llama-3.2-1B's shape) in bf16, for GPU tests and benchmarks.
+
+    Built where it runs, so no weights are downloaded; the tokenizer is a small byte-level BPE whose ids all fall
+    inside the model's vocabulary.
+    """
+    out = Path(out_dir)
+    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+        return out
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer(corpus, vocab_size=4096)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=architecture.vocab_size,
+        hidden_size=architecture.hidden_size,
+        intermediate_size=architecture.intermediate_size,
+        num_hidden_layers=architecture.num_layers,
+        num_attention_heads=architecture.num_heads,
+        num_key_value_heads=architecture.num_kv_heads,
+        max_position_embeddings=8192,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=architecture.tie_word_embeddings,
+    )
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config).bfloat16()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    del model
     return out

@@ -1,0 +1,296 @@
+"""The training loop, top to bottom like litgpt's finetune/lora.py: load → adapters → trainer → train → save.
+
+Unsloth is the backend wherever it imports (on a CPU-only host it runs its own CPU backend: stock transformers +
+PEFT + TRL with CPU defaults); where it cannot be imported the PEFT backend runs instead, with a logged warning that
+is recorded in the result. Any other failure is raised, never papered over.
+"""
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from foundry_assets.crucible.backend import (
+    Backend,
+    count_quantized_layers,
+    ensure_unsloth_first,
+    load_with_adapters,
+)
+from foundry_assets.crucible.hardware import HardwareReport
+from foundry_assets.crucible.strategies import TrainerSettings, TrainingStrategy, get_strategy
+from foundry_assets.errors import DataError, TrainingError
+
+__all__ = ["TrainParams", "TrainResult", "ensure_unsloth_first", "train_adapter"]
+
+logger = logging.getLogger(__name__)
+
+LogFn = Callable[[int, float], None]
+_REQUIRED_KEYS = {"sft": ("text",), "preference": ("prompt", "chosen", "rejected")}
+# What an adapter folder may hold: the adapter, its config and the tokenizer files. Everything else (trainer
+# checkpoints, optimizer/scheduler state, pickled training args) is removed before the folder is published.
+_KEEP_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja", ".md")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyper-parameters of one run, as resolved from the manifest's method section."""
+
+    rank: int
+    alpha: int | None
+    dropout: float
+    learning_rate: float
+    max_steps: int
+    max_seq_length: int
+    logging_steps: int
+    seed: int
+    batch_size: int
+    grad_accum: int
+    orpo_beta: float = 0.1
+
+
+@dataclass
+class TrainResult:
+    """What a run produced and how: the adapter folder with the sha256 of each file, the loss curve, the backend."""
+
+    backend: Backend
+    device: str
+    steps: int
+    losses: list[tuple[int, float]]
+    adapter_dir: Path
+    files: dict[str, str]
+    trainable_params: int
+    changed_params: int
+    runtime_s: float
+    gradient_checkpointing: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Plain values for Dagster materialization metadata (str, int, float, bool, list, dict)."""
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "steps": self.steps,
+            "final_loss": self.losses[-1][1] if self.losses else None,
+            "losses": [[step, loss] for step, loss in self.losses],
+            "adapter_dir": str(self.adapter_dir),
+            "adapter_files": dict(self.files),
+            "trainable_params": self.trainable_params,
+            "changed_params": self.changed_params,
+            "runtime_s": round(self.runtime_s, 3),
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "training_warnings": list(self.warnings),
+        }
+
+
+def train_adapter(
+    *,
+    model_path: str | Path,
+    strategy_name: str,
+    train_examples: list[dict[str, str]],
+    out_dir: Path,
+    params: TrainParams,
+    hardware: HardwareReport,
+    on_log: LogFn | None = None,
+    backend: Literal["auto", "unsloth", "peft"] = "auto",
+) -> TrainResult:
+    """Train one adapter with `strategy_name` and publish it atomically to `out_dir` (safetensors, no pickle)."""
+    strategy = get_strategy(strategy_name)
+    _check_examples(strategy, train_examples)
+    _check_device(hardware)
+    out_dir = Path(out_dir)
+    warnings: list[str] = []
+    chosen: Backend = _resolve_backend(backend, warnings)
+
+    # 1. load the base model and add the adapters
+    model, tokenizer = load_with_adapters(
+        chosen, model_path=str(model_path), strategy=strategy, params=params, hardware=hardware
+    )
+    if strategy.load_in_4bit and count_quantized_layers(model) == 0:
+        raise TrainingError(
+            f"{strategy_name} asks for a 4-bit base but the loaded model has no bitsandbytes Linear4bit layers "
+            f"(backend {chosen}, device {hardware.device}); refusing to train a 16-bit model under a 4-bit name."
+        )
+
+    # 2. build the strategy's trainer
+    from datasets import Dataset
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as work:
+        settings = TrainerSettings(
+            output_dir=str(Path(work) / "trainer"),
+            max_steps=params.max_steps,
+            batch_size=params.batch_size,
+            grad_accum=params.grad_accum,
+            learning_rate=params.learning_rate,
+            max_seq_length=params.max_seq_length,
+            logging_steps=params.logging_steps,
+            seed=params.seed,
+            use_cpu=hardware.device == "cpu",
+            bf16=_use_bf16(hardware),
+            # Unsloth sets checkpointing up on the model itself; the Trainer must not enable HF's on top of it.
+            gradient_checkpointing=hardware.gradient_checkpointing and chosen == "peft",
+            orpo_beta=params.orpo_beta,
+        )
+        trainer = strategy.build_trainer(
+            model=model,
+            tokenizer=tokenizer,
+            train_dataset=Dataset.from_list(train_examples),
+            settings=settings,
+        )
+        losses: list[tuple[int, float]] = []
+        trainer.add_callback(_loss_callback(losses, on_log, strategy_name))
+
+        # 3. train, with a snapshot of the trainable parameters to prove they moved
+        before = _snapshot(trainer.model)
+        started = time.perf_counter()
+        trainer.train()
+        runtime_s = time.perf_counter() - started
+        changed = _count_changed(trainer.model, before)
+        if changed == 0:
+            raise TrainingError(
+                f"{strategy_name}: no trainable parameter changed in {params.max_steps} steps."
+            )
+
+        # 4. save into a staging folder, sweep anything that is not adapter/tokenizer, then rename into place
+        staging = Path(work) / "adapter"
+        trainer.model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        _sweep(staging)
+        _check_adapter_files(staging)
+        _replace_dir(staging, out_dir)
+
+    return TrainResult(
+        backend=chosen,
+        device=hardware.device,
+        steps=int(trainer.state.global_step),
+        losses=losses,
+        adapter_dir=out_dir,
+        files=_sha256_files(out_dir),
+        trainable_params=sum(int(t.numel()) for t in before.values()),
+        changed_params=changed,
+        runtime_s=runtime_s,
+        gradient_checkpointing=hardware.gradient_checkpointing,
+        warnings=[*hardware.warnings, *warnings],
+    )
+
+
+def _resolve_backend(backend: str, warnings: list[str]) -> Backend:
+    if backend == "peft":
+        return "peft"
+    if backend not in ("auto", "unsloth"):
+        raise TrainingError(f"Unknown training backend {backend!r}; choose auto, unsloth or peft.")
+    if ensure_unsloth_first():
+        return "unsloth"
+    if backend == "unsloth":
+        raise TrainingError("backend='unsloth' was requested but unsloth cannot be imported; install it.")
+    message = "Unsloth cannot be imported: training with transformers + PEFT instead (slower on GPU)."
+    logger.warning(message)
+    warnings.append(message)
+    return "peft"
+
+
+def _check_examples(strategy: TrainingStrategy, examples: list[dict[str, str]]) -> None:
+    """Refuse an empty set or records that lack the keys the strategy's trainer reads."""
+    if not examples:
+        raise DataError(f"No training examples for {strategy.name()}.")
+    required = _REQUIRED_KEYS[strategy.data_format]
+    for index, example in enumerate(examples):
+        missing = [key for key in required if not isinstance(example.get(key), str)]
+        if missing:
+            raise DataError(
+                f"Training example {index} for {strategy.name()} ({strategy.data_format} format) lacks string "
+                f"field(s) {missing}; it has {sorted(example)}. Format the data for {strategy.data_format} first."
+            )
+
+
+def _check_device(hardware: HardwareReport) -> None:
+    if hardware.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainingError("The hardware report says cuda but torch sees no CUDA device here.")
+
+
+def _use_bf16(hardware: HardwareReport) -> bool:
+    if hardware.device != "cuda":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_bf16_supported())
+
+
+def _loss_callback(losses: list[tuple[int, float]], on_log: LogFn | None, label: str) -> Any:
+    """A TrainerCallback that records the training loss at each logging step and forwards it."""
+    from transformers import TrainerCallback
+
+    class _LossCallback(TrainerCallback):
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            if not logs or "loss" not in logs:
+                return
+            step, loss = int(state.global_step), float(logs["loss"])
+            losses.append((step, loss))
+            logger.info("%s step %d loss %.4f", label, step, loss)
+            if on_log is not None:
+                on_log(step, loss)
+
+    return _LossCallback()
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    return {name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _count_changed(model: Any, before: dict[str, Any]) -> int:
+    import torch
+
+    after = dict(model.named_parameters())
+    return sum(
+        1 for name, old in before.items() if not torch.equal(after[name].detach().float().cpu(), old.cpu())
+    )
+
+
+def _sweep(folder: Path) -> None:
+    """Delete everything but adapter, config and tokenizer files (checkpoints, optimizer state, pickles)."""
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif not path.name.endswith(_KEEP_SUFFIXES):
+            path.unlink()
+
+
+def _check_adapter_files(folder: Path) -> None:
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        if not (folder / name).is_file():
+            raise TrainingError(
+                f"Saving the adapter wrote no {name} (found {sorted(p.name for p in folder.iterdir())})."
+            )
+
+
+def _replace_dir(staging: Path, out_dir: Path) -> None:
+    """Move `staging` to `out_dir`; an existing `out_dir` is swapped out first and removed only afterwards."""
+    old: Path | None = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{time.time_ns()}")
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256_files(folder: Path) -> dict[str, str]:
+    """sha256 of every file in `folder`, streamed in 1 MiB blocks."""
+    digests: dict[str, str] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        digests[path.name] = digest.hexdigest()
+    return digests

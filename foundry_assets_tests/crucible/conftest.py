@@ -1,0 +1,27 @@
+"""Crucible fixtures: Unsloth imported before anything pulls in transformers, and tiny formatted training sets."""
+
+import pytest
+
+from foundry_assets.crucible.train import ensure_unsloth_first
+
+# The root conftest imports Unsloth first and sets one torch thread; this records whether Unsloth imported.
+UNSLOTH = ensure_unsloth_first()
+
+
+@pytest.fixture(scope="session")
+def sft_examples() -> list[dict[str, str]]:
+    """Thirty-two plain-text SFT records (`{"text": ...}`)."""
+    return [{"text": f"Question: what is {i} plus {i}? Answer: {2 * i}."} for i in range(32)]
+
+
+@pytest.fixture(scope="session")
+def preference_examples() -> list[dict[str, str]]:
+    """Thirty-two ORPO triplets (`prompt`, `chosen`, `rejected`)."""
+    return [
+        {
+            "prompt": f"Question: what is {i} plus {i}? Answer:",
+            "chosen": f" {2 * i}.",
+            "rejected": f" {2 * i + 1}.",
+        }
+        for i in range(32)
+    ]
