@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from foundry_assets.crucible.strategies import registered_names
 from foundry_assets.errors import ManifestError
 from foundry_assets.manifest import TrainingManifest, load_manifest, manifest_json_schema, parse_manifest
 
@@ -36,7 +37,11 @@ def test_reference_manifest_is_accepted_exactly() -> None:
         (lambda d: d.update(job_id="../escape"), "job_id", "no '/', '..' or spaces"),
         (lambda d: d.update(job_id="has space"), "job_id", "not a safe name"),
         (lambda d: d.update(job_id="a/b"), "job_id", "not a safe name"),
-        (lambda d: d["method_config"].update(type="sft"), "method_config.type", "dora, orpo, qlora"),
+        (
+            lambda d: d["method_config"].update(type="sft"),
+            "method_config.type",
+            ", ".join(registered_names()),
+        ),
         (lambda d: d["method_config"].update(rank=0), "method_config.rank", "greater than or equal to 1"),
         (lambda d: d["method_config"].update(lr=1), "method_config.lr", "unknown key"),
         (lambda d: d.update(colour="red"), "colour", "unknown key"),

@@ -1,5 +1,6 @@
 """The whole loop on a real Dagster instance: six partitioned assets, the blocking exam, the cross-run gate."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +10,7 @@ from foundry_assets.audit import verify_audit_log
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources, defs
 from foundry_assets.defs.distribute import published_artifact
 from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.manifest import load_manifest
 from foundry_assets.publisher.base import HASH_MANIFEST
 from foundry_assets.runner import run_manifest
 from foundry_assets.workspace import Workspace
@@ -82,13 +84,12 @@ def test_demo_job_materializes_all_six_assets(
     assert verify_audit_log(
         audit, expected_head=materializations["published_artifact"].metadata["audit_head"].value
     ).ok
-    events = [line for line in audit.read_text().splitlines()]
-    kinds = [__import__("json").loads(line)["event"] for line in events]
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    kinds = [record["event"] for record in records]
     for kind in ("job_accepted", "data_curated", "adapter_saved", "merged", "exam_verdict", "published"):
         assert kind in kinds
-    loss_steps = [
-        __import__("json").loads(line)["data"]["step"] for line in events if '"training_loss"' in line
-    ]
+    assert records[0]["data"]["lot_number"] == lot
+    loss_steps = [record["data"]["step"] for record in records if record["event"] == "training_loss"]
     assert loss_steps == [10, 20, 30, 40]
 
 
@@ -101,7 +102,8 @@ def test_failed_exam_publishes_nothing_even_when_publish_runs_alone(
     assert "exam_report_passes_gate" in outcome.reason
     assert _latest(instance, "exam_report", "job-fails-exam") is not None
     assert _latest(instance, "published_artifact", "job-fails-exam") is None
-    assert not drop.registry.exists() or not any(drop.registry.iterdir())
+    tag_dir = drop.registry / load_manifest(drop.manifest_path).publish_target.tag
+    assert not tag_dir.exists()
 
     # A later run that materializes published_artifact alone (as from the UI) is refused by the asset itself.
     result = dg.materialize(
@@ -115,5 +117,5 @@ def test_failed_exam_publishes_nothing_even_when_publish_runs_alone(
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert "did not pass" in failure.step_failure_data.user_failure_data.description
-    assert not drop.registry.exists() or not any(drop.registry.iterdir())
+    assert not tag_dir.exists()
     assert '"publish_refused"' in workspace.audit_path("job-fails-exam").read_text()
