@@ -74,6 +74,37 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from foundry_assets.audit_report import build_report
+    from foundry_assets.defs.event_log import job_event_log
+    from foundry_assets.runner import ensure_dagster_home
+    from foundry_assets.workspace import Workspace, default_root
+
+    home = ensure_dagster_home()
+    workspace = Workspace(default_root())
+    manifest = workspace.load(args.job_id)  # ManifestError (exit 2) for a job that was never registered
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        materializations, checks = job_event_log(instance, args.job_id)
+    report = build_report(
+        args.job_id,
+        manifest=manifest,
+        trail_path=workspace.audit_path(args.job_id),
+        materializations=materializations,
+        checks=checks,
+    )
+    text = report.to_html() if args.html else report.to_markdown()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    if not report.ok:
+        return _fail(f"job {args.job_id}: {len(report.problems)} problem(s) in its chain", EXIT_FAILED)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="foundry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,11 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--head", help="the audit_head recorded in Dagster metadata; catches a truncated tail")
     p.set_defaults(func=cmd_audit_verify)
+    p = audit.add_parser(
+        "report",
+        help="a job's chain (manifest, hashes, curation, training, merge, exam, publish) cross-checked against the "
+        "audit trail and the Dagster event log (exit 0 complete and consistent, 1 a disagreement or missing link)",
+    )
+    p.add_argument("job_id")
+    p.add_argument("--html", action="store_true", help="write HTML instead of markdown")
+    p.add_argument("--output", "-o", help="write the report to this file instead of standard output")
+    p.set_defaults(func=cmd_audit_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "demo"):
+        from foundry_assets.crucible.train import ensure_unsloth_first
+
+        ensure_unsloth_first()  # before the demo builder or Dagster import transformers
     try:
         return int(args.func(args))
     except (ManifestError, DataError) as e:

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.errors import DataError
 from foundry_assets.manifest import TrainingManifest, load_manifest
 from foundry_assets.workspace import Workspace, default_root
 
@@ -65,6 +66,7 @@ def run_manifest(
     instance: dg.DagsterInstance | None = None,
     workspace: Workspace | None = None,
     definitions: dg.Definitions | None = None,
+    log_level: str = "INFO",
 ) -> RunOutcome:
     """Validate, register and materialize every asset of the job's partition in one run.
 
@@ -74,11 +76,21 @@ def run_manifest(
 
     defs = definitions or default_defs
     manifest = load_manifest(manifest_path)
+    if not Path(manifest.data.path).is_file():
+        raise DataError(
+            f"data.path {manifest.data.path!r} of job {manifest.job_id!r} is not a file; "
+            "fix data.path in the manifest (relative paths are read from the manifest's folder)."
+        )
     workspace = workspace or Workspace(default_root())
     instance = instance or dg.DagsterInstance.get()
     register_job(manifest, instance, workspace)
     job = defs.resolve_job_def("foundry_job")
-    result = job.execute_in_process(instance=instance, partition_key=manifest.job_id, raise_on_error=False)
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key=manifest.job_id,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
     outcome = RunOutcome(job_id=manifest.job_id, run_id=result.run_id, success=result.success)
     if result.success:
         outcome.published = result.output_for_node("published_artifact")

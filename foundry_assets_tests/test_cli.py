@@ -1,0 +1,70 @@
+"""The `foundry` console script: exit 0 on success, 2 on invalid input, 1 when the job fails; one-line reasons."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from foundry_assets.cli import main
+
+REFERENCE = Path(__file__).parents[1] / "examples" / "reference-manifest.yaml"
+
+
+def test_validate_accepts_the_reference_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(REFERENCE)]) == 0
+    assert "train-prod-2025-01-15" in capsys.readouterr().out
+
+
+def test_validate_rejects_with_exit_2_and_a_summary_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load(REFERENCE.read_text())
+    doc["job_id"] = "bad/id"
+    doc["method_config"]["rank"] = 0
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(tmp_path / "m.yaml")]) == 2
+    first, *details = capsys.readouterr().err.splitlines()
+    assert first.startswith("foundry: ") and "2 problem(s) in job_id, method_config.rank" in first
+    assert any(line.strip().startswith("job_id:") for line in details)
+
+
+def test_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "TrainingManifest" and "method_config" in schema["properties"]
+
+
+def test_run_with_missing_data_is_invalid_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    doc = yaml.safe_load(REFERENCE.read_text())
+    doc["data"] = {"path": "missing.jsonl"}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["run", str(tmp_path / "m.yaml")]) == 2
+    assert "data.path" in capsys.readouterr().err
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "foundry"), "--help"], capture_output=True, text=True, check=True
+    )
+    assert "validate" in out.stdout and "audit" in out.stdout
+
+
+@pytest.mark.slow
+def test_run_with_failed_exam_exits_1_with_one_line_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundry_assets_tests.defs.conftest import make_drop
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FOUNDRY_HOME", str(tmp_path / "foundry"))
+    drop = make_drop(tmp_path / "demo", "cli-fails", exam={"min_loss_improvement": 1000.0})
+    assert main(["run", str(drop.manifest_path)]) == 1
+    ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("foundry: ")]
+    assert len(ours) == 1 and "exam_report_passes_gate" in ours[0]  # Dagster's own run log goes to stderr too
+    assert (tmp_path / "home").is_dir()  # the run is on the instance in DAGSTER_HOME, where `make ui` looks
