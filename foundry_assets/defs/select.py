@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -24,9 +25,9 @@ def raw_data(
     strategy = get_strategy(manifest.method_config.type)
     snapshot_dir = job.stage_dir("raw")
     snapshot_dir.mkdir(parents=True, exist_ok=True)
-    snapshot = snapshot_dir / "data.jsonl"
+    snapshot = snapshot_dir / f"data{Path(manifest.data.path).suffix or '.jsonl'}"
     try:
-        tmp = snapshot.with_suffix(".jsonl.tmp")
+        tmp = snapshot.with_name(snapshot.name + ".tmp")
         shutil.copyfile(manifest.data.path, tmp)
         os.replace(tmp, snapshot)
         lot = compute_lot(snapshot, manifest)

@@ -1,0 +1,311 @@
+"""One training run per fresh process, for the GPU suite and the benchmark: `python gpu_common.py '<json spec>'`.
+
+Kinds: `build` (the random-init real-shape Llama), `crucible` (foundry_assets.crucible.train_adapter),
+`unsloth_loop` (FastLanguageModel + a bare PyTorch loop) and `hf_trl` (transformers + PEFT + TRL's SFTTrainer, no
+Unsloth in the process). Each prints one `RESULT {json}` line: tokens/s after warm-up, peak allocated GiB and the
+time from process start to the end of the first optimizer step. No Dagster here: the GPU image has none.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PROCESS_START = time.perf_counter()
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+GIB = 1024**3
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "theta",
+    "kappa",
+    "lambda",
+    "sigma",
+    "omega",
+    "river",
+    "stone",
+    "cloud",
+    "light",
+    "north",
+]
+
+
+def texts(n: int, seq_len: int, seed: int = 0) -> list[str]:
+    """`n` texts long enough to be truncated at `seq_len` tokens by the demo tokenizer (≥ 1 token per 2 chars)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) + str(rng.randint(0, 99)) for _ in range(seq_len)) for _ in range(n)]
+
+
+def preference(n: int, seq_len: int) -> list[dict[str, str]]:
+    chosen, rejected = texts(n, seq_len, seed=1), texts(n, seq_len, seed=2)
+    return [
+        {"prompt": f"Question {i}: continue the list.", "chosen": c, "rejected": r}
+        for i, (c, r) in enumerate(zip(chosen, rejected, strict=True))
+    ]
+
+
+def run_child(spec: dict[str, Any], timeout: float = 420) -> dict[str, Any]:
+    """Run `spec` in a fresh interpreter; return its RESULT, or an error record with the tail of its output."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        return {**spec, "error": (done.stdout[-1500:] + "\n" + done.stderr[-2500:]).strip(), "wall_s": 0.0}
+    return {**spec, **json.loads(lines[-1][7:]), "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def _peak() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / GIB if torch.cuda.is_available() else None
+
+
+def build(spec: dict[str, Any]) -> dict[str, Any]:
+    from foundry_assets.crucible.vram import KNOWN_ARCHITECTURES
+    from foundry_assets.demo.tiny_model import build_random_llama
+
+    out = build_random_llama(spec["model_dir"], KNOWN_ARCHITECTURES[spec["arch"]])
+    return {"model_dir": str(out)}
+
+
+def crucible(spec: dict[str, Any]) -> dict[str, Any]:
+    from foundry_assets.crucible.train import TrainParams, ensure_unsloth_first, train_adapter
+
+    assert ensure_unsloth_first(), "unsloth did not import"
+    import torch
+
+    from foundry_assets.crucible.hardware import HardwareReport
+
+    method, seq, batch = spec["method"], spec["seq"], spec["batch"]
+    device = spec.get("device", "cuda")  # "cpu": a smoke test of this script on the tiny model
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    hardware = HardwareReport(device, name, None, None, bool(spec.get("gc", False)))
+    examples: list[dict[str, str]]
+    if method == "orpo":
+        examples = preference(max(16, batch * 4), seq)
+    else:
+        examples = [{"text": t} for t in texts(max(16, batch * 4), seq)]
+    params = TrainParams(
+        rank=spec.get("rank", 16),
+        alpha=None,
+        dropout=0.0,
+        learning_rate=2e-4,
+        max_steps=spec["steps"],
+        max_seq_length=seq,
+        logging_steps=spec.get("logging_steps", 10),
+        seed=0,
+        batch_size=batch,
+        grad_accum=1,
+        optim=spec.get("optim", "adamw_torch_fused"),
+    )
+    out = (
+        Path(spec.get("work", "/tmp/foundry-gpu"))
+        / f"{method}-{seq}-{batch}-{int(time.time_ns())}"
+        / "adapter"
+    )
+    result = train_adapter(
+        model_path=spec["model_dir"],
+        strategy_name=method,
+        train_examples=examples,
+        out_dir=out,
+        params=params,
+        hardware=hardware,
+        backend="unsloth",
+    )
+    meta = result.to_metadata()
+    return {
+        "backend": result.backend,
+        "tokens_per_s": meta["steady_tokens_per_s"],
+        "tokens_per_s_with_first_step": meta["tokens_per_s"],
+        "peak_gib": result.peak_memory_gib,
+        "first_step_s": _first_step_s(result),
+        "steps": result.steps,
+        "final_loss": meta["final_loss"],
+        "changed_params": result.changed_params,
+    }
+
+
+def _first_step_s(result: Any) -> float | None:
+    return None if result.first_step_at is None else round(result.first_step_at - PROCESS_START, 2)
+
+
+class _Timer:
+    """Steady-state timing of a bare loop: synchronise after `warmup` steps and after the last one."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.t_first, self.t_warm = warmup, 0.0, 0.0
+
+    def step_done(self, step: int) -> None:
+        import torch
+
+        if step in (1, self.warmup) and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if step == 1:
+            self.t_first = time.perf_counter()
+        if step == self.warmup:
+            self.t_warm = time.perf_counter()
+
+
+def unsloth_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    from foundry_assets.crucible.backend import use_persistent_compile_cache
+
+    use_persistent_compile_cache()  # the same compile cache the crucible uses: start-up is not what is compared
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    import torch
+    from unsloth import FastLanguageModel
+
+    method, seq, batch, steps, warmup = (
+        spec["method"],
+        spec["seq"],
+        spec["batch"],
+        spec["steps"],
+        spec["warmup"],
+    )
+    device = spec.get("device", "cuda")
+    model, _ = FastLanguageModel.from_pretrained(
+        model_name=spec["model_dir"],
+        max_seq_length=seq,
+        dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+        load_in_4bit=method == "qlora",
+        use_gradient_checkpointing=False,
+    )
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=16,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        use_dora=method == "dora",
+        bias="none",
+        use_gradient_checkpointing=False,
+        random_state=0,
+        max_seq_length=seq,
+    )
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-4, fused=device == "cuda")
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randint(10, 4000, (batch, seq), generator=generator) for _ in range(4)]
+    timer = _Timer(warmup)
+    for step in range(1, steps + 1):
+        ids = batches[step % len(batches)].to(device, non_blocking=True)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        timer.step_done(step)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - timer.t_warm
+    return {
+        "backend": "unsloth",
+        "tokens_per_s": round(batch * seq * (steps - warmup) / elapsed, 1),
+        "peak_gib": _peak(),
+        "first_step_s": round(timer.t_first - PROCESS_START, 2),
+        "steps": steps,
+        "final_loss": float(loss),
+    }
+
+
+def hf_trl(spec: dict[str, Any]) -> dict[str, Any]:
+    sys.modules["unsloth"] = None  # type: ignore[assignment]  # keep Unsloth's patches out of this process
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from foundry_assets.crucible.telemetry import SpeedMeter
+
+    method, seq, batch, steps, warmup = (
+        spec["method"],
+        spec["seq"],
+        spec["batch"],
+        spec["steps"],
+        spec["warmup"],
+    )
+    quant = (
+        BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+        if method == "qlora"
+        else None
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        spec["model_dir"],
+        dtype=torch.bfloat16,
+        device_map={"": 0},
+        attn_implementation="sdpa",
+        **({"quantization_config": quant} if quant else {}),
+    )
+    if quant:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    config = LoraConfig(
+        r=16,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        use_dora=method == "dora",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, config)
+    args = SFTConfig(
+        output_dir="/tmp/hf-trl",
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        learning_rate=2e-4,
+        logging_steps=10,
+        bf16=True,
+        gradient_checkpointing=False,  # same setting as the crucible's default (checkpointing only when short)
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        max_length=seq,
+        dataset_text_field="text",
+        packing=False,
+        optim="adamw_torch_fused",
+    )
+    data = Dataset.from_list([{"text": t} for t in texts(max(16, batch * 4), seq)])
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data, args=args)
+    meter = SpeedMeter(grad_accum=1, warmup_steps=warmup)
+    trainer.add_callback(meter.callback())
+    trainer.data_collator = meter.wrap_collator(trainer.data_collator)
+    trainer.train()
+    return {
+        "backend": "hf+peft+trl",
+        "tokens_per_s": meter.steady_tokens_per_s(),
+        "peak_gib": _peak(),
+        "first_step_s": None
+        if meter.first_step_at is None
+        else round(meter.first_step_at - PROCESS_START, 2),
+        "steps": meter.steps_run,
+        "final_loss": None,
+    }
+
+
+KINDS = {"build": build, "crucible": crucible, "unsloth_loop": unsloth_loop, "hf_trl": hf_trl}
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    job = json.loads(sys.argv[1])
+    result = KINDS[job["kind"]](job)
+    print("RESULT " + json.dumps(result), flush=True)

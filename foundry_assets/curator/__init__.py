@@ -1,0 +1,50 @@
+"""The curator: read a data drop, check its shape, remove near-duplicates (SemDeDup), split and decontaminate it.
+
+No Dagster here: `curate_drop` is called by the `curated_dataset` asset and by `foundry curate` alike."""
+
+from foundry_assets.curator.cache import EmbeddingCache, embed_texts
+from foundry_assets.curator.decontam import OverlapReport, ngram_overlap, normalize_words
+from foundry_assets.curator.embed import MiniLMEmbedder
+from foundry_assets.curator.formats import (
+    DataFormat,
+    Record,
+    RecordShape,
+    detect_shape,
+    eval_text,
+    render_prompt,
+    split_train_test,
+    text_for_embedding,
+    to_training_example,
+)
+from foundry_assets.curator.pipeline import CurationResult, curate_drop
+from foundry_assets.curator.readers import Quarantined, ReadResult, read_drop, read_jsonl
+from foundry_assets.curator.semdedup import DedupResult, KeepPolicy, RemovedItem, exact_semdedup, semdedup
+
+__all__ = [
+    "CurationResult",
+    "DataFormat",
+    "DedupResult",
+    "EmbeddingCache",
+    "KeepPolicy",
+    "MiniLMEmbedder",
+    "OverlapReport",
+    "Quarantined",
+    "ReadResult",
+    "Record",
+    "RecordShape",
+    "RemovedItem",
+    "curate_drop",
+    "detect_shape",
+    "embed_texts",
+    "eval_text",
+    "exact_semdedup",
+    "ngram_overlap",
+    "normalize_words",
+    "read_drop",
+    "read_jsonl",
+    "render_prompt",
+    "semdedup",
+    "split_train_test",
+    "text_for_embedding",
+    "to_training_example",
+]

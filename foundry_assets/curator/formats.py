@@ -1,0 +1,220 @@
+"""Record shapes of a data drop, the JSONL reader, the training-text templates and the deterministic split.
+
+A drop is one JSONL, Parquet or CSV file (read by `foundry_assets.curator.readers`); every record is one object in
+one of four shapes:
+
+- ``alpaca``: ``{"instruction", "input" (optional, may be empty), "output"}``
+- ``messages``: ``{"messages": [{"role": "system"|"user"|"assistant", "content"}, …]}``, ending with an assistant turn
+- ``prompt_completion``: ``{"prompt", "completion"}``
+- ``preference``: ``{"prompt", "chosen", "rejected"}``
+
+Other keys (ids, provenance) are allowed and ignored. SFT strategies take the first three shapes, rendered into one
+fixed template so that the model learns a single format whatever the drop's shape::
+
+    ### Instruction:
+    {instruction}
+
+    ### Input:            (only when the alpaca input is non-empty)
+    {input}
+
+    ### Response:
+    {output}
+
+Chat turns are rendered role by role with the same headers (system → ``### System:``, user → ``### Instruction:``,
+assistant → ``### Response:``), blocks separated by one blank line. Preference strategies (ORPO) take only
+``preference`` records; their prompt is rendered with the same template up to and including ``### Response:\\n``, so
+``prompt + chosen`` is exactly the SFT text of the chosen answer.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from foundry_assets.errors import DataError
+
+RecordShape = Literal["alpaca", "messages", "prompt_completion", "preference"]
+DataFormat = Literal["sft", "preference"]
+
+INSTRUCTION_HEADER = "### Instruction:"
+INPUT_HEADER = "### Input:"
+RESPONSE_HEADER = "### Response:"
+SYSTEM_HEADER = "### System:"
+ROLE_HEADERS: dict[str, str] = {
+    "system": SYSTEM_HEADER,
+    "user": INSTRUCTION_HEADER,
+    "assistant": RESPONSE_HEADER,
+}
+
+_REQUIRED: dict[RecordShape, tuple[str, ...]] = {
+    "alpaca": ("instruction", "output"),
+    "messages": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "preference": ("prompt", "chosen", "rejected"),
+}
+ACCEPTED_SHAPES: dict[DataFormat, tuple[RecordShape, ...]] = {
+    "sft": ("alpaca", "messages", "prompt_completion"),
+    "preference": ("preference",),
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One parsed line of a drop: its 1-based line number, its shape and the JSON object as read."""
+
+    line: int
+    shape: RecordShape
+    data: dict[str, Any]
+
+
+def _need_text(obj: dict[str, Any], key: str, *, allow_empty: bool = False) -> str:
+    """Return obj[key] if it is a string (non-blank unless allowed), else raise DataError naming the field."""
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise DataError(f"field {key!r} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise DataError(f"field {key!r} is empty")
+    return value
+
+
+def _check_messages(messages: Any) -> None:
+    """Validate a chat transcript: non-empty list of {role, content} turns ending with the assistant."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError("field 'messages' must be a non-empty list of {role, content} objects")
+    for k, turn in enumerate(messages):
+        if not isinstance(turn, dict):
+            raise DataError(
+                f"messages[{k}] must be an object with 'role' and 'content', got {type(turn).__name__}"
+            )
+        role = turn.get("role")
+        if role not in ROLE_HEADERS:
+            raise DataError(f"messages[{k}].role is {role!r}; allowed roles: {', '.join(ROLE_HEADERS)}")
+        try:
+            _need_text(turn, "content")
+        except DataError as e:
+            raise DataError(f"messages[{k}]: {e}") from None
+    if messages[-1]["role"] != "assistant":
+        raise DataError("field 'messages' must end with an assistant turn (the response to learn)")
+
+
+def detect_shape(obj: dict[str, Any]) -> RecordShape:
+    """Return the record's shape after validating its fields; DataError says why it fits none."""
+    if not isinstance(obj, dict):
+        raise DataError(f"a record must be a JSON object, got {type(obj).__name__}")
+    matches = [shape for shape, keys in _REQUIRED.items() if all(k in obj for k in keys)]
+    if not matches:
+        wanted = "; ".join(f"{s}: {', '.join(k)}" for s, k in _REQUIRED.items())
+        raise DataError(
+            f"unknown record shape (keys: {', '.join(sorted(obj)) or 'none'}); expected one of {wanted}"
+        )
+    if len(matches) > 1:
+        raise DataError(
+            f"ambiguous record: it has the keys of {' and '.join(matches)}; keep one shape per record"
+        )
+    shape = matches[0]
+    if shape == "messages":
+        _check_messages(obj["messages"])
+    else:
+        for key in _REQUIRED[shape]:
+            _need_text(obj, key)
+        if shape == "alpaca" and "input" in obj:
+            _need_text(obj, "input", allow_empty=True)
+        if shape == "preference" and obj["chosen"].strip() == obj["rejected"].strip():
+            raise DataError(
+                "fields 'chosen' and 'rejected' are identical; a preference pair needs two answers"
+            )
+    return shape
+
+
+def _content_fields(record: Record) -> list[str]:
+    """The record's text fields in reading order (the content that is trained on)."""
+    d = record.data
+    if record.shape == "alpaca":
+        return [d["instruction"], d.get("input", ""), d["output"]]
+    if record.shape == "messages":
+        return [m["content"] for m in d["messages"]]
+    return [d[k] for k in _REQUIRED[record.shape]]
+
+
+def text_for_embedding(record: Record) -> str:
+    """The text SemDeDup compares: every content field of the record, joined by newlines."""
+    return "\n".join(t for t in _content_fields(record) if t)
+
+
+def canonical_content(record: Record) -> str:
+    """A stable serialisation of the record's content (its shape and text fields, not extra keys)."""
+    d = record.data
+    if record.shape == "messages":
+        content: Any = [[m["role"], m["content"]] for m in d["messages"]]
+    else:
+        content = _content_fields(record)
+    return json.dumps([record.shape, content], ensure_ascii=False, separators=(",", ":"))
+
+
+def render_prompt(instruction: str, input_text: str = "") -> str:
+    """The template up to and including the response header: what a model is given at generation time."""
+    blocks = [f"{INSTRUCTION_HEADER}\n{instruction}"]
+    if input_text.strip():
+        blocks.append(f"{INPUT_HEADER}\n{input_text}")
+    return "\n\n".join(blocks) + f"\n\n{RESPONSE_HEADER}\n"
+
+
+def _render_messages(messages: list[dict[str, Any]]) -> str:
+    """Render a chat transcript role by role with the template's headers."""
+    return "\n\n".join(f"{ROLE_HEADERS[m['role']]}\n{m['content']}" for m in messages)
+
+
+def to_training_example(record: Record, data_format: DataFormat) -> dict[str, str]:
+    """Format a record for a strategy's trainer: {"text"} for sft, {"prompt", "chosen", "rejected"} for preference."""
+    if data_format not in ACCEPTED_SHAPES:
+        raise ValueError(f"data_format is {data_format!r}; allowed: {', '.join(get_args(DataFormat))}")
+    accepted = ACCEPTED_SHAPES[data_format]
+    if record.shape not in accepted:
+        raise DataError(
+            f"line {record.line}: a {record.shape!r} record does not fit a {data_format!r} strategy, which needs "
+            f"{' or '.join(repr(s) for s in accepted)} records"
+            + (" (prompt, chosen, rejected)" if data_format == "preference" else "")
+            + "; convert the drop or pick a strategy that takes this shape"
+        )
+    d = record.data
+    if record.shape == "alpaca":
+        return {"text": render_prompt(d["instruction"], d.get("input", "")) + d["output"]}
+    if record.shape == "prompt_completion":
+        return {"text": render_prompt(d["prompt"]) + d["completion"]}
+    if record.shape == "messages":
+        return {"text": _render_messages(d["messages"])}
+    return {"prompt": render_prompt(d["prompt"]), "chosen": d["chosen"], "rejected": d["rejected"]}
+
+
+def eval_text(example: dict[str, str]) -> str:
+    """The text the exam scores: an sft example's text, or a preference example's prompt + chosen answer."""
+    if "text" in example:
+        return example["text"]
+    if "prompt" in example and "chosen" in example:
+        return example["prompt"] + example["chosen"]
+    raise DataError(
+        f"not a training example (keys: {', '.join(sorted(example))}); expected 'text' or 'prompt'+'chosen'"
+    )
+
+
+def split_train_test(
+    records: list[Record], test_fraction: float, seed: int
+) -> tuple[list[Record], list[Record]]:
+    """Hold out ~test_fraction of the records, ranked by sha256(seed, content): independent of the file's order."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(
+            f"test_fraction is {test_fraction!r}; it must lie strictly between 0 and 1 (e.g. 0.1)"
+        )
+    n = len(records)
+    if n == 0:
+        return [], []
+
+    def rank(r: Record) -> tuple[str, int]:
+        digest = hashlib.sha256(f"{seed}\n{canonical_content(r)}".encode()).hexdigest()
+        return digest, r.line
+
+    ordered = sorted(records, key=rank)
+    n_test = min(max(round(n * test_fraction), 1), n - 1) if n >= 2 else 0
+    test = sorted(ordered[:n_test], key=lambda r: r.line)
+    train = sorted(ordered[n_test:], key=lambda r: r.line)
+    return train, test
