@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export UNSLOTH_DISABLE_STATISTICS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint ui clean
+.PHONY: install services demo test ui clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/foundry demo
 
-test: $(STAMP)
+# Debian packages the browser and PostgreSQL tests use (chromium, postgresql), installed where missing.
+services:
+	bash .ci/services.sh
+
+test: $(STAMP) services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy foundry_assets

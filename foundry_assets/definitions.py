@@ -21,6 +21,7 @@ from foundry_assets.defs.resources import (  # noqa: E402
     s3_resource_from_env,
 )
 from foundry_assets.defs.select import raw_data  # noqa: E402
+from foundry_assets.defs.sensors import drop_sensor  # noqa: E402
 from foundry_assets.defs.train import trained_adapter  # noqa: E402
 
 FOUNDRY_ASSETS = [raw_data, curated_dataset, trained_adapter, merged_model, exam_report, published_artifact]
@@ -51,6 +52,7 @@ def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions
         assets=FOUNDRY_ASSETS,
         asset_checks=[exam_report_passes_gate],
         jobs=[foundry_job],
+        sensors=[drop_sensor],
         resources=resources or build_resources(),
         executor=dg.in_process_executor,
     )

@@ -67,7 +67,11 @@ def test_publish_to_s3_verifies_and_notifies_without_leaking_credentials(
     drop = make_drop(
         demo_root,
         "job-s3",
-        publish_target={"registry": "s3://coreason-models/prod", "trigger_deployment": True, "webhook_url": url},
+        publish_target={
+            "registry": "s3://coreason-models/prod",
+            "trigger_deployment": True,
+            "webhook_url": url,
+        },
     )
     # S3 settings are read when the Definitions are built (as when a code location loads)
     outcome = run_manifest(

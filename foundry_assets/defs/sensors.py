@@ -1,0 +1,80 @@
+"""The drop sensor: a new drop adds its `job_id` partition and requests one run of `foundry_job`."""
+
+import os
+
+import dagster as dg
+
+from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.resources import PublisherResource, WorkspaceResource
+from foundry_assets.drops import DropLedger, drop_source, receive, record_rejection
+from foundry_assets.errors import FoundryError
+
+DROP_LOCATION_ENV = "FOUNDRY_DROP_LOCATION"
+"""Where drops appear: a folder, file:///folder or s3://bucket/prefix; default `<workspace>/inbox`."""
+
+MAX_DROPS_PER_TICK = 20
+"""Drops received per evaluation; the rest wait for the next tick, so one tick stays short."""
+
+
+@dg.sensor(
+    job_name="foundry_job",
+    minimum_interval_seconds=30,
+    description=(
+        "Watches FOUNDRY_DROP_LOCATION (a folder, or s3://bucket/prefix through the publisher's S3 resource) for "
+        "drops: folders holding manifest.yaml and its data. A valid drop is registered, gets its job_id partition "
+        "and one run (run key = job_id@content hash); an invalid one is logged and recorded in "
+        "rejected_drops.jsonl once, and left alone until its files change."
+    ),
+)
+def drop_sensor(
+    context: dg.SensorEvaluationContext, workspace: WorkspaceResource, publisher: PublisherResource
+) -> dg.SensorResult:
+    """Turns each new drop into a registered job, its partition and one run request."""
+    ws = workspace.workspace
+    location = os.environ.get(DROP_LOCATION_ENV) or str(ws.root / "inbox")
+    source = drop_source(location, workspace=ws, s3_client=publisher.s3.get_client)
+    ledger = DropLedger.loads(context.cursor)
+    refs = source.list_drops()
+    ledger.forget_missing({ref.name for ref in refs})
+
+    new_partitions: list[str] = []
+    run_requests: list[dg.RunRequest] = []
+    rejected: list[str] = []
+    for ref in [ref for ref in refs if not ledger.is_handled(ref)][:MAX_DROPS_PER_TICK]:
+        # Only a FoundryError makes a drop invalid; a transient one (S3 unreachable) fails the tick, retried next tick.
+        try:
+            drop = receive(source, ref, ws)
+        except FoundryError as e:
+            record_rejection(ws, ref, e)
+            ledger.mark(ref, "invalid", reason=str(e))
+            rejected.append(f"{ref.name}: {e}")
+            context.log.warning(f"Skipped invalid drop {ref.name!r} ({ref.location}): {e}")
+            continue
+        ledger.mark(ref, "requested", job_id=drop.job_id, run_key=drop.run_key)
+        if drop.run_key in {r.run_key for r in run_requests}:
+            continue
+        if drop.job_id not in new_partitions and not context.instance.has_dynamic_partition(
+            str(job_partitions.name), drop.job_id
+        ):
+            new_partitions.append(drop.job_id)
+        run_requests.append(
+            dg.RunRequest(
+                partition_key=drop.job_id,
+                run_key=drop.run_key,
+                tags={"foundry/drop": ref.name, "foundry/drop_sha256": drop.content_sha256},
+            )
+        )
+        context.log.info(f"Drop {ref.name!r} registered as job {drop.job_id} (run key {drop.run_key})")
+
+    skip_reason = None
+    if not run_requests:
+        skip_reason = f"No new drops in {source.describe()}" + (
+            f"; skipped {len(rejected)} invalid: " + " | ".join(rejected) if rejected else ""
+        )
+    add = [job_partitions.build_add_request(new_partitions)] if new_partitions else []
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=add,
+        cursor=ledger.dumps(),
+        skip_reason=skip_reason,
+    )

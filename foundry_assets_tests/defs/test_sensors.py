@@ -1,0 +1,231 @@
+"""The drop sensor on a real instance: one run per drop, invalid drops reported once, local folders and S3."""
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import yaml
+
+from foundry_assets.definitions import FOUNDRY_ASSETS, build_definitions, build_resources
+from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.select import raw_data
+from foundry_assets.defs.sensors import DROP_LOCATION_ENV
+from foundry_assets.drops import DropLedger, rejected_drops
+from foundry_assets.lot import sha256_file
+from foundry_assets.workspace import Workspace
+from foundry_assets_tests.defs.conftest import make_drop
+from foundry_assets_tests.publisher.conftest import ACCESS_KEY, SECRET_KEY, make_client, start_moto
+
+
+@pytest.fixture
+def inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    monkeypatch.setenv(DROP_LOCATION_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def template(demo_root: Path) -> Path:
+    """A valid demo drop (tiny model built once), copied into each test's drop location."""
+    return make_drop(demo_root, "sensor-template").manifest_path.parent
+
+
+def put_drop(inbox: Path, template: Path, name: str, *, job_id: str | None = None, **updates: Any) -> Path:
+    """Copy the template drop to `inbox/name`, with its job_id and manifest sections changed."""
+    folder = inbox / name
+    shutil.copytree(template, folder)
+    document = yaml.safe_load((folder / "manifest.yaml").read_text())
+    document["job_id"] = job_id or name
+    for section, values in updates.items():
+        document[section] = {**document.get(section, {}), **values}
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return folder
+
+
+def tick(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None) -> dg.SensorResult:
+    sensor = defs.resolve_sensor_def("drop_sensor")
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources=dict(defs.resources or {})
+    ) as context:
+        result = sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def added_partitions(result: dg.SensorResult) -> list[str]:
+    return [key for request in result.dynamic_partitions_requests or [] for key in request.partition_keys]
+
+
+def test_new_drop_adds_partition_and_requests_one_run_that_never_repeats(
+    inbox: Path, template: Path, workspace: Workspace, instance: dg.DagsterInstance
+) -> None:
+    defs = build_definitions()
+    put_drop(inbox, template, "drop-a")
+
+    first = tick(instance, defs, None)
+    assert added_partitions(first) == ["drop-a"]
+    [request] = first.run_requests or []
+    assert request.partition_key == "drop-a"
+    assert request.run_key and request.run_key.startswith("drop-a@")
+    assert request.tags["foundry/drop"] == "drop-a"
+
+    registered = workspace.load("drop-a")
+    received = Path(registered.data.path)
+    assert received.is_relative_to(workspace.root / "received" / "drop-a")
+    assert sha256_file(received) == sha256_file(inbox / "drop-a" / "data.jsonl")
+
+    # The next tick, with the cursor the daemon stored, requests nothing.
+    second = tick(instance, defs, first.cursor)
+    assert not second.run_requests and not added_partitions(second)
+    assert "No new drops" in str(second.skip_reason)
+
+    # A lost cursor (a new sensor, a wiped instance) re-derives the same run key: Dagster never starts it twice.
+    instance.add_dynamic_partitions(str(job_partitions.name), ["drop-a"])
+    again = tick(instance, defs, None)
+    assert [r.run_key for r in again.run_requests or []] == [request.run_key]
+    assert not added_partitions(again)  # the partition exists now
+
+    # The requested run's first asset reads the received copy; its lot number is fixed from it.
+    result = dg.materialize(
+        FOUNDRY_ASSETS,
+        selection=[raw_data],
+        partition_key=request.partition_key,
+        instance=instance,
+        resources=build_resources(),
+        tags=request.tags,
+    )
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("raw_data")
+    assert materialization.metadata["dataset_sha256"].value == sha256_file(received)
+
+
+def test_invalid_drops_are_skipped_reported_once_and_reconsidered_only_when_changed(
+    inbox: Path,
+    template: Path,
+    workspace: Workspace,
+    instance: dg.DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    defs = build_definitions()
+    put_drop(inbox, template, "good")
+    bad_manifest = put_drop(inbox, template, "bad-manifest")
+    (bad_manifest / "manifest.yaml").write_text("job_id: bad-manifest\nmethod_config: {type: lora-magic}\n")
+    missing = put_drop(inbox, template, "missing-data")
+    (missing / "data.jsonl").unlink()
+    put_drop(inbox, template, "escapes", data={"path": "../good/data.jsonl"})
+    not_jsonl = put_drop(inbox, template, "not-jsonl")
+    (not_jsonl / "data.jsonl").write_text('{"instruction": "a", "output": "b"}\nthis is not json\n')
+    reused = put_drop(inbox, template, "reused", job_id="good")
+    with open(reused / "data.jsonl", "a") as handle:
+        handle.write(json.dumps({"instruction": "One more?", "output": "Yes."}) + "\n")
+
+    first = tick(instance, defs, None)
+    assert [r.partition_key for r in first.run_requests or []] == ["good"]
+    reasons = {r["name"]: r["reason"] for r in rejected_drops(workspace)}
+    assert set(reasons) == {"bad-manifest", "missing-data", "escapes", "not-jsonl", "reused"}
+    assert "unknown training method 'lora-magic'" in reasons["bad-manifest"]
+    assert "data.path 'data.jsonl' is not in the drop" in reasons["missing-data"]
+    assert "outside the drop" in reasons["escapes"]
+    assert "line 2 is not JSON" in reasons["not-jsonl"]
+    assert "job_id 'good' is already registered with different content" in reasons["reused"]
+    logged = capfd.readouterr().err  # the sensor's log (shown on the tick in the UI)
+    for name in reasons:
+        assert f"Skipped invalid drop {name!r}" in logged
+    assert (
+        not (workspace.root / "received" / "good").exists()
+        or len(list((workspace.root / "received" / "good").iterdir())) == 1
+    )  # the refused copy was removed
+
+    # The same files again: nothing is retried, nothing is reported twice.
+    second = tick(instance, defs, first.cursor)
+    assert not second.run_requests
+    assert "No new drops" in str(second.skip_reason)
+    assert len(rejected_drops(workspace)) == 5
+
+    # A fixed drop (its files changed) is evaluated again and accepted.
+    shutil.copyfile(template / "data.jsonl", missing / "data.jsonl")
+    third = tick(instance, defs, second.cursor)
+    assert [r.partition_key for r in third.run_requests or []] == ["missing-data"]
+    assert added_partitions(third) == ["missing-data"]
+    assert [r["name"] for r in rejected_drops(workspace)].count("missing-data") == 1  # reported once
+
+
+def test_no_drop_location_yet_is_a_skip_not_an_error(
+    tmp_path: Path, workspace: Workspace, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DROP_LOCATION_ENV, str(tmp_path / "not-created-yet"))
+    result = tick(instance, build_definitions(), None)
+    assert not result.run_requests
+    assert "No new drops" in str(result.skip_reason)
+
+
+@pytest.fixture
+def s3_drops(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A live S3 server on loopback with an empty `drops` bucket; the sensor finds it through the S3 resource."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    server = start_moto()
+    port = server.get_host_and_port()[1]
+    monkeypatch.setenv("FOUNDRY_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(DROP_LOCATION_ENV, "s3://drops/synthesis/")
+    client = make_client(port)
+    client.create_bucket(Bucket="drops")
+    yield client
+    server.stop()
+
+
+def upload(client: Any, folder: Path, prefix: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), "drops", f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+@pytest.mark.slow
+def test_s3_drop_is_downloaded_registered_and_its_run_completes(
+    tmp_path: Path, template: Path, workspace: Workspace, instance: dg.DagsterInstance, s3_drops: Any
+) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    upload(s3_drops, put_drop(staging, template, "s3-job"), "synthesis/s3-job")
+    half = put_drop(staging, template, "s3-half")
+    s3_drops.upload_file(str(half / "data.jsonl"), "drops", "synthesis/s3-half/data.jsonl")  # no manifest yet
+    defs = build_definitions()  # S3 settings are read when the code location loads
+
+    first = tick(instance, defs, None)
+    [request] = first.run_requests or []
+    assert request.partition_key == "s3-job" and added_partitions(first) == ["s3-job"]
+    registered = workspace.load("s3-job")
+    assert Path(registered.data.path).is_file()
+    assert sha256_file(registered.data.path) == sha256_file(staging / "s3-job" / "data.jsonl")
+    assert not list((workspace.root / "received").glob(".incoming-*"))  # the download scratch is gone
+
+    # The manifest arrives last: only then is the second drop seen.
+    s3_drops.upload_file(str(half / "manifest.yaml"), "drops", "synthesis/s3-half/manifest.yaml")
+    second = tick(instance, defs, first.cursor)
+    assert [r.partition_key for r in second.run_requests or []] == ["s3-half"]
+
+    # Run what the sensor requested, as the daemon would: the whole job, on the received copy.
+    instance.add_dynamic_partitions(str(job_partitions.name), added_partitions(first))
+    result = defs.resolve_job_def("foundry_job").execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False
+    )
+    assert result.success
+    published = result.output_for_node("published_artifact")
+    assert published["tag"] == registered.publish_target.tag
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["foundry/drop"] == "s3-job"
+
+
+def test_an_unreadable_cursor_starts_over_instead_of_failing_every_tick() -> None:
+    assert DropLedger.loads("not json").drops == {}
+    assert DropLedger.loads('{"version": 0, "drops": {"a": {}}}').drops == {}
+    ledger = DropLedger.loads('{"version": 1, "drops": {"a": {"fingerprint": "f", "status": "requested"}}}')
+    assert DropLedger.loads(ledger.dumps()).drops == ledger.drops

@@ -1,0 +1,180 @@
+"""The Dagster UI as a person uses it: `dagster dev` over workspace.yaml/dagster.yaml, driven in headless Chromium.
+
+Needs Debian's `chromium` and PyPI's `playwright` (installed by `.ci/services.sh` and the dev extra); where either is
+missing the test fails with the command that installs it — it never skips, so CI cannot pass without a browser.
+Screenshots land in `test-artifacts/ui/`.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from foundry_assets.runner import run_manifest
+from foundry_assets.workspace import Workspace
+from foundry_assets_tests.defs.conftest import make_drop
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+CHROMIUM = os.environ.get("FOUNDRY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ASSETS = [
+    "raw_data",
+    "curated_dataset",
+    "trained_adapter",
+    "merged_model",
+    "exam_report",
+    "published_artifact",
+]
+JOB_ID = "job-ui"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"dagster dev exited with {server.returncode}; see {log}:\n{log.read_text()[-3000:]}")
+        with suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(1)
+    pytest.fail(f"dagster dev did not answer {url} within {timeout:.0f} s; see {log}")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's own process group (webserver, daemon, code server), SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        with suppress(ProcessLookupError):
+            os.killpg(server.pid, sig)
+        with suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=wait)
+            return
+
+
+@pytest.fixture(scope="module")
+def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A DAGSTER_HOME with the repository's dagster.yaml and one materialized demo job."""
+    home = tmp_path_factory.mktemp("ui") / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        mp.delenv("FOUNDRY_HOME", raising=False)
+        drop = make_drop(tmp_path_factory.mktemp("ui-demo"), JOB_ID)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            outcome = run_manifest(
+                drop.manifest_path, instance=instance, workspace=Workspace(home / "foundry")
+            )
+        assert outcome.success, outcome.reason
+        (home / "lot_number").write_text(str(outcome.lot_number))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def ui_url(dagster_home: Path) -> Iterator[str]:
+    """`dagster dev` (webserver + daemon) on 127.0.0.1 and a free port, in its own process group."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log = ARTIFACTS / "dagster-dev.log"
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    env.pop("FOUNDRY_HOME", None)
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/server_info", server, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: `.venv/bin/pip install playwright==1.65.2` (the dev extra)")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: run `bash .ci/services.sh` (apt-get install chromium) "
+            "or set FOUNDRY_CHROMIUM; never `playwright install`"
+        )
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1800, "height": 1000})
+    context.set_default_timeout(90_000)  # the first page waits for the code location (torch, unsloth) to load
+    tab = context.new_page()
+    yield tab
+    tab.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"))
+    context.close()
+
+
+def _open(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    skip = page.get_by_role("button", name="Skip")  # "Join the Dagster community" on a fresh profile
+    with suppress(Exception):
+        skip.wait_for(timeout=5_000)
+        skip.click()
+
+
+def test_asset_graph_shows_the_six_assets_and_the_exam_check(ui_url: str, page: Any) -> None:
+    _open(page, f"{ui_url}/asset-groups")
+    page.get_by_text("examine", exact=True).first.wait_for()  # the graph, groups collapsed, has rendered
+    page.locator('button:has([aria-label="settings"])').last.click()
+    page.get_by_role("menuitem", name="Expand all groups").click()
+    page.keyboard.press("Escape")
+    for asset in ASSETS:
+        page.get_by_text(asset, exact=True).first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "asset-graph.png"))
+
+    page.get_by_text("exam_report", exact=True).first.click()
+    sidebar_check = page.get_by_text("exam_report_passes_gate", exact=True).first
+    sidebar_check.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "asset-graph-exam-check.png"))
+
+
+def test_materialized_job_partition_shows_its_lot_number(ui_url: str, dagster_home: Path, page: Any) -> None:
+    lot = (dagster_home / "lot_number").read_text()
+    assert len(lot) == 64
+    _open(page, f"{ui_url}/assets/raw_data?view=partitions&partition={JOB_ID}")
+    page.get_by_text("lot_number", exact=True).first.wait_for()
+    page.get_by_text(lot, exact=True).first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "raw-data-partition.png"), full_page=True)
