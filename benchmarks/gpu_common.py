@@ -112,6 +112,7 @@ def crucible(spec: dict[str, Any]) -> dict[str, Any]:
         batch_size=batch,
         grad_accum=1,
         optim=spec.get("optim", "adamw_torch_fused"),
+        token_metrics=bool(spec.get("token_metrics", False)),
     )
     out = (
         Path(spec.get("work", "/tmp/foundry-gpu"))
@@ -137,6 +138,7 @@ def crucible(spec: dict[str, Any]) -> dict[str, Any]:
         "steps": result.steps,
         "final_loss": meta["final_loss"],
         "changed_params": result.changed_params,
+        "startup_timings_s": result.timings,
     }
 
 

@@ -50,6 +50,23 @@ def _run(manifest_path: Path) -> int:
     return EXIT_OK
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Would the manifest's job fit on a card with --vram-gb GB free (or this node's GPU)? Loads no model."""
+    from foundry_assets.crucible.hardware import preflight
+    from foundry_assets.errors import HardwareIncompatibleError
+    from foundry_assets.manifest import load_manifest
+
+    manifest = load_manifest(args.manifest)
+    try:
+        answer = preflight(manifest, vram_gb=args.vram_gb)
+    except HardwareIncompatibleError as e:  # the model cannot be sized: no config.json and no shipped facts
+        return _fail(str(e), EXIT_INVALID)
+    print(answer.summary)
+    if not answer.fits:
+        return _fail(answer.reason, EXIT_FAILED)
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     return _run(Path(args.manifest))
 
@@ -61,9 +78,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     root = Path(args.root) if args.root else default_root() / "demo"
     if args.story == "c":
+        from datetime import UTC, datetime
+
         from foundry_assets.demo.stories import write_story_c
 
-        story = write_story_c(root)
+        story = write_story_c(root, prefix=f"story-c-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
         print("Story C: a logic job and a safety job, merged (DARE-TIES) into one published model")
         for step, manifest in (("logic", story.logic), ("safety", story.safety), ("merge", story.merge)):
             print(f"\n== {step}: {manifest}")
@@ -126,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.set_defaults(func=cmd_validate)
     add_curate_parser(sub)
+    p = sub.add_parser(
+        "preflight",
+        help="would this job fit on an N GB card? (VRAM estimate from config.json or shipped facts; exit 0 fits, 1 not)",
+    )
+    p.add_argument("manifest")
+    p.add_argument(
+        "--vram-gb",
+        type=float,
+        help="free memory of the card to plan for, in GB; default: this node's free GPU memory",
+    )
+    p.set_defaults(func=cmd_preflight)
     p = sub.add_parser("schema", help="print the manifest's JSON Schema")
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser(

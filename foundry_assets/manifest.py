@@ -42,7 +42,7 @@ class _Section(BaseModel):
 class MethodConfig(_Section):
     """Which training method runs and its hyper-parameters."""
 
-    type: str = Field(description="Training method from the strategy registry: dora, orpo or qlora.")
+    type: str = Field(description="Training method from the strategy registry: dora, lora, orpo or qlora.")
     rank: int = Field(16, ge=1, le=1024, description="LoRA/DoRA rank r of every adapted linear layer.")
     alpha: int | None = Field(None, ge=1, description="LoRA alpha; defaults to the rank (scaling 1.0).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
@@ -67,6 +67,12 @@ class MethodConfig(_Section):
         0.1, gt=0.0, description="ORPO's odds-ratio weight (lambda in the paper); ORPO only."
     )
     seed: int = Field(3407, description="Seed for adapter initialisation and data order.")
+    checkpoint_steps: int = Field(
+        0,
+        ge=0,
+        description="Save a resumable checkpoint every N optimizer steps into the job's folder; a run that was killed "
+        "and is re-materialized with the same lot number resumes from the newest one. 0 disables checkpoints.",
+    )
 
     @field_validator("type")
     @classmethod
@@ -279,6 +285,10 @@ DEFAULT_REFUSAL_PATTERNS = (
 """Regular expressions (searched case-insensitively in the answer) that count an answer as a refusal."""
 
 
+def _default_gate() -> list[ExamMetric]:
+    return ["heldout_loss"]
+
+
 class ExamConfig(_Section):
     """The gate: decontamination, and metrics of the candidate against the base model (the baseline)."""
 
@@ -291,7 +301,7 @@ class ExamConfig(_Section):
         "split and, for a merge job, every source job's training split).",
     )
     gate: list[ExamMetric] = Field(
-        default_factory=lambda: list[ExamMetric](["heldout_loss"]),
+        default_factory=_default_gate,
         description="Metrics that must beat the baseline for the exam to pass: heldout_loss (lower is better), "
         "logic_score (exact match on held-out `task: logic` items), safety_rate (share of held-out `task: safety` "
         "prompts refused). Metrics not listed are still reported, marked 'not gated'.",

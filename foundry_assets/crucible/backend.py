@@ -7,6 +7,7 @@ strategy decides DoRA and 4-bit. No TRL here: the strategy builds the trainer.
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from foundry_assets.crucible.hardware import HardwareReport
@@ -21,6 +22,38 @@ logger = logging.getLogger(__name__)
 Backend = Literal["unsloth", "peft"]
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _PATCHED_BY_UNSLOTH = ("transformers", "trl", "peft")
+COMPILE_CACHE_ENV = "FOUNDRY_COMPILE_CACHE"
+"""Folder for Unsloth's generated modules and torch.compile/Triton caches; default FOUNDRY_HOME/cache/compile."""
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled kernels persist between jobs on this node (`FOUNDRY_COMPILE_CACHE`, else under FOUNDRY_HOME)."""
+    if configured := os.environ.get(COMPILE_CACHE_ENV):
+        return Path(configured).expanduser().resolve()
+    from foundry_assets.workspace import default_root
+
+    return default_root().resolve() / "cache" / "compile"
+
+
+def use_persistent_compile_cache() -> Path:
+    """Point Unsloth's and torch's compile caches at one persistent folder; must run before unsloth is imported.
+
+    A second job on the same node then loads the first job's Inductor/Triton artifacts instead of compiling
+    again (README: start-up ≤ 30 s). Variables the operator already set are left alone. The folders are made
+    owner-only: Unsloth's Mega-cache refuses group- or world-writable folders.
+    """
+    root = compile_cache_dir()
+    wanted = {
+        "UNSLOTH_COMPILE_LOCATION": root / "unsloth_compiled_cache",
+        "UNSLOTH_MEGA_CACHE_DIR": root / "mega_cache",
+        "TORCHINDUCTOR_CACHE_DIR": root / "inductor",
+        "TRITON_CACHE_DIR": root / "triton",
+    }
+    for variable, folder in wanted.items():
+        if variable not in os.environ:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.environ[variable] = str(folder)
+    return root
 
 
 def ensure_unsloth_first() -> bool:
@@ -39,6 +72,7 @@ def ensure_unsloth_first() -> bool:
             ", ".join(early),
         )
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no usage ping to the network
+    use_persistent_compile_cache()
     try:
         import unsloth  # noqa: F401
     except ImportError as error:

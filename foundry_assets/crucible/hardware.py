@@ -1,7 +1,8 @@
 """Hardware pre-flight: decide, before any model loads, whether this node can run a training method.
 
-The decision is a pure function of the strategy's VRAM floor and the measured free/total device memory; the
-measurement (`torch.cuda.mem_get_info`) is injectable so the table is unit-tested on a CPU-only machine.
+The decision (`decide`) is a pure function of the strategy's VRAM floor, the job's estimated peak memory
+(`vram.py`) and the free/total device memory; the measurement (`torch.cuda.mem_get_info`) is injectable, so the table
+is unit-tested on a CPU-only machine, and `foundry preflight --vram-gb N` asks the same question of an imagined card.
 Memory is reported in decimal gigabytes (1 GB = 10**9 bytes), the unit GPU vendors print on the box.
 """
 
@@ -10,10 +11,14 @@ import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from foundry_assets.crucible.strategies import get_strategy
+from foundry_assets.crucible.vram import JobShape, VramEstimate, job_shape
 from foundry_assets.errors import HardwareIncompatibleError
+
+if TYPE_CHECKING:
+    from foundry_assets.manifest import TrainingManifest
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +37,8 @@ class HardwareReport:
     free_gb: float | None
     gradient_checkpointing: bool
     warnings: list[str] = field(default_factory=list)
+    estimate: VramEstimate | None = None
+    """The estimate the decision used (the one for the chosen checkpointing), where the job's shape was given."""
 
     def to_metadata(self) -> dict[str, Any]:
         """Plain values for Dagster materialization metadata (str, float, bool, list, None)."""
@@ -42,15 +49,93 @@ class HardwareReport:
             "memory_free_gb": self.free_gb,
             "gradient_checkpointing": self.gradient_checkpointing,
             "hardware_warnings": list(self.warnings),
+            **(self.estimate.to_metadata() if self.estimate else {}),
         }
 
 
-def insufficient_vram_message(method: str, *, free_gb: float, total_gb: float, min_gb: float) -> str:
+@dataclass(frozen=True)
+class Decision:
+    """Whether a job fits `free_gb`: with or without gradient checkpointing, or not at all (`refusal`)."""
+
+    fits: bool
+    gradient_checkpointing: bool
+    estimate: VramEstimate | None
+    refusal: str | None = None
+    warning: str | None = None
+
+
+def insufficient_vram_message(
+    method: str,
+    *,
+    free_gb: float,
+    total_gb: float,
+    min_gb: float,
+    estimate: VramEstimate | None = None,
+    with_checkpointing: VramEstimate | None = None,
+) -> str:
     """The refusal text; its first sentence is fixed so operators and tests can match on it."""
-    return (
-        f"Insufficient VRAM for {method.upper()}. Use Gradient Checkpointing or upgrade node. "
-        f"Measured {free_gb:.1f} GB free of {total_gb:.1f} GB; {method} needs at least {min_gb:.1f} GB free "
-        f"(set method.allow_gradient_checkpointing: true to run in less)."
+    need = max(min_gb, estimate.required_gb if estimate else 0.0)
+    parts = [
+        f"Insufficient VRAM for {method.upper()}. Use Gradient Checkpointing or upgrade node.",
+        f"Measured {free_gb:.1f} GB free of {total_gb:.1f} GB; {method} needs at least {need:.1f} GB free",
+    ]
+    if estimate is not None:
+        parts[-1] += f" ({estimate.describe()}; {method}'s floor is {min_gb:.1f} GB)"
+    parts[-1] += "."
+    remedies = ["set method.allow_gradient_checkpointing: true"]
+    if with_checkpointing is not None:
+        remedies[0] += f" (estimated {with_checkpointing.required_gb:.1f} GB needed with it)"
+    remedies += ["lower compute.batch_size or method.max_seq_length", "use a node with more free memory"]
+    parts.append("Remedies: " + "; ".join(remedies) + ".")
+    return " ".join(parts)
+
+
+def decide(
+    method: str,
+    *,
+    free_gb: float,
+    total_gb: float,
+    allow_gradient_checkpointing: bool,
+    strict: bool = True,
+    job: JobShape | None = None,
+) -> Decision:
+    """The pre-flight's decision table, with no device in sight.
+
+    A job fits without gradient checkpointing when free memory covers both the strategy's floor and the estimate;
+    otherwise, where checkpointing is allowed, it runs with checkpointing if the estimate with it fits (the floor
+    is waived: that is the product's ORPO rule). Anything else is refused, or a warning where `strict` is false.
+    """
+    floor = get_strategy(method).min_vram_gb
+    plain = job.estimate(gradient_checkpointing=False) if job else None
+    if free_gb >= floor and (plain is None or free_gb >= plain.required_gb):
+        return Decision(True, False, plain)
+    checkpointed = job.estimate(gradient_checkpointing=True) if job else None
+    if allow_gradient_checkpointing:
+        if checkpointed is None or free_gb >= checkpointed.required_gb:
+            warning = (
+                f"{free_gb:.1f} GB free is under what {method} needs without it "
+                f"({max(floor, plain.required_gb if plain else 0.0):.1f} GB): training with gradient checkpointing "
+                "(slower, less memory)."
+            )
+            return Decision(True, True, checkpointed, warning=warning)
+        refusal = (
+            f"Insufficient VRAM for {method.upper()} even with gradient checkpointing. Measured {free_gb:.1f} GB "
+            f"free of {total_gb:.1f} GB; {checkpointed.describe()}. Remedies: lower compute.batch_size or "
+            "method.max_seq_length, use qlora (4-bit base), or a node with more free memory."
+        )
+    else:
+        refusal = insufficient_vram_message(
+            method,
+            free_gb=free_gb,
+            total_gb=total_gb,
+            min_gb=floor,
+            estimate=plain,
+            with_checkpointing=checkpointed,
+        )
+    if strict:
+        return Decision(False, False, plain, refusal=refusal)
+    return Decision(
+        True, False, plain, warning=f"{refusal} Continuing because strict_hardware_check is false."
     )
 
 
@@ -61,11 +146,13 @@ def check_hardware(
     strict: bool = True,
     device: DeviceChoice = "auto",
     mem_get_info: MemGetInfo | None = None,
+    job: JobShape | None = None,
 ) -> HardwareReport:
     """Refuse (or warn about) a node that cannot run `method`; never loads a model.
 
     `mem_get_info` stands in for `torch.cuda.mem_get_info` and, when given, for the presence of a CUDA device.
-    Gradient checkpointing is switched on only where it is needed (free memory under the floor) and allowed.
+    `job` adds the VRAM estimate to the strategy's floor. Gradient checkpointing is switched on only where it is
+    needed (free memory under the floor or the estimate) and allowed.
     """
     strategy = get_strategy(method)
     if device not in ("auto", "cuda", "cpu"):
@@ -84,21 +171,17 @@ def check_hardware(
 
     free_b, total_b = (mem_get_info or _torch_mem_get_info)()
     free_gb, total_gb = free_b / BYTES_PER_GB, total_b / BYTES_PER_GB
-    floor = strategy.min_vram_gb
-    warnings: list[str] = []
-    gradient_checkpointing = False
-    if free_gb < floor:
-        message = insufficient_vram_message(method, free_gb=free_gb, total_gb=total_gb, min_gb=floor)
-        if allow_gradient_checkpointing:
-            gradient_checkpointing = True
-            warnings.append(
-                f"{free_gb:.1f} GB free is under {method}'s {floor:.1f} GB floor: training with gradient "
-                "checkpointing (slower, less memory)."
-            )
-        elif strict:
-            raise HardwareIncompatibleError(message)
-        else:
-            warnings.append(f"{message} Continuing because strict_hardware_check is false.")
+    decision = decide(
+        strategy.name(),
+        free_gb=free_gb,
+        total_gb=total_gb,
+        allow_gradient_checkpointing=allow_gradient_checkpointing,
+        strict=strict,
+        job=job,
+    )
+    if decision.refusal is not None and not decision.fits:
+        raise HardwareIncompatibleError(decision.refusal)
+    warnings = [decision.warning] if decision.warning else []
     for line in warnings:
         logger.warning(line)
     return HardwareReport(
@@ -106,8 +189,9 @@ def check_hardware(
         device_name=_cuda_device_name(injected=mem_get_info is not None),
         total_gb=round(total_gb, 3),
         free_gb=round(free_gb, 3),
-        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing=decision.gradient_checkpointing,
         warnings=warnings,
+        estimate=decision.estimate,
     )
 
 
@@ -166,3 +250,54 @@ def _host_memory_gb() -> tuple[float | None, float | None]:
     except (AttributeError, ValueError, OSError):
         return None, None
     return round(total, 3), round(free, 3)
+
+
+@dataclass(frozen=True)
+class PreflightAnswer:
+    """`foundry preflight`'s answer: fits or not, the one-paragraph summary, and the refusal where it does not."""
+
+    fits: bool
+    summary: str
+    reason: str
+    decision: Decision | None
+
+
+def manifest_job_shape(manifest: "TrainingManifest") -> JobShape:
+    """The job's memory-relevant shape, sized from model_path's config.json or the shipped architecture facts."""
+    method = manifest.method_config
+    return job_shape(
+        base_model=manifest.base_model,
+        model_path=manifest.model_path,
+        method=method.type,
+        rank=method.rank,
+        batch_size=manifest.compute.batch_size,
+        seq_len=method.max_seq_length,
+    )
+
+
+def preflight(manifest: "TrainingManifest", *, vram_gb: float | None = None) -> PreflightAnswer:
+    """Answer "would this job fit on a card with `vram_gb` GB free?" without a GPU (this node's GPU if None)."""
+    method = manifest.method_config
+    job = manifest_job_shape(manifest)
+    plain = job.estimate(gradient_checkpointing=False)
+    head = f"{manifest.job_id}: {method.type} on {manifest.base_model} ({job.source}); {plain.describe()}."
+    if vram_gb is None:
+        if not _cuda_available():
+            return PreflightAnswer(True, f"{head} No GPU here: pass --vram-gb N to check a card.", "", None)
+        free_b, total_b = _torch_mem_get_info()
+        free_gb, total_gb = free_b / BYTES_PER_GB, total_b / BYTES_PER_GB
+    else:
+        free_gb = total_gb = float(vram_gb)
+    decision = decide(
+        method.type,
+        free_gb=free_gb,
+        total_gb=total_gb,
+        allow_gradient_checkpointing=method.allow_gradient_checkpointing,
+        strict=method.strict_hardware_check,
+        job=job,
+    )
+    if decision.refusal and not decision.fits:
+        return PreflightAnswer(False, head, decision.refusal, decision)
+    how = " with gradient checkpointing" if decision.gradient_checkpointing else ""
+    verdict = f"FITS on {free_gb:.1f} GB{how}." + (f" {decision.warning}" if decision.warning else "")
+    return PreflightAnswer(True, f"{head} {verdict}", "", decision)

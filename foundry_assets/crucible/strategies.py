@@ -1,4 +1,4 @@
-"""The training-method registry: `dora`, `orpo` and `qlora`, each a `TrainingStrategy`.
+"""The training-method registry: `dora`, `lora`, `orpo` and `qlora`, each a `TrainingStrategy`.
 
 Modelled on mergekit's merge-method registry (a base class with `name()` and one typed entry point) with PEFT's
 safeguards (keyword-only registration, lowercase names, duplicates refused, unknown names list the known ones).
@@ -32,6 +32,14 @@ class TrainerSettings:
     gradient_checkpointing: bool
     orpo_beta: float = 0.1
     save_steps: int = 0
+    """Save a resumable checkpoint (adapter, optimizer, scheduler, RNG) every N optimizer steps; 0: none."""
+    save_total_limit: int = 2
+    """Checkpoints kept; two, so a kill while the newest is being written still leaves a whole one."""
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    model_loss: bool = False
+    """SFT takes the model's own loss (Unsloth's fused cross-entropy) instead of TRL's, which also computes entropy
+    and token accuracy over the whole vocabulary every step (12% of a step on an H100; benchmarks/RESULTS.md)."""
 
 
 class TrainingStrategy(ABC):
@@ -71,11 +79,16 @@ def _common_args(settings: TrainerSettings) -> dict[str, Any]:
         "report_to": [],
         "save_strategy": "steps" if settings.save_steps else "no",
         "save_steps": settings.save_steps or 500,
+        "save_total_limit": settings.save_total_limit,
+        "max_grad_norm": settings.max_grad_norm,
+        # Speed (benchmarks/RESULTS.md): pinned host memory lets the batch copy overlap the step; the batches are
+        # small token-id tensors, so the collator runs in the main process (a worker would cost more to start).
         "dataloader_num_workers": 0,
+        "dataloader_pin_memory": not settings.use_cpu,
         "disable_tqdm": True,
         "lr_scheduler_type": "linear",
         "warmup_steps": 0,
-        "optim": "adamw_torch",
+        "optim": settings.optim,
     }
 
 
@@ -93,7 +106,31 @@ class _SFTStrategy(TrainingStrategy):
             dataset_text_field="text",
             packing=False,
         )
-        return SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)
+        trainer_cls = _model_loss_trainer(SFTTrainer) if settings.model_loss else SFTTrainer
+        return trainer_cls(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)
+
+
+def _model_loss_trainer(base: type) -> type:
+    """`base` (TRL's SFTTrainer, as Unsloth patched it) with the loss the model computes from its labels."""
+    from transformers import Trainer
+
+    class ModelLossSFTTrainer(base):
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            return Trainer.compute_loss(
+                self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+    return ModelLossSFTTrainer
+
+
+class LoraStrategy(_SFTStrategy):
+    """Supervised fine-tuning of plain LoRA adapters over a 16-bit base (the benchmark's reference method)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "lora"
 
 
 class DoraStrategy(_SFTStrategy):
@@ -169,5 +206,5 @@ def get_strategy(name: str) -> TrainingStrategy:
         ) from None
 
 
-for _strategy in (DoraStrategy, OrpoStrategy, QloraStrategy):
+for _strategy in (DoraStrategy, LoraStrategy, OrpoStrategy, QloraStrategy):
     register_strategy(strategy=_strategy)

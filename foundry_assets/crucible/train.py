@@ -1,5 +1,8 @@
 """The training loop, top to bottom like litgpt's finetune/lora.py: load → adapters → trainer → train → save.
 
+With a `CheckpointPlan` the trainer saves resumable checkpoints into the job's folder, and a rerun of the same lot
+resumes from the newest whole one (`checkpoints.py`); the run measures its tokens/s and peak memory (`telemetry.py`).
+
 Unsloth is the backend wherever it imports (on a CPU-only host it runs its own CPU backend: stock transformers +
 PEFT + TRL with CPU defaults); where it cannot be imported the PEFT backend runs instead, with a logged warning that
 is recorded in the result. Any other failure is raised, never papered over.
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from foundry_assets.crucible import checkpoints as ckpt
 from foundry_assets.crucible.backend import (
     Backend,
     count_quantized_layers,
@@ -23,9 +27,11 @@ from foundry_assets.crucible.backend import (
 )
 from foundry_assets.crucible.hardware import HardwareReport
 from foundry_assets.crucible.strategies import TrainerSettings, TrainingStrategy, get_strategy
+from foundry_assets.crucible.telemetry import SpeedMeter, peak_memory_gib, plot_losses, reset_peak_memory
 from foundry_assets.errors import DataError, TrainingError
 
-__all__ = ["TrainParams", "TrainResult", "ensure_unsloth_first", "train_adapter"]
+__all__ = ["CheckpointPlan", "TrainParams", "TrainResult", "ensure_unsloth_first", "train_adapter"]
+CheckpointPlan = ckpt.CheckpointPlan
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,11 @@ class TrainParams:
     batch_size: int
     grad_accum: int
     orpo_beta: float = 0.1
+    optim: str = "adamw_torch_fused"
+    """AdamW as one fused kernel on CUDA; the CPU runs `adamw_torch` whatever is asked."""
+    max_grad_norm: float = 1.0
+    token_metrics: bool = False
+    """Let TRL compute per-step entropy and token accuracy for SFT (an extra pass over the vocabulary, slower)."""
 
 
 @dataclass
@@ -68,6 +79,20 @@ class TrainResult:
     runtime_s: float
     gradient_checkpointing: bool
     warnings: list[str] = field(default_factory=list)
+    device_name: str = ""
+    resumed_from_step: int = 0
+    steps_run: int = 0
+    tokens: int = 0
+    tokens_per_s: float | None = None
+    steady_tokens_per_s: float | None = None
+    peak_memory_gib: float | None = None
+    loss_plot: Path | None = None
+    time_to_first_step_s: float | None = None
+    """From the call (before Unsloth is imported, where it was not yet) to the end of the first optimizer step."""
+    first_step_at: float | None = None
+    """`time.perf_counter()` at the end of the first step, for callers that time from their own start."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Start-up by phase (s): importing Unsloth, loading the model with adapters, building the trainer."""
 
     def to_metadata(self) -> dict[str, Any]:
         """Plain values for Dagster materialization metadata (str, int, float, bool, list, dict)."""
@@ -84,7 +109,21 @@ class TrainResult:
             "runtime_s": round(self.runtime_s, 3),
             "gradient_checkpointing": self.gradient_checkpointing,
             "training_warnings": list(self.warnings),
+            "device_name": self.device_name,
+            "resumed_from_step": self.resumed_from_step,
+            "steps_run": self.steps_run,
+            "tokens": self.tokens,
+            "tokens_per_s": _round(self.tokens_per_s, 1),
+            "steady_tokens_per_s": _round(self.steady_tokens_per_s, 1),
+            "peak_memory_gib": _round(self.peak_memory_gib, 3),
+            "loss_plot": str(self.loss_plot) if self.loss_plot else None,
+            "time_to_first_step_s": _round(self.time_to_first_step_s, 2),
+            "startup_timings_s": dict(self.timings),
         }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def train_adapter(
@@ -97,14 +136,26 @@ def train_adapter(
     hardware: HardwareReport,
     on_log: LogFn | None = None,
     backend: Literal["auto", "unsloth", "peft"] = "auto",
+    checkpoints: ckpt.CheckpointPlan | None = None,
 ) -> TrainResult:
-    """Train one adapter with `strategy_name` and publish it atomically to `out_dir` (safetensors, no pickle)."""
+    """Train one adapter with `strategy_name` and publish it atomically to `out_dir` (safetensors, no pickle).
+
+    With `checkpoints`, resume from the newest checkpoint of the same lot number if one exists (another lot's
+    checkpoints are discarded), save one every `checkpoints.every_steps`, and remove them once the adapter is out.
+    """
+    called = time.perf_counter()
     strategy = get_strategy(strategy_name)
     _check_examples(strategy, train_examples)
     _check_device(hardware)
     out_dir = Path(out_dir)
     warnings: list[str] = []
     chosen: Backend = _resolve_backend(backend, warnings)
+    timings = {"import_s": time.perf_counter() - called}
+    resume: ckpt.ResumePoint | None = None
+    if checkpoints is not None:
+        resume, dropped = ckpt.prepare(checkpoints)
+        warnings += [dropped] if dropped else []
+    reset_peak_memory()
 
     # 1. load the base model and add the adapters
     model, tokenizer = load_with_adapters(
@@ -116,13 +167,15 @@ def train_adapter(
             f"(backend {chosen}, device {hardware.device}); refusing to train a 16-bit model under a 4-bit name."
         )
 
+    timings["load_s"] = time.perf_counter() - called - timings["import_s"]
+
     # 2. build the strategy's trainer
     from datasets import Dataset
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as work:
         settings = TrainerSettings(
-            output_dir=str(Path(work) / "trainer"),
+            output_dir=str(checkpoints.folder if checkpoints else Path(work) / "trainer"),
             max_steps=params.max_steps,
             batch_size=params.batch_size,
             grad_accum=params.grad_accum,
@@ -135,6 +188,11 @@ def train_adapter(
             # Unsloth sets checkpointing up on the model itself; the Trainer must not enable HF's on top of it.
             gradient_checkpointing=hardware.gradient_checkpointing and chosen == "peft",
             orpo_beta=params.orpo_beta,
+            save_steps=checkpoints.every_steps if checkpoints else 0,
+            optim=params.optim if hardware.device == "cuda" else "adamw_torch",
+            max_grad_norm=params.max_grad_norm,
+            # the model's fused loss is Unsloth's; on the PEFT backend TRL's chunked loss is what avoids full logits
+            model_loss=chosen == "unsloth" and not params.token_metrics,
         )
         trainer = strategy.build_trainer(
             model=model,
@@ -144,12 +202,18 @@ def train_adapter(
         )
         losses: list[tuple[int, float]] = []
         trainer.add_callback(_loss_callback(losses, on_log, strategy_name))
+        meter = SpeedMeter(grad_accum=params.grad_accum, warmup_steps=3 if params.max_steps >= 8 else 1)
+        trainer.add_callback(meter.callback())
+        trainer.data_collator = meter.wrap_collator(trainer.data_collator)
 
-        # 3. train, with a snapshot of the trainable parameters to prove they moved
+        # 3. train (from the last checkpoint of this lot, if any), with a snapshot to prove the parameters moved
         before = _snapshot(trainer.model)
         started = time.perf_counter()
-        trainer.train()
+        timings["trainer_s"] = started - called - timings["import_s"] - timings["load_s"]
+        trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
         runtime_s = time.perf_counter() - started
+        if resume is not None:
+            logger.info("%s resumed from step %d (%s)", strategy_name, resume.step, resume.path)
         changed = _count_changed(trainer.model, before)
         if changed == 0:
             raise TrainingError(
@@ -163,6 +227,9 @@ def train_adapter(
         _sweep(staging)
         _check_adapter_files(staging)
         _replace_dir(staging, out_dir)
+    if checkpoints is not None:
+        ckpt.clear(checkpoints)
+    plot = _plot(losses, out_dir, f"{strategy_name} ({chosen}, {hardware.device})", warnings)
 
     return TrainResult(
         backend=chosen,
@@ -176,7 +243,35 @@ def train_adapter(
         runtime_s=runtime_s,
         gradient_checkpointing=hardware.gradient_checkpointing,
         warnings=[*hardware.warnings, *warnings],
+        device_name=hardware.device_name,
+        resumed_from_step=resume.step if resume else 0,
+        steps_run=meter.steps_run,
+        tokens=meter.tokens,
+        tokens_per_s=meter.tokens_per_s(),
+        steady_tokens_per_s=meter.steady_tokens_per_s(),
+        peak_memory_gib=peak_memory_gib(),
+        loss_plot=plot,
+        time_to_first_step_s=meter.first_step_at - called if meter.first_step_at else None,
+        first_step_at=meter.first_step_at,
+        timings={k: round(v, 2) for k, v in timings.items()},
     )
+
+
+def loss_plot_path(adapter_dir: Path) -> Path:
+    """The loss-curve PNG sits beside the adapter folder, so the published folder stays adapter + tokenizer."""
+    return adapter_dir.with_name(f"{adapter_dir.name}_loss.png")
+
+
+def _plot(losses: list[tuple[int, float]], adapter_dir: Path, title: str, warnings: list[str]) -> Path | None:
+    if not losses:
+        return None
+    try:
+        return plot_losses(losses, loss_plot_path(adapter_dir), title=title)
+    except ImportError as error:  # matplotlib is a dependency of the package, but not of every GPU image
+        message = f"No loss plot: matplotlib cannot be imported ({error})."
+        logger.warning(message)
+        warnings.append(message)
+        return None
 
 
 def _resolve_backend(backend: str, warnings: list[str]) -> Backend:

@@ -3,8 +3,8 @@
 The estimate adds weights (16-bit, or NF4 for the linear layers of a 4-bit base), the adapter with its gradients and
 AdamW state, activations kept for the backward pass (all of them, or one checkpoint per layer with gradient
 checkpointing), and the logits. Preference methods (ORPO) run chosen and rejected through the model, so twice the
-sequences. The activation coefficients were calibrated against peak allocated memory measured on an H100 with
-Unsloth (the table is in README.md; `benchmarks/gpu_calibrate.py` re-measures it).
+sequences. The coefficients were calibrated against peak allocated memory measured on an H100 with Unsloth (the
+table is in README.md; `benchmarks/gpu_suite.py` re-measures it).
 
 Architectures come from a local `config.json` or, for air-gapped planning, from facts shipped here for the common
 public bases; an unknown name with no local config is an error, never a guess.
@@ -101,6 +101,20 @@ def _family_key(name: str) -> str:
     return "mistral-7b-v0.1" if key == "mistral-7b" else key
 
 
+def _config_is_4bit(config: dict[str, Any]) -> bool:
+    quantization = config.get("quantization_config") or {}
+    return bool(quantization.get("load_in_4bit")) or quantization.get("quant_method") == "bitsandbytes_4bit"
+
+
+def is_prequantized_4bit(base_model: str, model_path: str | None = None) -> bool:
+    """Whether the base checkpoint itself is 4-bit (e.g. `unsloth/llama-3-8b-bnb-4bit`), whatever the method."""
+    for candidate in (model_path, base_model):
+        if candidate and (Path(candidate) / "config.json").is_file():
+            config = json.loads((Path(candidate) / "config.json").read_text(encoding="utf-8"))
+            return _config_is_4bit(config)
+    return "bnb-4bit" in base_model.lower()
+
+
 def resolve_architecture(base_model: str, model_path: str | None = None) -> tuple[Architecture, str]:
     """The architecture and where it came from: a local config.json first, then the shipped facts."""
     for candidate in (model_path, base_model):
@@ -116,29 +130,132 @@ def resolve_architecture(base_model: str, model_path: str | None = None) -> tupl
     )
 
 
-# Calibration (see the module docstring). Bytes of saved activations per token, per layer, in units of the hidden
-# size, without and with gradient checkpointing; and a fixed allowance for the CUDA context and allocator slack.
-ACT_PER_TOKEN_LAYER_HIDDEN = 34.0
-ACT_CHECKPOINTED_PER_TOKEN_LAYER_HIDDEN = 2.0
-LOGIT_BYTES_PER_TOKEN_VOCAB = 4.0
-FIXED_OVERHEAD_GIB = 0.5
-NF4_BYTES_PER_PARAM = (
-    0.5 + 4 / 64
-)  # 4-bit weights plus one fp32 absmax per 64-weight block (not double-quantised)
+# Calibration (README "GPU training, pre-flight and the VRAM estimator"; `benchmarks/gpu_suite.py` re-measures it).
+# The model is physical: each term counts the tensors that training keeps, and a few coefficients, fitted to peak
+# allocated memory measured on an H100 with Unsloth, absorb what kernels fuse away or add. Activation terms are in
+# bytes per token per layer, as multiples of the layer's own widths (see `_layer_activation_bytes`).
+ACT_SCALE = 0.71
+"""Saved activations without checkpointing, relative to a plain bf16 Llama layer with LoRA (`_layer_activation_bytes`):
+Unsloth's fused SwiGLU and RMSNorm keep 29% less."""
+DORA_ACT_SCALE = 3.35
+"""DoRA also keeps each projection's base output for the magnitude gradient, relative to 2 bytes per output unit
+(measured 3.35x that: PEFT's DoRA path keeps float32 copies)."""
+CHECKPOINT_BYTES_PER_TOKEN_LAYER_HIDDEN = 0.0
+"""With Unsloth's gradient checkpointing the per-layer checkpoint is offloaded to host memory (HF's keeps 2 bytes)."""
+SFT_LOGIT_BYTES_PER_TOKEN_VOCAB = 0.0
+"""Unsloth's fused, chunked cross-entropy never holds the full logits for SFT."""
+PREFERENCE_LOGIT_BYTES_PER_TOKEN_VOCAB = 0.0
+"""Measured: under Unsloth, ORPO's chosen+rejected log-probabilities are computed in chunks too (no full logits)."""
+FIXED_OVERHEAD_GIB = 0.36
+"""Allocator and workspace buffers (cuBLAS, Triton) that scale with nothing above."""
+CUDA_CONTEXT_GIB = 0.6
+"""Memory the CUDA context takes outside PyTorch's allocator; added to what must be free, not to peak allocated."""
+RESERVE_FACTOR = 1.05
+"""Reserved-over-allocated slack of PyTorch's caching allocator at the peak."""
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
+"""4-bit weights, one 8-bit absmax per 64 weights, one float32 second-level scale per 256 blocks (double quant)."""
+OPTIMIZER_STATE_BYTES = {
+    "adamw_torch": 8,
+    "adamw_torch_fused": 8,
+    "adamw_8bit": 2,
+    "paged_adamw_8bit": 2,
+    "sgd": 0,
+}
 
 
 @dataclass(frozen=True)
 class VramEstimate:
+    """Peak memory of one training step, by part (GiB); `required_gb` is what must be free, in decimal GB."""
+
     weights_gib: float
     adapter_gib: float
     activations_gib: float
     logits_gib: float
     overhead_gib: float
     total_gib: float
+    """Peak memory allocated by PyTorch, the number calibrated against `torch.cuda.max_memory_allocated()`."""
+    required_gb: float
+    """Free device memory the job needs: total with allocator slack and the CUDA context, in GB (10**9 bytes)."""
+    gradient_checkpointing: bool
     source: str
 
     def to_metadata(self) -> dict[str, Any]:
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {f"vram_{k}": round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+    def describe(self) -> str:
+        return (
+            f"estimated peak {self.total_gib:.1f} GiB allocated (weights {self.weights_gib:.1f}, adapter+optimizer "
+            f"{self.adapter_gib:.2f}, activations {self.activations_gib:.1f}, logits {self.logits_gib:.1f}), "
+            f"{self.required_gb:.1f} GB free needed"
+            f"{' with gradient checkpointing' if self.gradient_checkpointing else ''}"
+        )
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """What, besides the device, decides a training job's memory: read from the manifest and the model config."""
+
+    arch: Architecture
+    method: str
+    rank: int
+    batch_size: int
+    seq_len: int
+    optimizer: str = "adamw_torch_fused"
+    source: str = ""
+    weights_4bit: bool = False
+    """The base checkpoint is already 4-bit (any method then trains over NF4 weights)."""
+
+    def estimate(self, *, gradient_checkpointing: bool) -> VramEstimate:
+        return estimate_vram(
+            self.arch,
+            method=self.method,
+            rank=self.rank,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            gradient_checkpointing=gradient_checkpointing,
+            optimizer=self.optimizer,
+            source=self.source,
+            weights_4bit=self.weights_4bit,
+        )
+
+
+def job_shape(
+    *,
+    base_model: str,
+    model_path: str | None,
+    method: str,
+    rank: int,
+    batch_size: int,
+    seq_len: int,
+    optimizer: str = "adamw_torch_fused",
+) -> JobShape:
+    """Size a job from a local config.json or the shipped facts; an unknown model is an error, never a guess."""
+    arch, source = resolve_architecture(base_model, model_path)
+    return JobShape(
+        arch=arch,
+        method=method,
+        rank=rank,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        optimizer=optimizer,
+        source=source,
+        weights_4bit=is_prequantized_4bit(base_model, model_path),
+    )
+
+
+def _layer_activation_bytes(arch: Architecture) -> float:
+    """Bytes per token that one bf16 Llama layer with LoRA keeps for backward (no checkpointing).
+
+    Residual input, two RMSNorm outputs, q/k/v, attention output and o_proj's input, four MLP-wide tensors (gate,
+    up, SiLU(gate), their product); LoRA's rank-sized intermediates are negligible.
+    """
+    h, i = arch.hidden_size, arch.intermediate_size
+    return 2.0 * (5 * h + arch.q_dim + 2 * arch.kv_dim + 4 * i)
+
+
+def _dora_extra_bytes(arch: Architecture) -> float:
+    """Bytes per token per layer DoRA adds: the base output of each of the seven projections."""
+    return 2.0 * sum(out for _, out in arch.linear_shapes())
 
 
 def estimate_vram(
@@ -149,27 +266,53 @@ def estimate_vram(
     batch_size: int,
     seq_len: int,
     gradient_checkpointing: bool,
-    optimizer: str = "adamw_torch",
+    optimizer: str = "adamw_torch_fused",
     source: str = "",
+    weights_4bit: bool = False,
 ) -> VramEstimate:
-    """Peak allocated GPU memory (GiB) of one training step."""
+    """Peak allocated GPU memory of one Unsloth training step, from the architecture alone (no weights loaded)."""
     strategy = get_strategy(method)
-    embed_bytes = arch.embedding_params() * 2
-    linear_bytes = arch.linear_params() * (NF4_BYTES_PER_PARAM if strategy.load_in_4bit else 2)
+    if optimizer not in OPTIMIZER_STATE_BYTES:
+        raise HardwareIncompatibleError(
+            f"Cannot size optimizer {optimizer!r}; known: {', '.join(sorted(OPTIMIZER_STATE_BYTES))}."
+        )
+    # weights: embeddings (and an untied LM head) stay 16-bit; the linear layers are NF4 for a 4-bit base
+    four_bit = strategy.load_in_4bit or weights_4bit
+    linear_bytes = arch.linear_params() * (NF4_BYTES_PER_PARAM if four_bit else 2.0)
+    weights = arch.embedding_params() * 2.0 + linear_bytes
+    # adapter: float32 weights, their gradients and the optimizer's state; DoRA adds one magnitude per output
     adapter_params = arch.num_layers * sum(
         rank * (a + b) + (b if strategy.use_dora else 0) for a, b in arch.linear_shapes()
     )
-    state_bytes = {"adamw_torch": 8, "adamw_8bit": 2, "sgd": 0}.get(optimizer, 8)
-    adapter_bytes = adapter_params * (4 + 4 + state_bytes)  # fp32 weight, gradient, optimizer state
+    adapter = adapter_params * (4 + 4 + OPTIMIZER_STATE_BYTES[optimizer])
+    # activations: preference methods run chosen and rejected, twice the sequences
     sequences = batch_size * (2 if strategy.data_format == "preference" else 1)
     tokens = sequences * seq_len
-    per_layer = (
-        ACT_CHECKPOINTED_PER_TOKEN_LAYER_HIDDEN if gradient_checkpointing else ACT_PER_TOKEN_LAYER_HIDDEN
+    per_layer = ACT_SCALE * _layer_activation_bytes(arch)
+    if strategy.use_dora:
+        per_layer += DORA_ACT_SCALE * _dora_extra_bytes(arch)
+    if gradient_checkpointing:  # a checkpoint per layer, and one layer recomputed in full during backward
+        activations = tokens * (
+            arch.num_layers * CHECKPOINT_BYTES_PER_TOKEN_LAYER_HIDDEN * arch.hidden_size + per_layer
+        )
+    else:
+        activations = tokens * arch.num_layers * per_layer
+    logit_bytes = (
+        PREFERENCE_LOGIT_BYTES_PER_TOKEN_VOCAB
+        if strategy.data_format == "preference"
+        else SFT_LOGIT_BYTES_PER_TOKEN_VOCAB
     )
-    activations = tokens * arch.num_layers * arch.hidden_size * per_layer
-    if gradient_checkpointing:  # one layer is recomputed in full during the backward pass
-        activations += tokens * arch.hidden_size * ACT_PER_TOKEN_LAYER_HIDDEN
-    logits = tokens * arch.vocab_size * LOGIT_BYTES_PER_TOKEN_VOCAB
-    weights, adapter = (embed_bytes + linear_bytes) / GIB, adapter_bytes / GIB
-    total = weights + adapter + activations / GIB + logits / GIB + FIXED_OVERHEAD_GIB
-    return VramEstimate(weights, adapter, activations / GIB, logits / GIB, FIXED_OVERHEAD_GIB, total, source)
+    logits = tokens * arch.vocab_size * logit_bytes
+    total = (weights + adapter + activations + logits) / GIB + FIXED_OVERHEAD_GIB
+    required_gb = (total * RESERVE_FACTOR + CUDA_CONTEXT_GIB) * GIB / 10**9
+    return VramEstimate(
+        weights_gib=weights / GIB,
+        adapter_gib=adapter / GIB,
+        activations_gib=activations / GIB,
+        logits_gib=logits / GIB,
+        overhead_gib=FIXED_OVERHEAD_GIB,
+        total_gib=total,
+        required_gb=required_gb,
+        gradient_checkpointing=gradient_checkpointing,
+        source=source,
+    )

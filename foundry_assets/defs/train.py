@@ -1,12 +1,14 @@
 """Train: pre-flight hardware check, then the crucible trains the strategy's adapter."""
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from foundry_assets.crucible.hardware import check_hardware
+from foundry_assets.crucible.checkpoints import CheckpointPlan, prepare
+from foundry_assets.crucible.hardware import check_hardware, manifest_job_shape
 from foundry_assets.crucible.train import TrainParams, train_adapter
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
@@ -36,6 +38,7 @@ def trained_adapter(
             allow_gradient_checkpointing=method.allow_gradient_checkpointing,
             strict=method.strict_hardware_check,
             device=manifest.compute.device,
+            job=manifest_job_shape(manifest),
         )
     except HardwareIncompatibleError as e:
         job.audit("preflight_failed", reason=str(e))
@@ -62,6 +65,20 @@ def trained_adapter(
         orpo_beta=method.orpo_beta,
     )
     model_path = manifest.model_path or manifest.base_model
+    plan = None
+    if method.checkpoint_steps:
+        plan = CheckpointPlan(
+            Path(job.stage_dir("checkpoints")), method.checkpoint_steps, curated_dataset["lot_number"]
+        )
+        resume, dropped = prepare(plan)
+        if dropped:
+            context.log.warning(dropped)
+        if resume is not None:
+            job.audit("training_resumed", from_step=resume.step, checkpoint=str(resume.path))
+        else:
+            job.audit("training_started", checkpoint_steps=plan.every_steps, discarded=dropped)
+    else:
+        job.audit("training_started", checkpoint_steps=0)
     try:
         result = train_adapter(
             model_path=model_path,
@@ -71,6 +88,7 @@ def trained_adapter(
             params=params,
             hardware=hardware,
             on_log=on_log,
+            checkpoints=plan,
         )
     except FoundryError as e:
         raise failure(e, "training") from e
@@ -105,7 +123,12 @@ def trained_adapter(
             },
             "steps": result.steps,
             "final_loss": result.losses[-1][1] if result.losses else float("nan"),
-            "loss_curve": dg.MetadataValue.md(losses),
+            "loss_curve": dg.MetadataValue.md(_plot_markdown(result.loss_plot) + losses),
+            "tokens_per_s": summary["tokens_per_s"] or 0.0,
+            "peak_memory_gib": summary["peak_memory_gib"] or 0.0,
+            "device_name": result.device_name,
+            "resumed_from_step": result.resumed_from_step,
+            **({"loss_plot": dg.MetadataValue.path(str(result.loss_plot))} if result.loss_plot else {}),
             "trainable_params": result.trainable_params,
             "changed_params": result.changed_params,
             "runtime_s": round(result.runtime_s, 2),
@@ -114,3 +137,11 @@ def trained_adapter(
             "audit_head": head,
         },
     )
+
+
+def _plot_markdown(plot: Path | None) -> str:
+    """The loss-curve PNG inlined as a data URI (the Dagster UI renders it above the table)."""
+    if plot is None or not plot.is_file():
+        return ""
+    data = base64.b64encode(plot.read_bytes()).decode("ascii")
+    return f"![loss curve](data:image/png;base64,{data})\n\n"

@@ -1,5 +1,8 @@
 """Crucible fixtures: Unsloth imported before anything pulls in transformers, and tiny formatted training sets."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from foundry_assets.crucible.train import ensure_unsloth_first
@@ -25,3 +28,14 @@ def preference_examples() -> list[dict[str, str]]:
         }
         for i in range(32)
     ]
+
+
+@pytest.fixture(scope="session")
+def real_shape_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init Llama-3.2-1B-shaped model, built on this machine's GPU (or reused from FOUNDRY_GPU_MODEL_DIR)."""
+    from foundry_assets.crucible.vram import KNOWN_ARCHITECTURES
+    from foundry_assets.demo.tiny_model import build_random_llama
+
+    given = os.environ.get("FOUNDRY_GPU_MODEL_DIR")
+    target = Path(given) if given else tmp_path_factory.mktemp("models") / "llama-3.2-1b"
+    return build_random_llama(target, KNOWN_ARCHITECTURES["llama-3.2-1b"])

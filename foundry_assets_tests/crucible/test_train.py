@@ -67,6 +67,7 @@ def run(
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
     hardware: HardwareReport | None = None,
+    model_path: Path | None = None,
 ) -> tuple[TrainResult, list[tuple[int, float]], Spy]:
     """Train `name` on `backend`, spying on the loaded model and collecting `on_log` calls."""
     spy = Spy()
@@ -88,7 +89,7 @@ def run(
     monkeypatch.setattr(train_module, "load_with_adapters", spying_load)
     logged: list[tuple[int, float]] = []
     result = train_adapter(
-        model_path=request.getfixturevalue("tiny_model_dir"),
+        model_path=model_path or request.getfixturevalue("tiny_model_dir"),
         strategy_name=name,
         train_examples=examples_for(name, request),
         out_dir=out_dir,
@@ -180,7 +181,9 @@ def test_retraining_replaces_the_folder_whole(
     result, _, _ = run("orpo", BACKENDS[0], out, request, monkeypatch)
     assert not (out / "stale.bin").exists()
     assert set(result.files) == {p.name for p in out.iterdir()}
-    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "adapter_loss.png"]
+    assert result.loss_plot == tmp_path / "adapter_loss.png"
+    assert result.loss_plot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_examples_must_match_the_strategy(tmp_path: Path, sft_examples: list[dict[str, str]]) -> None:
@@ -306,3 +309,44 @@ def test_train_on_cuda(
     assert [step for step, _ in logged] == [10, 20] and result.changed_params > 0
     assert bool(spy.quantized) is get_strategy(name).load_in_4bit
     assert {"adapter_model.safetensors", "adapter_config.json"} <= set(result.files)
+
+
+def _saved_magnitudes_moved(out: Path, spy: Spy) -> list[str]:
+    with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as tensors:
+        saved = {key: tensors.get_tensor(key) for key in tensors.keys()}  # noqa: SIM118
+    before = {n.replace(".default.weight", ""): t.cpu() for n, t in spy.magnitudes.items()}
+    keys = [k for k in saved if "lora_magnitude_vector" in k]
+    assert keys and set(keys) <= set(before)
+    return [k for k in keys if not saved[k].equal(before[k].to(saved[k].dtype))]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["qlora", "dora"])
+def test_real_shape_model_on_cuda(
+    name: str,
+    tmp_path: Path,
+    real_shape_model_dir: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A random-init Llama-3.2-1B-shaped model on the GPU: qlora trains over NF4 layers, DoRA trains magnitudes."""
+    from foundry_assets.crucible.vram import KNOWN_ARCHITECTURES
+
+    layers = KNOWN_ARCHITECTURES["llama-3.2-1b"].num_layers
+    hardware = check_hardware(name, device="cuda")
+    out = tmp_path / "adapter"
+    result, logged, spy = run(name, "unsloth", out, request, monkeypatch, hardware, real_shape_model_dir)
+    assert result.device == "cuda" and result.backend == "unsloth" and result.steps == PARAMS.max_steps
+    assert [step for step, _ in logged] == [10, 20] and result.changed_params > 0
+    assert result.peak_memory_gib is not None and result.peak_memory_gib > 1.0
+    assert result.tokens > 0 and result.tokens_per_s is not None and result.tokens_per_s > 0
+    if name == "qlora":
+        assert len(spy.quantized) == 7 * layers, spy.quantized[:3]
+        assert {kind for _, kind in spy.quantized} == {"Params4bit"}
+        lora = [n for n, p in spy.model.named_parameters() if p.requires_grad]
+        assert lora and all("lora_" in n for n in lora)
+    else:
+        assert spy.quantized == []
+        moved = _saved_magnitudes_moved(out, spy)
+        assert len(moved) >= 7 * layers // 2, f"only {len(moved)} of {7 * layers} magnitude vectors moved"

@@ -1,0 +1,99 @@
+"""The VRAM estimator against the H100 calibration, and `foundry preflight` (Story B) with no GPU."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from foundry_assets.cli import main
+from foundry_assets.crucible.hardware import decide
+from foundry_assets.crucible.vram import KNOWN_ARCHITECTURES, estimate_vram, job_shape, resolve_architecture
+from foundry_assets.errors import HardwareIncompatibleError
+
+ORPO_REFUSAL = "Insufficient VRAM for ORPO. Use Gradient Checkpointing or upgrade node."
+# Peak allocated GiB measured on an NVIDIA H100 80GB HBM3 (torch 2.11, unsloth 2026.10.9; README calibration table):
+# Llama-3.2-1B shape, random init, rank 16, through the crucible (benchmarks/gpu_suite.py).
+MEASURED = [
+    ("lora", 2048, 4, False, 10.79),
+    ("qlora", 2048, 4, False, 9.47),
+    ("lora", 512, 1, False, 3.30),
+    ("orpo", 512, 2, False, 4.86),
+    ("dora", 1024, 2, True, 3.46),
+    ("dora", 2048, 4, False, 28.41),
+    ("lora", 2048, 4, True, 3.32),
+    ("qlora", 1024, 2, True, 1.53),
+    ("orpo", 1024, 2, True, 3.13),
+]
+
+
+@pytest.mark.parametrize(("method", "seq", "batch", "gc", "measured"), MEASURED)
+def test_estimate_within_15_percent_of_the_h100(
+    method: str, seq: int, batch: int, gc: bool, measured: float
+) -> None:
+    arch = KNOWN_ARCHITECTURES["llama-3.2-1b"]
+    estimate = estimate_vram(
+        arch, method=method, rank=16, batch_size=batch, seq_len=seq, gradient_checkpointing=gc
+    )
+    assert estimate.total_gib == pytest.approx(measured, rel=0.15)
+    assert estimate.required_gb > estimate.total_gib * 1024**3 / 10**9
+
+
+def test_local_config_wins_and_unknown_names_are_refused(tmp_path: Path) -> None:
+    config = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 512}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    arch, source = resolve_architecture("acme/secret-model", str(tmp_path))
+    assert arch.hidden_size == 64 and source.endswith("config.json")
+    assert (
+        resolve_architecture("unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit")[0]
+        == KNOWN_ARCHITECTURES["llama-3.1-8b"]
+    )
+    with pytest.raises(HardwareIncompatibleError, match="Cannot size 'acme/secret-model'"):
+        resolve_architecture("acme/secret-model")
+
+
+def test_prequantized_base_is_sized_at_4_bits() -> None:
+    kwargs = {"model_path": None, "method": "orpo", "rank": 64, "batch_size": 4, "seq_len": 512}
+    four = job_shape(base_model="unsloth/llama-3-8b-bnb-4bit", **kwargs).estimate(
+        gradient_checkpointing=False
+    )
+    sixteen = job_shape(base_model="meta-llama/Meta-Llama-3-8B", **kwargs).estimate(
+        gradient_checkpointing=False
+    )
+    assert four.weights_gib < sixteen.weights_gib / 2
+
+
+def test_decide_uses_the_estimate_and_checkpointing() -> None:
+    shape = job_shape(
+        base_model="llama-3.2-1b", model_path=None, method="dora", rank=16, batch_size=4, seq_len=2048
+    )
+    assert decide("dora", free_gb=40, total_gb=40, allow_gradient_checkpointing=False, job=shape).fits
+    refused = decide("dora", free_gb=16, total_gb=16, allow_gradient_checkpointing=False, job=shape)
+    assert not refused.fits and refused.refusal is not None
+    assert refused.refusal.startswith("Insufficient VRAM for DORA.") and "16.0 GB free" in refused.refusal
+    with_gc = decide("dora", free_gb=16, total_gb=16, allow_gradient_checkpointing=True, job=shape)
+    assert with_gc.fits and with_gc.gradient_checkpointing and with_gc.estimate is not None
+    tiny = decide("dora", free_gb=2, total_gb=2, allow_gradient_checkpointing=True, job=shape)
+    assert not tiny.fits and "even with gradient checkpointing" in (tiny.refusal or "")
+
+
+def test_preflight_story_b(capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = str(Path(__file__).resolve().parents[2] / "examples" / "reference-manifest.yaml")
+    assert main(["preflight", manifest, "--vram-gb", "16"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"foundry: {ORPO_REFUSAL}")
+    assert "16.0 GB free" in err and "GiB allocated" in err and "allow_gradient_checkpointing" in err
+    assert main(["preflight", manifest, "--vram-gb", "80"]) == 0
+    assert "FITS on 80.0 GB" in capsys.readouterr().out
+
+
+def test_preflight_unknown_model_and_bad_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "job_id: j1\nbase_model: acme/unknown-7b\nmethod_config: {type: lora}\n"
+        "publish_target: {registry: /tmp/r, tag: v1}\n"
+    )
+    assert main(["preflight", str(manifest), "--vram-gb", "24"]) == 2
+    assert "Cannot size 'acme/unknown-7b'" in capsys.readouterr().err
+    manifest.write_text("job_id: j1\n")
+    assert main(["preflight", str(manifest), "--vram-gb", "24"]) == 2
