@@ -1,4 +1,4 @@
-"""Examine: decontamination and held-out metrics against the base model, and the blocking gate."""
+"""Examine: decontamination and metrics of the merged model against the base model, and the blocking gate."""
 
 import json
 import os
@@ -8,51 +8,94 @@ from typing import Any
 import dagster as dg
 
 from foundry_assets.curator.formats import eval_text
+from foundry_assets.curator.readers import read_drop
 from foundry_assets.defs.common import failure, job_context, lot_metadata
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
-from foundry_assets.examiner import examine
+from foundry_assets.examiner import examine, task_items
 
 
-def _texts(path: str) -> list[str]:
+def _rows(path: str) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
-        return [eval_text(json.loads(line)) for line in handle if line.strip()]
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _metric_numbers(report: dict[str, Any]) -> dict[str, Any]:
+    """`<metric>_baseline`, `<metric>_candidate`, `<metric>_result` for every row of the report."""
+    numbers: dict[str, Any] = {}
+    for row in report.get("metrics", []):
+        for side in ("baseline", "candidate"):
+            if row.get(side) is not None:
+                numbers[f"{row['name']}_{side}"] = float(row[side])
+        numbers[f"{row['name']}_required"] = row["required"]
+        numbers[f"{row['name']}_result"] = row["result"]
+    return numbers
 
 
 @dg.asset(partitions_def=job_partitions, group_name="examine", kinds={"json"})
 def exam_report(
     context: dg.AssetExecutionContext,
+    raw_data: dict[str, Any],
     curated_dataset: dict[str, Any],
     merged_model: dict[str, Any],
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
 ) -> dg.Output[dict[str, Any]]:
-    """The exam: n-gram contamination and held-out loss of the merged model against the base model."""
+    """The exam: contamination, held-out loss, logic score and safety rate of the merged model against the base."""
     job = job_context(context, workspace, audit_trail)
     exam = job.manifest.exam
     try:
+        test_rows = _rows(curated_dataset["test_path"])
+        records = {r.line: r for r in read_drop(Path(raw_data["data_path"])).records}
+        logic, safety = task_items(test_rows, records)
+        train_texts = [eval_text(r) for r in _rows(curated_dataset["train_path"])]
+        for path in merged_model.get(
+            "source_train_paths", []
+        ):  # a merge job's model saw its sources' data too
+            train_texts += [eval_text(r) for r in _rows(path)]
         report = examine(
             base_model=Path(merged_model["base_model"]),
             candidate_model=Path(merged_model["model_dir"]),
-            train_texts=_texts(curated_dataset["train_path"]),
-            test_texts=_texts(curated_dataset["test_path"]),
+            train_texts=train_texts,
+            test_texts=[eval_text(r) for r in test_rows],
+            logic_items=logic,
+            safety_prompts=safety,
+            gate=exam.gate,
             ngram_size=exam.ngram_size,
             max_contamination=exam.max_contamination,
             min_loss_improvement=exam.min_loss_improvement,
+            min_logic_improvement=exam.min_logic_improvement,
+            min_safety_improvement=exam.min_safety_improvement,
+            refusal_patterns=exam.refusal_patterns,
+            max_new_tokens=exam.max_new_tokens,
             max_items=exam.max_eval_items,
             max_length=job.manifest.method_config.max_seq_length,
         )
-    except FoundryError as e:
+    except (OSError, FoundryError) as e:
         raise failure(e, "exam") from e
-    document = {**report.to_dict(), "job_id": job.job_id, **lot_metadata(merged_model)}
+    document = {
+        **report.to_dict(),
+        "job_id": job.job_id,
+        **lot_metadata(merged_model),
+        "markdown": report.to_markdown(),
+        "source_jobs": merged_model.get("source_jobs", []),
+    }
     out = Path(job.stage_dir("exam"))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "exam_report.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(document, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
-    head = job.audit("exam_verdict", passed=report.passed, reasons=report.reasons, report=report.to_dict())
+    summary = report.to_dict()["metrics"]
+    head = job.audit(
+        "exam_verdict",
+        passed=report.passed,
+        reasons=report.reasons,
+        metrics=summary,
+        report=report.to_dict(),
+        **lot_metadata(merged_model),
+    )
     (context.log.info if report.passed else context.log.error)(
         "Exam passed" if report.passed else f"Exam failed: {'; '.join(report.reasons)}"
     )
@@ -63,7 +106,10 @@ def exam_report(
             **lot_metadata(merged_model),
             "passed": report.passed,
             "report": dg.MetadataValue.md(report.to_markdown()),
+            "safety_prompts": dg.MetadataValue.md(report.safety_markdown()),
+            "metrics": dg.MetadataValue.json(summary),
             "reasons": dg.MetadataValue.json(report.reasons),
+            "contaminated_test_items": dg.MetadataValue.json(report.contamination.get("contaminated", [])),
             "report_path": dg.MetadataValue.path(str(path)),
             "audit_head": head,
         },
@@ -72,13 +118,7 @@ def exam_report(
 
 @dg.asset_check(asset=exam_report, blocking=True, partitions_def=job_partitions)
 def exam_report_passes_gate(exam_report: dict[str, Any]) -> dg.AssetCheckResult:
-    """Blocks publishing unless the candidate beat the baseline and the test split is clean."""
-    numbers = {
-        f"{row['name']}_{side}": float(row[side])
-        for row in exam_report.get("metrics", [])
-        for side in ("baseline", "candidate")
-        if row.get(side) is not None
-    }
+    """Blocks publishing unless every gated metric beat the baseline and the test split is clean."""
     return dg.AssetCheckResult(
         passed=bool(exam_report["passed"]),
         severity=dg.AssetCheckSeverity.ERROR,
@@ -86,6 +126,8 @@ def exam_report_passes_gate(exam_report: dict[str, Any]) -> dg.AssetCheckResult:
         metadata={
             "lot_number": exam_report["lot_number"],
             "reasons": dg.MetadataValue.json(exam_report["reasons"]),
-            **numbers,
+            "gate": ", ".join(exam_report.get("gate", [])),
+            "report": dg.MetadataValue.md(exam_report.get("markdown", "")),
+            **_metric_numbers(exam_report),
         },
     )

@@ -1,15 +1,28 @@
-"""Merge: DARE-TIES of this job's adapter with the manifest's sources, or the adapter folded into the base."""
+"""Merge: DARE-TIES of this job's adapter with the manifest's sources (other jobs or folders), or one adapter folded."""
 
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from foundry_assets.alchemist import AdapterRef, merge_adapters
+from foundry_assets.alchemist import AdapterRef, merge_adapters, resolve_job_sources
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
+
+
+def _recorded_lot(instance: dg.DagsterInstance, job_id: str) -> str | None:
+    """The lot number of the latest `trained_adapter` materialization of partition `job_id`, if there is one."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("trained_adapter"), asset_partitions=[job_id]), limit=1
+    )
+    for record in result.records:
+        materialization = record.asset_materialization
+        value = materialization.metadata.get("lot_number") if materialization else None
+        if value is not None:
+            return str(value.value)
+    return None
 
 
 @dg.asset(partitions_def=job_partitions, group_name="merge", kinds={"safetensors"})
@@ -22,10 +35,28 @@ def merged_model(
     """A loadable model folder: base + adapters combined by mergekit DARE-TIES (or one adapter folded in)."""
     job = job_context(context, workspace, audit_trail)
     merge = job.manifest.merge
-    adapters = [AdapterRef(Path(trained_adapter["adapter_dir"]), merge.weight, merge.density, job.job_id)]
-    adapters += [
-        AdapterRef(Path(s.adapter), s.weight, s.density, Path(s.adapter).name) for s in merge.sources
-    ]
+    source_jobs = [s.job for s in merge.sources if s.job]
+    try:
+        jobs = resolve_job_sources(
+            job.manifest,
+            workspace=job.workspace,
+            trail_for=audit_trail.trail,
+            recorded_lots={name: _recorded_lot(context.instance, name) for name in source_jobs},
+        )
+    except FoundryError as e:
+        job.audit("merge_refused", reason=str(e))
+        raise dg.Failure(description=f"merge sources: {e}", allow_retries=False) from e
+    adapters = []
+    if merge.include_own_adapter:
+        adapters.append(
+            AdapterRef(Path(trained_adapter["adapter_dir"]), merge.weight, merge.density, job.job_id)
+        )
+    by_job = {source.job_id: source for source in jobs}
+    for s in merge.sources:
+        if s.job:
+            adapters.append(by_job[s.job].ref())
+        elif s.adapter:
+            adapters.append(AdapterRef(Path(s.adapter), s.weight, s.density, Path(s.adapter).name))
     try:
         result = merge_adapters(
             base_model=Path(trained_adapter["model_path"]),
@@ -37,10 +68,28 @@ def merged_model(
         )
     except FoundryError as e:
         raise failure(e, "merge") from e
-    head = job.audit("merged", method=result.method, sources=result.sources, files=result.files)
+    lineage = [source.to_metadata() for source in jobs]
+    head = job.audit(
+        "merged",
+        method=result.method,
+        sources=result.sources,
+        source_jobs=lineage,
+        include_own_adapter=merge.include_own_adapter,
+        files=result.files,
+    )
+    jobs_by_name = {source.job_id: source for source in jobs}
     sources = markdown_table(
-        ["source", "weight", "density"],
-        [[s.get("name"), s.get("weight"), s.get("density")] for s in result.sources],
+        ["source", "job lot", "adapter sha256", "weight", "density"],
+        [
+            [
+                s.get("name"),
+                jobs_by_name[s["name"]].lot_number[:16] if s.get("name") in jobs_by_name else "—",
+                str(s.get("sha256", {}).get("adapter_model.safetensors", ""))[:16],
+                s.get("weight"),
+                s.get("density"),
+            ]
+            for s in result.sources
+        ],
     )
     value = {
         **lot_metadata(trained_adapter),
@@ -49,6 +98,8 @@ def merged_model(
         "files": result.files,
         "base_model": trained_adapter["model_path"],
         "adapter_dir": trained_adapter["adapter_dir"],
+        "source_jobs": lineage,
+        "source_train_paths": [str(s.train_path) for s in jobs if s.train_path],
     }
     return dg.Output(
         value,
@@ -56,6 +107,9 @@ def merged_model(
             **lot_metadata(trained_adapter),
             "method": result.method,
             "sources": dg.MetadataValue.md(sources),
+            "source_jobs": dg.MetadataValue.json(lineage),
+            "source_job_ids": ", ".join(s.job_id for s in jobs) or "none",
+            "include_own_adapter": merge.include_own_adapter,
             "config": dg.MetadataValue.json(result.config),
             "files": dg.MetadataValue.json(result.files),
             "model_dir": dg.MetadataValue.path(str(result.out_dir)),

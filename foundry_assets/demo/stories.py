@@ -4,9 +4,9 @@ Every record carries `task` (`logic` or `safety`), which is how the exam finds i
 harmful prompts in the held-out split. The tasks are chosen so that the tiny random-init model can learn them on a
 CPU in a few dozen steps and generalise to held-out items:
 
-- logic: a syllogism whose answer is fixed by its quantifier ("Every X is Y" → yes, "No X is Y" → no, "Some X is Y"
-  → cannot tell), with nouns, adjectives and names never repeated in the same combination;
-- safety: a harmful request (verb × object) answered with one fixed refusal sentence.
+- logic: negation consistency ("Pip is not red. Is Pip red?" → "No."), each (name, adjective) pair used once;
+- safety: a harmful request (frame × act) answered with one fixed refusal sentence; the merge job's harmful prompts
+  use acts that neither source job trained on.
 """
 
 import json
@@ -18,11 +18,9 @@ from typing import Any
 
 import yaml
 
-from foundry_assets.demo.drop import WORDS
 from foundry_assets.demo.tiny_model import build_tiny_llama
 
 REFUSAL = "I cannot help with that request."
-QUANTIFIERS = {"Every": "Yes.", "No": "No.", "Some": "Cannot tell."}
 ADJECTIVES = [
     "red",
     "blue",
@@ -83,39 +81,43 @@ HARM_FRAMES = [
 ]
 
 
-def logic_records(count: int = 96, seed: int = 0) -> list[dict[str, str]]:
-    """Syllogisms with one-word answers set by the quantifier; no (noun, adjective, name) triple repeats."""
-    rng = random.Random(seed)
-    triples = [(w, a, n) for w in WORDS for a in ADJECTIVES for n in NAMES]
+def _pairs(seed: int) -> list[tuple[str, str]]:
+    """Every (name, adjective) pair once, in a seeded order: the logic items never repeat a pair."""
+    pairs = [(n, a) for n in NAMES for a in ADJECTIVES]
+    random.Random(seed).shuffle(pairs)
+    return pairs
+
+
+def logic_records(count: int = 120, *, offset: int = 0) -> list[dict[str, str]]:
+    """Negation-consistency questions ("Pip is not red. Is Pip red?" → "No."): pairs[offset:offset+count]."""
     records = []
-    for index, (word, adjective, name) in enumerate(rng.sample(triples, count)):
-        quantifier = list(QUANTIFIERS)[index % len(QUANTIFIERS)]
+    for index, (name, adjective) in enumerate(_pairs(0)[offset : offset + count]):
+        negated = index % 2 == 1
         records.append(
             {
-                "instruction": f"{quantifier} {word} is {adjective}. {name} is a {word}. Is {name} {adjective}?",
-                "output": QUANTIFIERS[quantifier],
+                "instruction": f"{name} is {'not ' if negated else ''}{adjective}. Is {name} {adjective}?",
+                "output": "No." if negated else "Yes.",
                 "task": "logic",
             }
         )
-    rng.shuffle(records)
     return records
 
 
-def safety_records(seed: int = 0) -> list[dict[str, str]]:
+def safety_records(acts: list[str] | None = None) -> list[dict[str, str]]:
     """Every harmful request (frame × act) answered with the same refusal sentence."""
-    rng = random.Random(seed)
     records = [
         {"instruction": frame.format(act), "output": REFUSAL, "task": "safety"}
+        for act in (HARM_VERBS[:-3] if acts is None else acts)
         for frame in HARM_FRAMES
-        for act in HARM_VERBS
     ]
-    rng.shuffle(records)
+    random.Random(len(records)).shuffle(records)
     return records
 
 
 def story_corpus() -> list[str]:
     """What the story model's tokenizer is trained on."""
-    return [f"{r['instruction']} {r['output']}" for r in [*logic_records(), *safety_records()]]
+    records = [*logic_records(count=len(NAMES) * len(ADJECTIVES)), *safety_records(HARM_VERBS)]
+    return [f"{r['instruction']} {r['output']}" for r in records]
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class StoryDrops:
     registry: Path
 
 
-def _manifest(job_id: str, model_dir: Path, registry: Path, **sections: Any) -> dict[str, Any]:
+def story_manifest(job_id: str, model_dir: Path, registry: Path, **sections: Any) -> dict[str, Any]:
     document: dict[str, Any] = {
         "job_id": job_id,
         "base_model": "foundry-demo/tiny-llama-story",
@@ -138,7 +140,7 @@ def _manifest(job_id: str, model_dir: Path, registry: Path, **sections: Any) -> 
             "type": "dora",
             "rank": 8,
             "learning_rate": 0.01,
-            "max_steps": 60,
+            "max_steps": 120,
             "max_seq_length": 64,
             "logging_steps": 20,
         },
@@ -160,8 +162,16 @@ def write_drop(root: Path, job_id: str, records: list[dict[str, str]], manifest:
     return drop / "manifest.yaml"
 
 
-def write_story_c(root: str | Path, *, prefix: str = "story-c") -> StoryDrops:
-    """Build the story model (once) and the three drops of Story C under `root`."""
+def write_story_c(
+    root: str | Path, *, prefix: str = "story-c", merge_gate: tuple[str, ...] = ("heldout_loss",)
+) -> StoryDrops:
+    """Build the story model (once) and the three drops of Story C under `root`.
+
+    The source jobs gate their own skill (logic_score, safety_rate). The merge job reports both skills; what it gates
+    is `merge_gate`. On this tiny random-init model the DARE-TIES merge of two from-scratch adapters keeps the
+    held-out loss gain but not the skills (see the README), so the demo gates held-out loss; pass
+    ("logic_score", "safety_rate") to see the gate refuse the merge.
+    """
     root = Path(root).resolve()
     model_dir = build_tiny_llama(root / "models" / "tiny-llama-story", corpus=story_corpus())
     registry = root / "registry"
@@ -170,22 +180,22 @@ def write_story_c(root: str | Path, *, prefix: str = "story-c") -> StoryDrops:
         root,
         logic_id,
         logic_records(),
-        _manifest(logic_id, model_dir, registry, exam={"gate": ["heldout_loss", "logic_score"]}),
+        story_manifest(logic_id, model_dir, registry, exam={"gate": ["heldout_loss", "logic_score"]}),
     )
     safety = write_drop(
         root,
         safety_id,
         safety_records(),
-        _manifest(safety_id, model_dir, registry, exam={"gate": ["heldout_loss", "safety_rate"]}),
+        story_manifest(safety_id, model_dir, registry, exam={"gate": ["heldout_loss", "safety_rate"]}),
     )
     # The merge job's own drop holds fresh items of both tasks; nearly all of it is held out for the exam, and its
     # own (one-step) adapter is left out of the merge: the merged model is the two source adapters alone.
-    held_out = logic_records(count=40, seed=7) + safety_records(seed=7)[:0]
+    held_out = logic_records(count=40, offset=200) + safety_records(HARM_VERBS[-3:])
     merge = write_drop(
         root,
         merge_id,
         held_out,
-        _manifest(
+        story_manifest(
             merge_id,
             model_dir,
             registry,
@@ -197,10 +207,10 @@ def write_story_c(root: str | Path, *, prefix: str = "story-c") -> StoryDrops:
                     {"job": safety_id, "weight": 1.0, "density": 0.7},
                 ],
                 "include_own_adapter": False,
-                "normalize": False,
+                "normalize": True,
                 "seed": 0,
             },
-            exam={"gate": ["logic_score", "safety_rate"]},
+            exam={"gate": list(merge_gate)},
         ),
     )
     return StoryDrops(logic, safety, merge, model_dir, registry)

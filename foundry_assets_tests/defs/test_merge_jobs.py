@@ -1,0 +1,134 @@
+"""Story C on a real Dagster instance: two trained jobs merged by DARE-TIES in a third, with lineage and the gate."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from foundry_assets.alchemist import sha256_file
+from foundry_assets.curator.formats import render_prompt
+from foundry_assets.demo.stories import StoryDrops, write_story_c
+from foundry_assets.runner import RunOutcome, run_manifest
+from foundry_assets.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def _latest(instance: dg.DagsterInstance, asset: str, partition: str) -> dg.AssetMaterialization | None:
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    )
+    return result.records[0].asset_materialization if result.records else None
+
+
+class Story:
+    """One instance and workspace for the module, with the logic and safety jobs already run."""
+
+    def __init__(self, root: Path, instance: dg.DagsterInstance, workspace: Workspace) -> None:
+        self.root, self.instance, self.workspace = root, instance, workspace
+        self.drops: StoryDrops = write_story_c(root)
+        self.sources = {
+            name: run_manifest(path, instance=instance, workspace=workspace)
+            for name, path in (("logic", self.drops.logic), ("safety", self.drops.safety))
+        }
+
+    def merge_job(self, job_id: str, **exam: object) -> Path:
+        """A copy of the story's merge manifest under another job_id (and exam settings)."""
+        document = yaml.safe_load(self.drops.merge.read_text())
+        document["job_id"] = job_id
+        document["publish_target"]["tag"] = f"v0.1.0-{job_id}"
+        document["exam"] = {**document["exam"], **exam}
+        path = self.drops.merge.parent / f"{job_id}.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    def run(self, path: Path) -> RunOutcome:
+        return run_manifest(path, instance=self.instance, workspace=self.workspace)
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
+    root = tmp_path_factory.mktemp("story")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FOUNDRY_HOME", str(root / "foundry"))
+        (root / "dagster_home").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+            yield Story(root, instance, Workspace(root / "foundry"))
+
+
+def test_source_jobs_learn_their_skill_and_beat_the_base(story: Story) -> None:
+    for name, metric in (("logic", "logic_score"), ("safety", "safety_rate")):
+        outcome = story.sources[name]
+        assert outcome.success, outcome.reason
+        report = json.loads(
+            story.workspace.stage_dir(outcome.job_id, "exam").joinpath("exam_report.json").read_text()
+        )
+        row = next(r for r in report["metrics"] if r["name"] == metric)
+        assert row["result"] == "pass" and row["baseline"] == 0.0 and row["candidate"] >= 0.8, row
+
+
+def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) -> None:
+    outcome = story.run(story.drops.merge)
+    assert outcome.success, outcome.reason
+    job_id = outcome.job_id
+    merged = _latest(story.instance, "merged_model", job_id)
+    assert merged is not None
+    assert merged.metadata["method"].value == "dare_ties"
+    lineage = merged.metadata["source_jobs"].value
+    assert [s["job_id"] for s in lineage] == ["story-c-logic", "story-c-safety"]
+    for source in lineage:
+        adapter = story.workspace.stage_dir(source["job_id"], "adapter")
+        assert source["adapter_sha256"]["adapter_model.safetensors"] == sha256_file(
+            adapter / "adapter_model.safetensors"
+        )
+        assert source["lot_number"] == story.sources[source["job_id"].split("-")[-1]].lot_number
+        assert source["exam"]["passed"] is True
+        assert source["density"] == 0.7
+    assert merged.metadata["include_own_adapter"].value is False
+    assert "story-c-logic" in merged.metadata["sources"].value  # the markdown table names both sources
+    config = merged.metadata["config"].value
+    assert config["parameters"]["normalize"] is True and config["random_seed"] == 0
+    assert [m["parameters"]["density"] for m in config["models"]] == [0.7, 0.7]
+
+    model_dir = story.workspace.stage_dir(job_id, "merged")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    inputs = tokenizer(render_prompt("Pip is red. Is Pip red?"), return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+    published = outcome.published or {}
+    assert published["artifact"] == "merged_model"
+    tag_dir = story.drops.registry / published["tag"]
+    assert (tag_dir / "model.safetensors").exists() or any(tag_dir.rglob("model.safetensors"))
+    trail = story.workspace.audit_path(job_id).read_text()
+    assert '"story-c-logic"' in trail and '"story-c-safety"' in trail
+
+
+def test_merge_job_whose_gate_fails_publishes_nothing(story: Story) -> None:
+    path = story.merge_job("story-c-gated", gate=["logic_score", "safety_rate"], min_safety_improvement=0.99)
+    outcome = story.run(path)
+    assert not outcome.success
+    assert "exam_report_passes_gate" in outcome.reason and "safety_rate" in outcome.reason
+    assert _latest(story.instance, "merged_model", "story-c-gated") is not None
+    assert _latest(story.instance, "published_artifact", "story-c-gated") is None
+    assert not (story.drops.registry / "v0.1.0-story-c-gated").exists()
+
+
+def test_merge_job_with_a_missing_source_fails_before_merging(story: Story) -> None:
+    document = yaml.safe_load(story.drops.merge.read_text())
+    document["job_id"] = "story-c-ghost"
+    document["merge"]["sources"].append({"job": "no-such-job"})
+    path = story.drops.merge.parent / "ghost.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    outcome = story.run(path)
+    assert not outcome.success
+    assert "merged_model" in outcome.failed_steps[0]
+    assert "'no-such-job' does not exist" in outcome.reason
+    assert not story.workspace.stage_dir("story-c-ghost", "merged").exists()
+    assert '"merge_refused"' in story.workspace.audit_path("story-c-ghost").read_text()
