@@ -7,9 +7,12 @@ Prints one markdown table. Per size: a synthetic corpus (templated questions and
 near-duplicates (punctuation, one swapped word, a contraction, an added filler word) is embedded with all-MiniLM-L6-v2,
 deduplicated with `semdedup` (default settings, embedding excluded from its time) and, where n ≤ --exact-max, with
 `exact_semdedup` (all pairs, same rule, same order); recall and precision are those of the removed set against exact
-search. The `--million` row deduplicates precomputed 384-dim float32 embeddings (a 2,000-topic Gaussian mixture with
-10% planted near-copies, memory-mapped from disk) in a child process whose peak RSS is reported. The overlap row runs
-`ngram_overlap` (13-grams, with the training side too) on --tokens words of synthetic text.
+search, "= exact" says whether the whole result (kept set, each removed record's kept duplicate and similarity) is
+identical, and "recall, 1 probe" is plain one-cluster SemDeDup (`probes=1`) for comparison. The `--precomputed` and
+`--million` rows deduplicate precomputed 384-dim float32 embeddings (a 2,000-topic Gaussian mixture with 10% planted
+near-copies, memory-mapped from disk) in a child process whose peak RSS is reported. The overlap line runs
+`ngram_overlap` (13-grams, with the training side too) on --tokens words of synthetic text --overlap-runs times and
+reports the median throughput.
 """
 
 import argparse
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -150,6 +154,7 @@ def bench_size(n: int, exact_max: int, embedder: object) -> dict[str, str]:
         "dedup s": f"{dedup_s:.2f}",
         "dedup/embed": f"{dedup_s / embed_s:.1%}",
         "clusters": str(result.n_clusters),
+        "mean probes": f"{result.mean_probes:.2f}",
         "removed": f"{len(result.removed):,}",
         "peak RSS MB": f"{peak_rss_mb():.0f}",
     }
@@ -157,11 +162,21 @@ def bench_size(n: int, exact_max: int, embedder: object) -> dict[str, str]:
         t0 = time.perf_counter()
         exact = exact_semdedup(e, 0.95)
         row["exact s"] = f"{time.perf_counter() - t0:.1f}"
-        ours = {r.index for r in result.removed}
-        truth = {r.index for r in exact.removed}
-        row["recall"] = f"{len(ours & truth) / len(truth):.4f}" if truth else "n/a"
-        row["precision"] = f"{len(ours & truth) / len(ours):.4f}" if ours else "n/a"
+        recall, precision, same = compare(result, exact)
+        plain_recall, _, _ = compare(semdedup(e, 0.95, probes=1), exact)
+        row |= {"recall": recall, "precision": precision, "= exact": same, "recall, 1 probe": plain_recall}
     return row
+
+
+def compare(result: Any, exact: Any) -> tuple[str, str, str]:
+    """Recall and precision of the removed set against exact search, and whether the whole result (kept set, and
+    every removed record's kept duplicate and similarity) is identical."""
+    ours = {r.index for r in result.removed}
+    truth = {r.index for r in exact.removed}
+    recall = f"{len(ours & truth) / len(truth):.4f}" if truth else "n/a"
+    precision = f"{len(ours & truth) / len(ours):.4f}" if ours else "n/a"
+    same = "yes" if (result.kept, result.removed) == (exact.kept, exact.removed) else "no"
+    return recall, precision, same
 
 
 def write_million(path: Path, n: int, dim: int = 384, seed: int = 0) -> None:
@@ -191,12 +206,21 @@ def child_dedup(path: str, exact: bool) -> None:
     e = np.load(path, mmap_mode="r")
     t0 = time.perf_counter()
     result = semdedup(e, 0.95)
-    out = [time.perf_counter() - t0, len(result.removed), result.n_clusters, peak_rss_mb()]
+    out = [
+        time.perf_counter() - t0,
+        len(result.removed),
+        result.n_clusters,
+        peak_rss_mb(),
+        result.mean_probes,
+    ]
     if exact:
         t0 = time.perf_counter()
-        truth = {r.index for r in exact_semdedup(e, 0.95).removed}
-        ours = {r.index for r in result.removed}
-        out += [time.perf_counter() - t0, len(ours & truth) / len(truth), len(ours & truth) / len(ours)]
+        truth = exact_semdedup(e, 0.95)
+        out += [
+            time.perf_counter() - t0,
+            *compare(result, truth),
+            compare(semdedup(e, 0.95, probes=1), truth)[0],
+        ]
     print(*out)
 
 
@@ -211,11 +235,13 @@ def bench_precomputed(n: int, exact_max: int) -> dict[str, str]:
     seconds, removed, clusters, rss = float(out[0]), int(out[1]), int(out[2]), float(out[3])
     extra = (
         {
-            "exact s": f"{float(out[4]):.1f}",
-            "recall": f"{float(out[5]):.4f}",
-            "precision": f"{float(out[6]):.4f}",
+            "exact s": f"{float(out[5]):.1f}",
+            "recall": out[6],
+            "precision": out[7],
+            "= exact": out[8],
+            "recall, 1 probe": out[9],
         }
-        if len(out) > 4
+        if len(out) > 5
         else {}
     )
     return extra | {
@@ -224,12 +250,13 @@ def bench_precomputed(n: int, exact_max: int) -> dict[str, str]:
         "dedup s": f"{seconds:.1f}",
         "dedup/embed": "—",
         "clusters": str(clusters),
+        "mean probes": f"{float(out[4]):.2f}",
         "removed": f"{removed:,}",
         "peak RSS MB": f"{rss:.0f}",
     }
 
 
-def bench_overlap(tokens: int) -> str:
+def bench_overlap(tokens: int, repeats: int) -> str:
     from foundry_assets.curator.decontam import ngram_overlap
 
     rng = np.random.default_rng(1)
@@ -237,13 +264,16 @@ def bench_overlap(tokens: int) -> str:
     per_doc = 500
     docs = [" ".join(r) + ", end." for r in vocab[rng.integers(0, 50_000, size=(tokens // per_doc, per_doc))]]
     cut = int(len(docs) * 0.9)
-    t0 = time.perf_counter()
-    report = ngram_overlap(docs[:cut], [*docs[cut:], docs[3]], find_train=True)
-    seconds = time.perf_counter() - t0
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        report = ngram_overlap(docs[:cut], [*docs[cut:], docs[3]], find_train=True)
+        runs.append(report.tokens / (time.perf_counter() - t0) / 1e6)
     return (
-        f"overlap check (13-grams, both directions): {report.tokens:,} tokens in {seconds:.2f} s = "
-        f"{report.tokens / seconds / 1e6:.1f}M tokens/s (planted contamination found: {report.contaminated[-1:]} "
-        f"test, {report.contaminated_train} train)"
+        f"overlap check (13-grams, both directions, {report.tokens:,} tokens), {repeats} runs: median "
+        f"{float(np.median(runs)):.1f}M tokens/s (runs: {', '.join(f'{r:.1f}' for r in runs)}; load average "
+        f"{os.getloadavg()[0]:.1f}); planted contamination found: {report.contaminated[-1:]} test, "
+        f"{report.contaminated_train} train"
     )
 
 
@@ -258,6 +288,9 @@ def main() -> None:
     parser.add_argument("--million", type=int, default=1_000_000, help="precomputed embeddings (0 to skip)")
     parser.add_argument(
         "--tokens", type=int, default=10_000_000, help="words for the overlap check (0 to skip)"
+    )
+    parser.add_argument(
+        "--overlap-runs", type=int, default=5, help="repeats of the overlap check (median shown)"
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
@@ -286,10 +319,13 @@ def main() -> None:
         "dedup s",
         "dedup/embed",
         "clusters",
+        "mean probes",
         "removed",
         "exact s",
         "recall",
         "precision",
+        "= exact",
+        "recall, 1 probe",
         "peak RSS MB",
     ]
     print(
@@ -303,7 +339,7 @@ def main() -> None:
         print("| " + " | ".join(row.get(c, "—") for c in columns) + " |")
     if args.tokens:
         print()
-        print(bench_overlap(args.tokens))
+        print(bench_overlap(args.tokens, args.overlap_runs))
     print(f"load average at end {os.getloadavg()[0]:.1f} (other processes share this machine)")
 
 

@@ -4,12 +4,14 @@ Texts are normalised (lowercased, punctuation removed, split on whitespace: `nor
 contaminated when any of its n-grams (default 13 words, as in the GPT-3 paper) also occurs in the training texts.
 Texts shorter than n words have no n-grams and are never flagged.
 
-Nothing here loops in Python per word or per n-gram. The whole corpus is normalised with C-level string operations
-(`bytes.translate` for ASCII texts, one regex pass otherwise), joined into one byte buffer, and every word is hashed
-from the bytes with a 64-bit polynomial hash computed by prefix sums (numpy wraps uint64 arithmetic modulo 2⁶⁴). Each
-window of n word hashes becomes one 64-bit n-gram hash (random odd coefficients, then the splitmix64 finaliser); windows
-that would cross two texts are dropped. The training side is then one sorted uint64 array (8 bytes per n-gram) and the
-test side is looked up with `searchsorted`. A false match needs a 64-bit collision (probability ≈ m²/2⁶⁴ for m distinct
+Nothing here loops in Python per word or per n-gram. A chunk of texts is joined with a separator and normalised with
+C-level string operations (one `bytes.translate` over the chunk when it is ASCII, a regex per text otherwise). Words
+are found from the byte mask and hashed from unaligned 8-byte loads of the buffer (a word of up to 8 bytes is one load;
+longer words fold in their other 8-byte pieces; see `_word_hashes`), so hashing costs a few numpy passes per word,
+not per byte. Each window of n word hashes becomes one 64-bit n-gram hash, a position-free polynomial (odd base)
+computed from one prefix sum (numpy wraps uint64 arithmetic modulo 2⁶⁴); windows that would cross two texts are
+dropped. The training and test hashes are then matched with a two-bitmap screen and `searchsorted` on the few
+candidates (8 bytes per n-gram). A false match needs a 64-bit collision (probability ≈ m²/2⁶⁴ for m distinct
 n-grams); every reported example n-gram is read back from the test text.
 """
 
@@ -26,12 +28,17 @@ _SPACES = re.compile(r"\s+", flags=re.UNICODE)
 _COEF_SEED = 13_2026
 _MAX_EXAMPLES = 5
 _CHUNK_BYTES = 1 << 22
-"""Texts are hashed in chunks of about this many bytes, which bounds the temporary arrays (≈ 40 bytes per byte)."""
+"""Texts are hashed in chunks of about this many characters, which bounds the temporary arrays (≈ 10 per byte)."""
 
 _ASCII_DELETE = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c).isspace()))
 _ASCII_TABLE = bytes(32 if chr(c).isspace() else c for c in range(256))
-_P = np.uint64(0x100000001B3)  # FNV prime: odd, so invertible modulo 2**64
-_P_INV = np.uint64(pow(int(_P), -1, 2**64))
+_P = np.uint64(0x100000001B3)  # FNV prime: folds the pieces of long words
+_SEPARATOR = " \x01 "
+_SEP_DELETE = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c).isspace() or c == 1))
+_SEP_TABLE = bytes(
+    33 if c == 1 else 32 if chr(c).isspace() else ord(chr(c).lower()) if c < 128 else c for c in range(256)
+)
+_PAD = bytes(8)
 
 
 def normalize_words(text: str) -> list[str]:
@@ -83,17 +90,33 @@ def _coefficients(n: int) -> np.ndarray:
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * np.uint64(0xBF58476D1CE4E5B9)
-    h = h ^ (h >> np.uint64(27))
-    h = h * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
+    """The splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic), in place on `h` (returned).
+
+    In-place passes matter here: a fresh temporary per operation costs page faults comparable to the arithmetic."""
+    tmp = np.empty_like(h)
+    with np.errstate(over="ignore"):
+        h ^= np.right_shift(h, np.uint64(30), out=tmp)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= np.right_shift(h, np.uint64(27), out=tmp)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= np.right_shift(h, np.uint64(31), out=tmp)
+    return h
 
 
 _C = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio constant, odd: the base of the n-gram polynomial
 _C_INV = np.uint64(pow(int(_C), -1, 2**64))
 _POWERS: dict[str, np.ndarray] = {}
+
+
+def _scramble(h: np.ndarray) -> np.ndarray:
+    """A cheaper bijective mix (multiply, xor-shift, multiply), in place: enough to spread a word's bytes over all
+    64 bits before the n-gram polynomial, which is all the word hash needs (it is never compared on its own)."""
+    tmp = np.empty_like(h)
+    with np.errstate(over="ignore"):
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= np.right_shift(h, np.uint64(29), out=tmp)
+        h *= np.uint64(0x94D049BB133111EB)
+    return h
 
 
 def _powers(name: str, base: np.uint64, size: int) -> np.ndarray:
@@ -113,114 +136,196 @@ def _window_sums(values: np.ndarray, n: int, base: np.uint64, inverse: np.uint64
     up = _powers(tag, base, size)
     down = _powers(tag + "-inv", inverse, size)
     with np.errstate(over="ignore"):
-        prefix = np.zeros(size + 1, dtype=np.uint64)
-        np.cumsum(values * up, dtype=np.uint64, out=prefix[1:])
-        return np.asarray((prefix[n:] - prefix[:-n]) * down[: size - n + 1])
+        prefix = np.empty(size + 1, dtype=np.uint64)
+        prefix[0] = 0
+        np.multiply(values, up, out=prefix[1:])
+        np.cumsum(prefix[1:], dtype=np.uint64, out=prefix[1:])
+        windows = np.subtract(prefix[n:], prefix[:-n], out=prefix[: size - n + 1])
+        windows *= down[: size - n + 1]
+        return windows
 
 
-def _chunk_ngrams(docs: list[bytes], n: int, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """N-gram hashes of a chunk of normalised texts, the chunk-relative index of the text of each, the word count."""
-    joined = b" ".join(docs) + b" "
-    buf = np.frombuffer(joined, dtype=np.uint8)
-    edges = np.diff((buf != 32).view(np.int8), prepend=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    doc_start = np.cumsum([0] + [len(d) + 1 for d in docs[:-1]])
-    per_doc = np.diff(np.append(np.searchsorted(starts, doc_start), starts.size))
-    if starts.size < n:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), int(starts.size)
+def _load8(padded: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The 8 bytes starting at each offset of `padded` (uint8) as little-endian uint64 (unaligned gathers)."""
+    view = np.ndarray(shape=(padded.size - 7,), dtype="<u8", buffer=padded, strides=(1,))
+    return np.asarray(view[at], dtype=np.uint64)
+
+
+_TAIL_SHIFT = np.array([64 - 8 * k if k else 0 for k in range(9)], dtype=np.uint64)
+"""Right shift that keeps the last k bytes of an 8-byte little-endian load (k ≤ 8); 0 for k ≥ 8."""
+
+
+def _word_hashes(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of every word (byte ranges of `padded`, which has 8 spare zero bytes at each end).
+
+    A word of up to 8 bytes is exactly its last-8-bytes load shifted down to its length; a longer word also folds in
+    its first 8 bytes (which, with the last 8 and the length, determine a word of up to 16 bytes) and, beyond 16, every
+    further 8-byte piece: a few vectorised passes over the long words only."""
+    length = ends - starts
     with np.errstate(over="ignore"):
-        prefix = np.zeros(buf.size + 1, dtype=np.uint64)
-        np.cumsum(buf * _powers("byte", _P, buf.size), dtype=np.uint64, out=prefix[1:])
-        inverse = _powers("byte-inv", _P_INV, buf.size)
-        words = _mix((prefix[ends] - prefix[starts]) * inverse[starts] + (ends - starts).astype(np.uint64))
-        grams = _mix(_window_sums(words, n, _C, _C_INV, "word") + coef[0])
-    owner = np.repeat(np.arange(len(docs), dtype=np.int64), per_doc)
-    same_doc = owner[: owner.size - n + 1] == owner[n - 1 :]
-    return grams[same_doc], owner[: owner.size - n + 1][same_doc], int(starts.size)
+        h = _load8(padded, ends - 8)
+        h >>= _TAIL_SHIFT[np.minimum(length, 8)]
+        h ^= length.astype(np.uint64) * _C
+        _scramble(h)
+        long_words = np.flatnonzero(length > 8)
+        if long_words.size:
+            h[long_words] = _mix(h[long_words] * _P + _load8(padded, starts[long_words]))
+            long_words = long_words[length[long_words] > 16]
+        if long_words.size:
+            at = starts[long_words] + 8
+            stop = ends[long_words] - 8
+            acc = h[long_words]
+            # the middle pieces, 8 bytes at a time (the last may overlap the tail: still exact)
+            while at.size:
+                acc = _mix(acc * _P + _load8(padded, np.minimum(at, stop)))
+                h[long_words] = acc
+                more = at + 8 < stop
+                long_words, at, stop, acc = long_words[more], at[more] + 8, stop[more], acc[more]
+    return h
+
+
+def _chunk_ngrams(
+    texts: list[str], n: int, coef: np.ndarray, screen: "_Screen | None" = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """N-gram hashes of a chunk of texts, the chunk-relative index of the text of each, the chunk's word count
+    (only the n-grams that pass `screen`, when given).
+
+    The texts are joined with " \\x01 ", which normalisation turns into a "!" word of its own (a real "!" is
+    punctuation and removed), and, when all ASCII (and free of \\x01), normalised in one `bytes.translate` over the
+    whole chunk; otherwise each text goes through `_normalized_bytes`. A window holding a "!" crosses two texts and
+    is dropped."""
+    joined = _SEPARATOR.join(texts)
+    if joined.isascii() and joined.count("\x01") == len(texts) - 1:
+        data = joined.encode("ascii").translate(_SEP_TABLE, _SEP_DELETE)  # the table lowercases too
+    else:
+        data = b" ! ".join(_normalized_bytes(t) for t in texts)
+    padded = np.frombuffer(_PAD + data + _PAD + b"\0", dtype=np.uint8)
+    word = padded > 32  # after normalisation: word bytes, "!" separators (33), spaces (32), padding (0)
+    bounds = np.flatnonzero(word[1:] != word[:-1]) + 1
+    starts, ends = bounds[0::2], bounds[1::2]
+    separator = padded[starts] == 33
+    n_words = int(starts.size) - len(texts) + 1
+    if n_words < n:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), n_words
+    seen = np.zeros(starts.size + 1, dtype=np.int32)
+    np.cumsum(separator, out=seen[1:])  # seen[i]: separators before word i = the index of its text
+    words = _word_hashes(padded, starts, ends)
+    with np.errstate(over="ignore"):
+        grams = _window_sums(words, n, _C, _C_INV, "word")
+        grams += coef[0]
+    clean = seen[n:] == seen[: seen.size - n]  # no separator inside the window
+    if screen is not None:
+        clean &= screen.mask(grams)
+    return grams[clean], seen[: seen.size - n][clean].astype(np.int64), n_words
+
+
+class _Screen:
+    """Approximate membership in a set of (well mixed) uint64 hashes: a bit-packed bitmap indexed by the high bits
+    (2 MB per million members: it stays in cache, unlike a byte per slot), then a byte bitmap indexed by the low
+    bits for the few that pass. Never a false negative; a non-member passes both with probability ≈ 1/256, so only a
+    few candidates need the exact (sorted) comparison."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        bits = max(16, int(np.ceil(np.log2(16 * max(values.size, 1)))))
+        self.low = np.uint64((1 << bits) - 1)
+        self.high = np.uint64(64 - bits)
+        seen_high = np.zeros(1 << bits, dtype=bool)
+        seen_high[values >> self.high] = True
+        self.packed = np.packbits(seen_high, bitorder="little").view(np.uint64)
+        self.seen_low = seen_high  # reused: cleared, then filled by the low bits
+        self.seen_low[:] = False
+        self.seen_low[values & self.low] = True
+
+    def mask(self, values: np.ndarray) -> np.ndarray:
+        """Boolean mask of the values that may be members."""
+        slot = values >> self.high
+        words = self.packed[slot >> np.uint64(6)]
+        slot &= np.uint64(63)
+        words >>= slot
+        out = (words & np.uint64(1)).astype(bool)
+        hot = np.flatnonzero(out)
+        out[hot] = self.seen_low[values[hot] & self.low]
+        return out
+
+
+def _ngram_hashes(
+    texts: list[str], n: int, screen: _Screen | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """`ngram_hashes`, keeping only the n-grams that pass `screen` when one is given (the word count is of all)."""
+    if n < 1:
+        raise ValueError(f"n is {n!r}; an n-gram length must be a positive integer (13 is the GPT-3 choice)")
+    coef = _coefficients(n)
+    chunks: list[tuple[int, list[str]]] = []
+    first = size = 0
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is {type(text).__name__}; the overlap check needs strings")
+        size += len(text) + 1
+        if size >= _CHUNK_BYTES:
+            chunks.append((first, texts[first : index + 1]))
+            first, size = index + 1, 0
+    if first < len(texts):
+        chunks.append((first, texts[first:]))
+    if not chunks:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), 0
+    _powers("word", _C, _CHUNK_BYTES)  # fill the caches before the threads read them
+    _powers("word-inv", _C_INV, _CHUNK_BYTES)
+    workers = min(len(chunks), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(lambda c: _chunk_ngrams(c[1], n, coef, screen), chunks))
+    hashes = np.concatenate([h for h, _, _ in parts])
+    owners = np.concatenate([o + first for (first, _), (_, o, _) in zip(chunks, parts, strict=True)])
+    return hashes, owners, sum(w for _, _, w in parts)
 
 
 def ngram_hashes(texts: list[str], n: int = 13) -> tuple[np.ndarray, np.ndarray, int]:
     """Every n-gram of every text as (uint64 hashes, index of the text of each, total word count).
 
     Chunks of about `_CHUNK_BYTES` are hashed on a thread pool (numpy releases the GIL in its array loops)."""
-    if n < 1:
-        raise ValueError(f"n is {n!r}; an n-gram length must be a positive integer (13 is the GPT-3 choice)")
-    coef = _coefficients(n)
-    chunks: list[tuple[int, list[bytes]]] = []
-    chunk: list[bytes] = []
-    size = first = 0
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{index}] is {type(text).__name__}; the overlap check needs strings")
-        normal = _normalized_bytes(text)
-        chunk.append(normal)
-        size += len(normal) + 1
-        if size >= _CHUNK_BYTES:
-            chunks.append((first, chunk))
-            first, chunk, size = index + 1, [], 0
-    if chunk:
-        chunks.append((first, chunk))
-    if not chunks:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), 0
-    _powers("byte", _P, _CHUNK_BYTES)  # fill the caches before the threads read them
-    _powers("byte-inv", _P_INV, _CHUNK_BYTES)
-    _powers("word", _C, _CHUNK_BYTES)
-    _powers("word-inv", _C_INV, _CHUNK_BYTES)
-    workers = min(len(chunks), os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(lambda c: _chunk_ngrams(c[1], n, coef), chunks))
-    hashes = np.concatenate([h for h, _, _ in parts])
-    owners = np.concatenate([o + first for (first, _), (_, o, _) in zip(chunks, parts, strict=True)])
-    return hashes, owners, sum(w for _, _, w in parts)
+    return _ngram_hashes(list(texts), n)
 
 
-def _shared(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks: which hashes of `a` occur in `b`, and which of `b` occur in `a`.
-
-    A bitmap of the smaller side, indexed by the low bits of the (already mixed) hashes, screens out almost every
-    non-match of the larger side in one linear pass; only the candidates that pass are sorted and compared exactly."""
-    hit_a = np.zeros(a.size, dtype=bool)
-    hit_b = np.zeros(b.size, dtype=bool)
-    if a.size == 0 or b.size == 0:
-        return hit_a, hit_b
-    small, large = (a, b) if a.size <= b.size else (b, a)
-    bits = max(16, int(np.ceil(np.log2(16 * small.size))))  # ~6% of non-matches pass the screen
-    low = np.uint64((1 << bits) - 1)
-    seen = np.zeros(1 << bits, dtype=bool)
-    seen[small & low] = True
-    cand_large = np.flatnonzero(seen[large & low])
-    seen[:] = False
-    seen[large[cand_large] & low] = True
-    cand_small = np.flatnonzero(seen[small & low])
-    cand_a, cand_b = (cand_small, cand_large) if a.size <= b.size else (cand_large, cand_small)
-    table_b = np.sort(b[cand_b])
-    table_a = np.sort(a[cand_a])
-    for cand, values, table, hit in ((cand_a, a, table_b, hit_a), (cand_b, b, table_a, hit_b)):
-        if cand.size and table.size:
-            queries = values[cand]
-            at = np.minimum(np.searchsorted(table, queries), table.size - 1)
-            hit[cand] = table[at] == queries
-    return hit_a, hit_b
+def _members(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Boolean mask of `values` found in `table` (any order; exact)."""
+    hit = np.zeros(values.size, dtype=bool)
+    if values.size == 0 or table.size == 0:
+        return hit
+    table = np.sort(table)
+    cand = np.flatnonzero(_Screen(table).mask(values))
+    if cand.size:
+        at = np.minimum(np.searchsorted(table, values[cand]), table.size - 1)
+        hit[cand] = table[at] == values[cand]
+    return hit
 
 
 def ngram_overlap(
     train_texts: list[str], test_texts: list[str], n: int = 13, *, find_train: bool = False
 ) -> OverlapReport:
     """Flag test items that share at least one normalised n-gram with any training text (and, if asked, the
-    training items that share one with any test text)."""
-    train_hashes, train_owner, train_tokens = ngram_hashes(list(train_texts), n)
-    test_hashes, test_owner, test_tokens = ngram_hashes(list(test_texts), n)
-    hit, train_hit = _shared(test_hashes, train_hashes)
-    contaminated = np.unique(test_owner[hit]).tolist()
-    contaminated_train = np.unique(train_owner[train_hit]).tolist() if find_train else None
+    training items that share one with any test text).
+
+    The side with less text (usually the test set) is hashed in full; the other side is streamed through a bitmap
+    screen of those hashes chunk by chunk, so only its few candidate n-grams are ever held, then both are compared
+    exactly."""
+    train_texts, test_texts = list(train_texts), list(test_texts)
+    test_smaller = sum(map(len, test_texts)) <= sum(map(len, train_texts))
+    full, streamed = (test_texts, train_texts) if test_smaller else (train_texts, test_texts)
+    full_hashes, full_owner, full_tokens = _ngram_hashes(full, n)
+    cand_hashes, cand_owner, streamed_tokens = _ngram_hashes(streamed, n, _Screen(full_hashes))
+    full_hit = _members(full_hashes, cand_hashes)
+    shared_hashes = full_hashes[full_hit]
+    cand_hit = _members(cand_hashes, shared_hashes)
+    shared_full = np.unique(full_owner[full_hit])
+    shared_streamed = np.unique(cand_owner[cand_hit])
+    contaminated_test, contaminated_train = (
+        (shared_full, shared_streamed) if test_smaller else (shared_streamed, shared_full)
+    )
+    contaminated = contaminated_test.tolist()
 
     examples: list[dict[str, Any]] = []
     for index in contaminated[:_MAX_EXAMPLES]:
-        rows = np.flatnonzero(test_owner == index)
-        first = int(
-            np.flatnonzero(hit[rows])[0]
-        )  # window position inside the text (windows never cross texts)
+        hashes, _, _ = _ngram_hashes([test_texts[index]], n)  # one text: its windows in word order
+        first = int(np.flatnonzero(_members(hashes, shared_hashes))[0])
         words = normalize_words(test_texts[index])
         examples.append({"test_index": index, "ngram": " ".join(words[first : first + n])})
     total = len(test_texts)
@@ -230,6 +335,6 @@ def ngram_overlap(
         contaminated=contaminated,
         fraction=len(contaminated) / total if total else 0.0,
         examples=examples,
-        tokens=train_tokens + test_tokens,
-        contaminated_train=contaminated_train,
+        tokens=full_tokens + streamed_tokens,
+        contaminated_train=contaminated_train.tolist() if find_train else None,
     )

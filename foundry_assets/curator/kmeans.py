@@ -25,25 +25,33 @@ def unit_block(rows: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Assignment:
-    """Nearest and second-nearest centroid of every row, and the cosine similarity to the nearest."""
+    """The `probes` nearest centroids of every row (best first) and the cosine similarity to the nearest.
+
+    `label` is the nearest centroid (column 0 of `nearest`), `second` the second-nearest (the nearest again when only
+    one is asked for or there is one centroid); `nearest_similarity` holds the cosine to each of `nearest`."""
 
     centroids: np.ndarray
     label: np.ndarray
     second: np.ndarray
     similarity: np.ndarray
+    nearest: np.ndarray
+    nearest_similarity: np.ndarray
 
 
-def _top2(block: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _top(block: np.ndarray, centroids: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """The p nearest centroids of every row of `block` (best first; ties → lower centroid index) and their
+    similarities: p argmax passes (much cheaper than a partition over k columns for the small p used here)."""
     sims = block @ centroids.T
-    if centroids.shape[0] == 1:
-        zero = np.zeros(block.shape[0], dtype=np.int32)
-        return zero, zero, sims[:, 0]
-    top = np.argpartition(-sims, 1, axis=1)[:, :2]
-    pair = np.take_along_axis(sims, top, axis=1)
-    swap = pair[:, 1] > pair[:, 0]
-    first = np.where(swap, top[:, 1], top[:, 0]).astype(np.int32)
-    second = np.where(swap, top[:, 0], top[:, 1]).astype(np.int32)
-    return first, second, np.where(swap, pair[:, 1], pair[:, 0])
+    rows = np.arange(sims.shape[0])
+    nearest = np.empty((sims.shape[0], p), dtype=np.int32)
+    values = np.empty((sims.shape[0], p), dtype=np.float32)
+    for j in range(p):
+        best = sims.argmax(axis=1)
+        nearest[:, j] = best
+        values[:, j] = sims[rows, best]
+        if j + 1 < p:
+            sims[rows, best] = -np.inf
+    return nearest, values
 
 
 def fit_centroids(
@@ -79,15 +87,22 @@ def fit_centroids(
     return centroids
 
 
-def assign(embeddings: np.ndarray, centroids: np.ndarray) -> Assignment:
-    """Nearest and second-nearest centroid for every row, computed a block of rows at a time."""
+def assign(embeddings: np.ndarray, centroids: np.ndarray, probes: int = 2) -> Assignment:
+    """The `probes` nearest centroids of every row (at most k), computed a block of rows at a time."""
     n = embeddings.shape[0]
-    label = np.empty(n, dtype=np.int32)
-    second = np.empty(n, dtype=np.int32)
-    similarity = np.empty(n, dtype=np.float32)
+    p = max(1, min(probes, centroids.shape[0]))
+    nearest = np.empty((n, p), dtype=np.int32)
+    nearest_similarity = np.empty((n, p), dtype=np.float32)
     for s in range(0, n, ASSIGN_BLOCK):
         block = unit_block(embeddings[s : s + ASSIGN_BLOCK])
-        label[s : s + len(block)], second[s : s + len(block)], similarity[s : s + len(block)] = _top2(
-            block, centroids
-        )
-    return Assignment(centroids=centroids, label=label, second=second, similarity=similarity)
+        nearest[s : s + len(block)], nearest_similarity[s : s + len(block)] = _top(block, centroids, p)
+    label = nearest[:, 0]
+    second = nearest[:, 1] if p > 1 else label
+    return Assignment(
+        centroids=centroids,
+        label=label,
+        second=second,
+        similarity=nearest_similarity[:, 0],
+        nearest=nearest,
+        nearest_similarity=nearest_similarity,
+    )

@@ -15,21 +15,32 @@ Keep policies (which member of a group survives):
 - ``easy``: the member most similar to its centroid survives.
 - ``random``: a seeded random permutation.
 
-Where it is exact and where not. Pairs are compared only inside a cluster (the paper's trade: O(Σ cluster²·d) instead
-of O(n²·d)), so two near-copies that k-means puts in different clusters are not compared. A second, cheap pass
-(``boundary_pass``) regroups the survivors by the pair {nearest, second-nearest centroid} and deduplicates inside those
-groups, which catches most such pairs across a shared boundary; pairs split three ways can still be missed. With one
-cluster (the default below `CLUSTER_SIZE` records) the result is exact: it equals `exact_semdedup`.
-`benchmarks/bench_curator.py` measures the recall against exact all-pairs search.
+Where it is exact and where not. Pairs are compared only where k-means says they could be close (the paper's trade:
+O(n²·d / k) work instead of O(n²·d)). Plain SemDeDup compares a record only with its own cluster, so two near-copies
+on either side of a cluster boundary are never compared (18% of the duplicates in the benchmark's 384-d mixture). Here
+every record is owned by its nearest centroid and also *probes* up to `probes - 1` next-nearest ones whose centroid
+cosine is within `probe_margin` of the nearest (multi-probe, as in IVF search): a pair is a candidate when either
+record probes the other's cluster. Near-copies have almost the same similarity to every centroid (within
+|a − b| ≤ √(2(1 − t)) of each other, usually far closer), so the cluster of one is nearly always among the few nearest
+of the other; `benchmarks/bench_curator.py` measures the recall against exact search.
 
-Memory: O(n + k·d) besides the input, which may be a float16/float32 memory map; a cluster is copied as float32 while it
-is deduplicated and its similarities are computed a block of rows at a time (at most `_MAX_BLOCK_CELLS` floats), never
-as an n×n matrix. The float32 block products only pick candidates (within `_SLACK` of the threshold); each candidate's
-similarity is recomputed in float64 from the two vectors, so the result does not depend on the block size.
+The keep decisions are then taken globally, in rank order, over the candidate pairs: record i is removed when one of
+its candidates of better rank is kept. That is the exact-search greedy order, whatever order the clusters are scanned
+in, so whenever every pair above the threshold is a candidate the result is identical to `exact_semdedup` (same kept
+set, same kept_index and similarity for every removed record). A missed pair keeps a record that exact search removes,
+which may then remove one that exact search keeps: precision < 1 only ever follows a recall < 1. With one cluster (the default below `CLUSTER_SIZE` records) every pair is a candidate: the result is exact.
+
+Memory: O(n·p + k·d) besides the input, which may be a float16/float32 memory map, plus the candidate pairs above the
+threshold. A cluster and its probing records are copied as float32 while they are compared and their similarities are
+computed a block of rows at a time (at most `_MAX_BLOCK_CELLS` floats), never as an n×n matrix. A record with more than
+`_MAX_EDGES` better-ranked near-copies in one block (a huge group of copies) keeps no pairs; it is settled in the rank
+order pass by recomputing its similarities to its candidates, so the pair list stays O(n). The float32 block products
+only pick candidates (within `_SLACK` of the threshold); each candidate's similarity is recomputed in float64 from the
+two vectors, so the result does not depend on the block size or the cluster layout.
 """
 
-import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -43,6 +54,24 @@ CLUSTER_SIZE = 1_000
 _SLACK = 1e-4
 """Candidate margin for the float32 block products; far above their rounding error (~1e-6 for unit vectors)."""
 _MAX_BLOCK_CELLS = 1 << 24
+DEFAULT_PROBES = 8
+"""Most clusters a record is compared in (its nearest and the next nearest ones). Chosen by measurement against exact
+search on the benchmark's 20k/100k sets (see benchmarks/RESULTS.md): the 2 / 3 / 4 nearest give recall 0.97 / 0.99 /
+0.997; up to 8 within `DEFAULT_PROBE_MARGIN` give the exact result at 3.1-3.6 probes per record (1.1 at 1M)."""
+DEFAULT_PROBE_MARGIN = 0.04
+"""A further cluster is probed only when the record's cosine to its centroid is within this of the nearest one's.
+Near-copies split by a boundary differ there by at most |a - b|·|c1 - c2| (≈ 0.3 at threshold 0.95), in practice far
+less (≤ 0.028 on the benchmark's 100k set); raise it for data whose duplicates straddle boundaries more widely."""
+_MAX_EDGES = 64
+"""Better-ranked near-copies kept per record and block; a record with more is settled by recomputation instead."""
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise float64 dot products of unit rows (b may be one row, broadcast). One formula everywhere, so k-means
+    SemDeDup, exact search and the reference report bit-identical similarities."""
+    a64 = a.astype(np.float64)
+    b64 = np.broadcast_to(b.astype(np.float64), a64.shape)
+    return np.asarray(np.einsum("ij,ij->i", a64, b64))
 
 
 @dataclass(frozen=True)
@@ -57,7 +86,10 @@ class RemovedItem:
 @dataclass
 class DedupResult:
     """Indices kept (ascending), what was removed and why, the settings, and each record's nearest-neighbour cosine
-    inside its cluster (NaN for a record alone in its cluster; None when not computed)."""
+    among the records it was compared with (NaN for a record compared with none; None when not computed).
+
+    `removed_in_boundary_pass` counts the removed records whose kept duplicate lies in another (nearest) cluster:
+    the pairs that plain one-cluster SemDeDup misses and the extra probes find."""
 
     kept: list[int]
     removed: list[RemovedItem]
@@ -66,6 +98,9 @@ class DedupResult:
     n_clusters: int = 1
     keep: str = "earliest"
     removed_in_boundary_pass: int = 0
+    probes: int = field(default=1, compare=False)
+    probe_margin: float = field(default=0.0, compare=False)
+    mean_probes: float = field(default=1.0, compare=False)
     nn_similarity: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_metadata(self) -> dict[str, float | int | str]:
@@ -78,6 +113,9 @@ class DedupResult:
             "n_clusters": self.n_clusters,
             "keep_policy": self.keep,
             "removed_in_boundary_pass": self.removed_in_boundary_pass,
+            "probes": self.probes,
+            "probe_margin": self.probe_margin,
+            "mean_probes": round(self.mean_probes, 3),
         }
 
 
@@ -111,7 +149,7 @@ def _dedup_group(
             r, c = np.nonzero(sims[:, earlier] > cut)
             if r.size:
                 cols = earlier[c]
-                exact = np.einsum("ij,ij->i", x[s + r].astype(np.float64), x[cols].astype(np.float64))
+                exact = _cosines(x[s + r], x[cols])
                 order = np.lexsort((cols, -exact, r))
                 first = order[np.r_[True, r[order][1:] != r[order][:-1]]]
                 best_sim[r[first]] = exact[first]
@@ -122,7 +160,7 @@ def _dedup_group(
         for row in np.flatnonzero(cand.any(axis=1)):
             cols = np.flatnonzero(cand[row, :row] & keep_block[:row])
             if cols.size:
-                exact = x[s + cols].astype(np.float64) @ x[s + row].astype(np.float64)
+                exact = _cosines(x[s + cols], x[s + row][None, :])
                 j = int(np.argmax(exact))  # first maximum → best rank among ties
                 if exact[j] > best_sim[row] or (exact[j] == best_sim[row] and s + cols[j] < best_col[row]):
                     best_sim[row], best_col[row] = exact[j], s + cols[j]
@@ -136,14 +174,6 @@ def _dedup_group(
                     similarity=float(best_sim[row]),
                 )
             )
-
-
-def _groups(keys: np.ndarray, rank: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
-    """Split `rows` by key, each group sorted by rank (groups of one are dropped: nothing to compare)."""
-    order = np.lexsort((rank[rows], keys))
-    sorted_rows, sorted_keys = rows[order], keys[order]
-    bounds = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True])
-    return [sorted_rows[a:b] for a, b in itertools.pairwise(bounds) if b - a > 1]
 
 
 def _ranks(keep: KeepPolicy, centroid_similarity: np.ndarray, seed: int) -> np.ndarray:
@@ -168,6 +198,159 @@ def auto_clusters(n: int) -> int:
     return max(1, math.ceil(n / CLUSTER_SIZE))
 
 
+class _Pairs:
+    """Candidate pairs above the threshold: (record, better-ranked record, float64 cosine), and the records that had
+    too many of them in one block (`overflow`: settled later by recomputation, their pairs dropped)."""
+
+    def __init__(self, n: int, rank: np.ndarray, threshold: float) -> None:
+        self.rank = rank
+        self.threshold = threshold
+        self.later: list[np.ndarray] = []
+        self.earlier: list[np.ndarray] = []
+        self.sims: list[np.ndarray] = []
+        self.overflow = np.zeros(n, dtype=bool)
+
+    def add(self, a_rows: np.ndarray, b_rows: np.ndarray, xa: np.ndarray, xb: np.ndarray) -> None:
+        """Screened pairs (global indices a_rows[i], b_rows[i] with unit float32 vectors xa[i], xb[i])."""
+        if a_rows.size == 0:
+            return
+        exact = _cosines(xa, xb)
+        keep = exact > self.threshold
+        a_rows, b_rows, exact = a_rows[keep], b_rows[keep], exact[keep]
+        swap = self.rank[a_rows] < self.rank[b_rows]
+        later = np.where(swap, b_rows, a_rows)
+        earlier = np.where(swap, a_rows, b_rows)
+        if later.size > _MAX_EDGES:
+            rows, counts = np.unique(later, return_counts=True)
+            crowded = rows[counts > _MAX_EDGES]
+            if crowded.size:
+                self.overflow[crowded] = True
+                fine = ~np.isin(later, crowded)
+                later, earlier, exact = later[fine], earlier[fine], exact[fine]
+        self.later.append(later)
+        self.earlier.append(earlier)
+        self.sims.append(exact)
+
+
+def _screen(
+    sims: np.ndarray,
+    cut: float,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    xr: np.ndarray,
+    xc: np.ndarray,
+    pairs: _Pairs,
+    nn_out: np.ndarray | None,
+) -> None:
+    """Pairs of one block of similarities above `cut` (rows first screened by their maximum), and the NN update."""
+    row_max = sims.max(axis=1)
+    if nn_out is not None:
+        nn_out[rows] = np.fmax(nn_out[rows], row_max)
+        nn_out[cols] = np.fmax(nn_out[cols], sims.max(axis=0))
+    hot = np.flatnonzero(row_max > cut)
+    if hot.size:
+        r, c = np.nonzero(sims[hot] > cut)
+        r = hot[r]
+        pairs.add(rows[r], cols[c], xr[r], xc[c])
+
+
+def _compare_cluster(
+    e: np.ndarray,
+    owners: np.ndarray,
+    probers: np.ndarray,
+    cut: float,
+    pairs: _Pairs,
+    nn_out: np.ndarray | None,
+) -> None:
+    """All pairs among `owners` (sorted best rank first) and between `probers` and `owners`, a block at a time."""
+    m = owners.size
+    xo = unit_block(e[owners])
+    step = max(1, min(m, _MAX_BLOCK_CELLS // max(m, 1)))
+    for s in range(0, m, step):  # owners × better-ranked owners: the lower triangle
+        t = min(s + step, m)
+        sims = xo[s:t] @ xo[:t].T
+        np.copyto(sims[:, s:t], -np.inf, where=~np.tri(t - s, k=-1, dtype=bool))
+        _screen(sims, cut, owners[s:t], owners[:t], xo[s:t], xo[:t], pairs, nn_out)
+    if probers.size == 0:
+        return
+    xp = unit_block(e[probers])
+    for s in range(0, probers.size, step):  # records probing this cluster × its owners
+        t = min(s + step, probers.size)
+        _screen(xp[s:t] @ xo.T, cut, probers[s:t], owners, xp[s:t], xo, pairs, nn_out)
+
+
+def _by_cluster(
+    keys: np.ndarray, rows: np.ndarray, rank: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` grouped by key (each group best rank first) and the group boundaries (CSR layout, k + 1 offsets)."""
+    order = np.lexsort((rank[rows], keys))
+    bounds = np.searchsorted(keys[order], np.arange(k + 1))
+    return rows[order], bounds
+
+
+def _settle(
+    e: np.ndarray,
+    pairs: _Pairs,
+    rank: np.ndarray,
+    threshold: float,
+    candidates: Callable[[int], np.ndarray],
+) -> list[RemovedItem]:
+    """The greedy rule in rank order over the candidate pairs (exact search's order, whatever the cluster order)."""
+    n = rank.size
+    later = np.concatenate(pairs.later) if pairs.later else np.zeros(0, dtype=np.int64)
+    earlier = np.concatenate(pairs.earlier) if pairs.earlier else np.zeros(0, dtype=np.int64)
+    sims = np.concatenate(pairs.sims) if pairs.sims else np.zeros(0)
+    fine = ~pairs.overflow[later]
+    later, earlier, sims = later[fine], earlier[fine], sims[fine]
+    # the same pair may come from two clusters (each record probing the other's): keep one copy
+    key = later.astype(np.int64) * n + earlier
+    key, first = np.unique(key, return_index=True)
+    later, earlier, sims = later[first], earlier[first], sims[first]
+    # per record: most similar first, ties → better rank
+    order = np.lexsort((rank[earlier], -sims, rank[later]))
+    later, earlier, sims = later[order], earlier[order], sims[order]
+    heads = (
+        np.flatnonzero(np.r_[True, later[1:] != later[:-1]]) if later.size else np.zeros(0, dtype=np.int64)
+    )
+    rows = later[heads]
+    crowded = np.flatnonzero(pairs.overflow)
+    todo = np.concatenate([rows, crowded])
+    starts = np.concatenate([heads, np.full(crowded.size, -1)])
+    ends = np.concatenate([np.r_[heads[1:], later.size], np.full(crowded.size, -1)]).astype(np.int64)
+    sequence = np.argsort(rank[todo], kind="stable")
+    kept = np.ones(n, dtype=bool)
+    removed: list[RemovedItem] = []
+    earlier_list, sims_list = earlier.tolist(), sims.tolist()
+    for i, a, b in zip(
+        todo[sequence].tolist(), starts[sequence].tolist(), ends[sequence].tolist(), strict=True
+    ):
+        if a < 0:  # too many near-copies to keep their pairs: recompute against the kept candidates
+            cand = candidates(i)
+            cand = cand[(rank[cand] < rank[i]) & kept[cand]]
+            if cand.size == 0:
+                continue
+            xi = unit_block(e[i : i + 1])[0]
+            xc = unit_block(e[cand])
+            close = np.flatnonzero(xc @ xi > threshold - _SLACK)
+            if close.size == 0:
+                continue
+            exact = _cosines(xc[close], xi[None, :])
+            j = np.lexsort((rank[cand[close]], -exact))[0]
+            if exact[j] > threshold:
+                kept[i] = False
+                removed.append(
+                    RemovedItem(index=i, kept_index=int(cand[close[j]]), similarity=float(exact[j]))
+                )
+            continue
+        for p in range(a, b):
+            j = earlier_list[p]
+            if kept[j]:
+                kept[i] = False
+                removed.append(RemovedItem(index=i, kept_index=j, similarity=sims_list[p]))
+                break
+    return removed
+
+
 def semdedup(
     embeddings: np.ndarray,
     threshold: float = 0.95,
@@ -177,8 +360,15 @@ def semdedup(
     seed: int = 0,
     boundary_pass: bool = True,
     nearest_neighbours: bool = True,
+    probes: int | None = None,
+    probe_margin: float | None = None,
 ) -> DedupResult:
-    """SemDeDup: cluster, then remove records with cosine > threshold to a better-ranked kept record of their cluster."""
+    """SemDeDup: cluster, then remove records with cosine > threshold to a better-ranked kept record.
+
+    Each record is compared with the records of its nearest cluster and of up to `probes - 1` next-nearest ones
+    whose centroid cosine is within `probe_margin` of the nearest's (defaults `DEFAULT_PROBES`,
+    `DEFAULT_PROBE_MARGIN`; `probe_margin=2.0` probes the `probes` nearest whatever their distance);
+    `boundary_pass=False` is the plain paper setting, one cluster per record (`probes=1`)."""
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is {threshold!r}; a cosine threshold lies in [-1, 1] (e.g. 0.95)")
     if keep not in get_args(KeepPolicy):
@@ -187,6 +377,11 @@ def semdedup(
         raise ValueError(f"embeddings must be a 2-D array (n, d), got shape {embeddings.shape}")
     if embeddings.dtype.kind not in "fiu":
         raise ValueError(f"embeddings must be numeric, got dtype {embeddings.dtype}")
+    if probes is not None and probes < 1:
+        raise ValueError(f"probes is {probes!r}; it must be a positive integer (1 = own cluster only)")
+    if probe_margin is not None and not probe_margin >= 0:
+        raise ValueError(f"probe_margin is {probe_margin!r}; it must be a cosine difference >= 0 (e.g. 0.03)")
+    margin = DEFAULT_PROBE_MARGIN if probe_margin is None else probe_margin
     n = embeddings.shape[0]
     k = auto_clusters(n) if n_clusters is None else n_clusters
     if n and not 1 <= k <= n:
@@ -195,6 +390,8 @@ def semdedup(
         )
     if n == 0:
         return DedupResult(kept=[], removed=[], threshold=threshold, n=0, keep=keep)
+    p = (DEFAULT_PROBES if probes is None else probes) if boundary_pass else 1
+    p = min(p, k)
 
     if k == 1:
         total = np.zeros(embeddings.shape[1], dtype=np.float64)
@@ -202,29 +399,45 @@ def semdedup(
             total += unit_block(embeddings[s : s + 16_384]).sum(axis=0)
         norm = np.linalg.norm(total)
         centroid = (total / norm if norm > 0 else total).astype(np.float32)[None, :]
-        assignment = assign(embeddings, centroid)
+        assignment = assign(embeddings, centroid, 1)
     else:
-        assignment = assign(embeddings, fit_centroids(embeddings, k, seed=seed))
+        assignment = assign(embeddings, fit_centroids(embeddings, k, seed=seed), p)
     rank = _ranks(keep, assignment.similarity, seed)
     nn = np.full(n, np.nan, dtype=np.float32) if nearest_neighbours else None
 
-    removed: list[RemovedItem] = []
-    for members in _groups(assignment.label, rank, np.arange(n)):
-        _dedup_group(embeddings, members, threshold, removed, nn)
-    first_pass = len(removed)
-    if boundary_pass and k > 1:
-        alive = np.ones(n, dtype=bool)
-        alive[[r.index for r in removed]] = False
-        survivors = np.flatnonzero(alive)
-        low = np.minimum(assignment.label, assignment.second).astype(np.int64)
-        high = np.maximum(assignment.label, assignment.second).astype(np.int64)
-        pair = (low * k + high)[survivors]
-        for members in _groups(pair, rank, survivors):
-            _dedup_group(embeddings, members, threshold, removed)
+    everyone = np.arange(n)
+    owners, owner_bounds = _by_cluster(assignment.label.astype(np.int64), everyone, rank, k)
+    # the further clusters each record probes: within `margin` of its nearest (a boolean mask over `nearest`)
+    probed = assignment.nearest_similarity >= assignment.nearest_similarity[:, :1] - np.float32(margin)
+    probed[:, 0] = True
+    extra_rows, extra_col = np.nonzero(probed[:, 1:])
+    probers, prober_bounds = _by_cluster(
+        assignment.nearest[extra_rows, extra_col + 1].astype(np.int64), extra_rows, rank, k
+    )
+    pairs = _Pairs(n, rank, threshold)
+    cut = threshold - _SLACK
+    for c in range(k):
+        members = owners[owner_bounds[c] : owner_bounds[c + 1]]
+        if members.size:
+            _compare_cluster(
+                embeddings, members, probers[prober_bounds[c] : prober_bounds[c + 1]], cut, pairs, nn
+            )
 
+    def candidates(i: int) -> np.ndarray:
+        """Every record paired with i: the owners of the clusters i probes, and the records probing i's cluster."""
+        clusters = assignment.nearest[i][probed[i]].tolist()
+        parts = [owners[owner_bounds[c] : owner_bounds[c + 1]] for c in clusters]
+        c = int(assignment.label[i])
+        parts.append(probers[prober_bounds[c] : prober_bounds[c + 1]])
+        return np.unique(np.concatenate(parts))
+
+    removed = _settle(embeddings, pairs, rank, threshold, candidates)
     removed.sort(key=lambda item: item.index)
     gone = np.zeros(n, dtype=bool)
     gone[[r.index for r in removed]] = True
+    if nn is not None:
+        nn[np.isneginf(nn)] = np.nan
+    label = assignment.label
     return DedupResult(
         kept=np.flatnonzero(~gone).tolist(),
         removed=removed,
@@ -232,8 +445,11 @@ def semdedup(
         n=n,
         n_clusters=k,
         keep=keep,
-        removed_in_boundary_pass=len(removed) - first_pass,
+        removed_in_boundary_pass=sum(int(label[r.index] != label[r.kept_index]) for r in removed),
         nn_similarity=nn,
+        probes=p,
+        probe_margin=margin,
+        mean_probes=float(probed.sum()) / n,
     )
 
 
@@ -262,7 +478,7 @@ def brute_force_semdedup(embeddings: np.ndarray, threshold: float = 0.95) -> Ded
     for i in range(e.shape[0]):
         best_sim, best_idx = -np.inf, -1
         for j in kept:
-            s = float(np.dot(e[i], e[j]))
+            s = float(_cosines(e[i : i + 1], e[j : j + 1])[0])
             if s > best_sim:
                 best_sim, best_idx = s, j
         if best_sim > threshold:

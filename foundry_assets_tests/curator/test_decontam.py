@@ -1,5 +1,7 @@
 """N-gram overlap: the planted 13-gram is found, a 12-gram is not, normalisation matches lm-eval-harness."""
 
+import random
+
 import pytest
 
 from foundry_assets.curator.decontam import _normalized_bytes, ngram_overlap, normalize_words
@@ -81,3 +83,66 @@ def test_contaminated_training_items_are_found_too() -> None:
     assert (report.contaminated, report.contaminated_train) == ([0], [1])
     assert report.tokens == sum(len(normalize_words(t)) for t in train + test)
     assert report.to_metadata()["contaminated_train_items"] == 1
+
+
+def _naive_overlap(train: list[str], test: list[str], n: int) -> tuple[list[int], list[int]]:
+    """The rule with Python sets of word tuples (test sizes only)."""
+
+    def grams(text: str) -> set[tuple[str, ...]]:
+        words = normalize_words(text)
+        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+    train_grams = [grams(t) for t in train]
+    test_grams = [grams(t) for t in test]
+    all_train = set().union(*train_grams)
+    all_test = set().union(*test_grams)
+    return (
+        [i for i, g in enumerate(test_grams) if g & all_train],
+        [i for i, g in enumerate(train_grams) if g & all_test],
+    )
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vectorised_hashing_agrees_with_python_sets(n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    vocab = [
+        "a",
+        "to",
+        "eightchr",  # 8 bytes: one load
+        "ninechars",  # 9: first and last loads overlap
+        "sixteen_bytes_xx",  # 16 after normalisation drops "_": 15
+        "abcdefghijklmnopq",  # 17: one middle piece
+        "abcdefghXjklmnopq",  # differs from the above only in the middle
+        "abcdefghijklmnopqrstuvwxyz0123456789abcdefgh",  # long: several middle pieces
+        "abcdefghijklmnopqrstuvwxyz0123456789abcdefgX",
+        "Café",
+        "straße",
+        "ΣΊΣΥΦΟΣ",
+        "don't",
+        "end!",
+        "x\x01y",  # the chunk separator inside a text: that chunk takes the per-text path
+    ]
+    if seed == 0:  # all ASCII, no separator: the one-translate fast path
+        vocab = [w for w in vocab if w.isascii() and "\x01" not in w]
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randrange(0, 12))) for _ in range(160)]
+    train, test = texts[:100], texts[100:]
+    report = ngram_overlap(train, test, n=n, find_train=True)
+    assert (report.contaminated, report.contaminated_train) == _naive_overlap(train, test, n)
+    assert report.tokens == sum(len(normalize_words(t)) for t in texts)
+
+
+def test_long_words_differing_in_the_middle_do_not_match() -> None:
+    base = "x" * 40
+    other = "x" * 20 + "y" + "x" * 19
+    assert ngram_overlap([base], [other], n=1).contaminated == []
+    assert ngram_overlap([base], [base.upper()], n=1).contaminated == [0]
+
+
+def test_either_side_may_be_the_larger() -> None:
+    words = SHARED_13.split()
+    small_train = [" ".join(words[:13])]
+    big_test = [FILLER_TEST * 50, f"{FILLER_TEST} {' '.join(words[:13])}", FILLER_TEST * 50]
+    report = ngram_overlap(small_train, big_test, find_train=True)
+    assert (report.contaminated, report.contaminated_train) == ([1], [0])
+    assert report.examples == [{"test_index": 1, "ngram": " ".join(words[:13])}]

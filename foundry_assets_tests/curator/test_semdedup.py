@@ -1,11 +1,12 @@
 """SemDeDup on synthetic embeddings: agreement with the all-pairs reference, block independence, the keep rule."""
 
+import importlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from foundry_assets.curator.semdedup import brute_force_semdedup, exact_semdedup, semdedup
+from foundry_assets.curator.semdedup import RemovedItem, brute_force_semdedup, exact_semdedup, semdedup
 
 
 def planted(n_base: int, n_copies: int, dim: int, seed: int, noise: float = 0.05) -> np.ndarray:
@@ -144,3 +145,84 @@ def test_edge_cases_and_validation() -> None:
         semdedup(np.eye(2), keep="first")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_clusters"):
         semdedup(np.eye(2), n_clusters=3)
+
+
+def straddling_pair(seed: int, nudge: float) -> tuple[np.ndarray, int, int]:
+    """Two tight topics (around e0 and e1) plus a near-copy pair on their bisector, nudged by ±nudge·(e0 − e1) to
+    opposite sides of it (the two k-means centroids sit near e0 and e1)."""
+    rng = np.random.default_rng(seed)
+    dim = 64
+    e0, e1 = np.eye(dim)[0], np.eye(dim)[1]
+    topic_a = e0 + 0.1 * rng.standard_normal((200, dim))
+    topic_b = e1 + 0.1 * rng.standard_normal((200, dim))
+    middle = (e0 + e1) / np.sqrt(2) + 0.1 * rng.standard_normal(dim) * (np.arange(dim) > 1)
+    a_side = middle + nudge * (e0 - e1) + 0.01 * rng.standard_normal(dim)
+    b_side = middle - nudge * (e0 - e1) + 0.01 * rng.standard_normal(dim)
+    e = np.vstack([topic_a[:100], a_side, topic_b[:100], topic_a[100:], b_side, topic_b[100:]])
+    return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32), 100, 301
+
+
+@pytest.mark.parametrize(("nudge", "margin"), [(0.01, None), (0.04, 0.15)])
+def test_pair_across_a_cluster_boundary_is_found(nudge: float, margin: float | None) -> None:
+    from foundry_assets.curator.kmeans import assign, fit_centroids
+
+    e, first, second = straddling_pair(seed=4, nudge=nudge)
+    assert float(e[first] @ e[second]) > 0.96
+    labels = assign(e, fit_centroids(e, 2, seed=0), 2).label
+    assert labels[first] != labels[second]  # the pair really straddles the boundary
+    plain = semdedup(e, 0.95, n_clusters=2, seed=0, probes=1)
+    assert second not in {r.index for r in plain.removed}  # one cluster per record misses it
+    # found by the default probes when the pair sits close to the boundary; a wider straddle needs a wider margin
+    result = semdedup(e, 0.95, n_clusters=2, seed=0, probe_margin=margin)
+    assert RemovedItem(second, first, pytest.approx(float(e[first] @ e[second]))) in result.removed
+    assert result.removed_in_boundary_pass >= 1
+    exact = exact_semdedup(e, 0.95)
+    assert (result.kept, result.removed) == (exact.kept, exact.removed)
+
+
+def test_kmeans_result_equals_exact_search_when_all_pairs_are_candidates() -> None:
+    e, _ = clustered(3000, 300, 64, seed=5)
+    exact = exact_semdedup(e, 0.95)
+    # every record probes every cluster: all pairs are candidates, so the greedy must give exact search's answer
+    every = semdedup(e, 0.95, n_clusters=12, probes=12, probe_margin=2.0)
+    assert (every.kept, every.removed) == (exact.kept, exact.removed)
+    default = semdedup(e, 0.95, n_clusters=12)  # the default probes find every pair here too
+    assert (default.kept, default.removed) == (exact.kept, exact.removed)
+    assert default.removed_in_boundary_pass > 0
+
+
+def test_multi_probe_is_deterministic_and_block_independent(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = importlib.import_module("foundry_assets.curator.semdedup")
+
+    e, _ = clustered(2500, 250, 32, seed=2)
+    for keep in ("earliest", "hard", "easy", "random"):
+        first = semdedup(e, 0.95, n_clusters=7, keep=keep, seed=5)  # type: ignore[arg-type]
+        again = semdedup(e.copy(), 0.95, n_clusters=7, keep=keep, seed=5)  # type: ignore[arg-type]
+        assert again == first and again.removed == first.removed
+        assert np.array_equal(again.nn_similarity, first.nn_similarity, equal_nan=True)  # type: ignore[arg-type]
+    reference = semdedup(e, 0.95, n_clusters=7)
+    monkeypatch.setattr(module, "_MAX_BLOCK_CELLS", 5_000)  # many small blocks
+    assert semdedup(e, 0.95, n_clusters=7) == reference
+
+
+def test_huge_copy_groups_fall_back_to_recomputation(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = importlib.import_module("foundry_assets.curator.semdedup")
+
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((400, 24))
+    group = base[:1] + 0.004 * rng.standard_normal((120, 24))  # 121 mutual near-copies
+    e = np.vstack([base, group])[rng.permutation(520)].astype(np.float32)
+    monkeypatch.setattr(module, "_MAX_EDGES", 3)  # nearly every copy overflows its pair list
+    result, exact = semdedup(e, 0.95, n_clusters=4), exact_semdedup(e, 0.95)
+    assert (result.kept, result.removed) == (exact.kept, exact.removed)
+    assert len(result.removed) >= 120
+
+
+def test_probe_validation_and_metadata() -> None:
+    e, _ = clustered(1200, 50, 16, seed=1)
+    with pytest.raises(ValueError, match="probes"):
+        semdedup(e, probes=0)
+    with pytest.raises(ValueError, match="probe_margin"):
+        semdedup(e, probe_margin=-0.1)
+    meta = semdedup(e, 0.95, n_clusters=3).to_metadata()
+    assert meta["probes"] == 3 and 1.0 <= float(meta["mean_probes"]) <= 3.0
