@@ -66,6 +66,9 @@ def run_child(spec: dict[str, Any], timeout: float = 420) -> dict[str, Any]:
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         return {**spec, "error": (done.stdout[-1500:] + "\n" + done.stderr[-2500:]).strip(), "wall_s": 0.0}
+    if "PROFILE " in done.stdout:
+        start = done.stdout.index("PROFILE ")
+        spec = {**spec, "profile": done.stdout[start : done.stdout.index("RESULT ", start)]}
     return {**spec, **json.loads(lines[-1][7:]), "wall_s": round(time.perf_counter() - started, 1)}
 
 
@@ -87,6 +90,10 @@ def crucible(spec: dict[str, Any]) -> dict[str, Any]:
     from foundry_assets.crucible.train import TrainParams, ensure_unsloth_first, train_adapter
 
     assert ensure_unsloth_first(), "unsloth did not import"
+    if os.environ.get("FOUNDRY_PROFILE_STEPS"):
+        _install_trainer_profiler()
+    if os.environ.get("FOUNDRY_DROP_FULL_MASK"):
+        _drop_full_attention_masks()
     import torch
 
     from foundry_assets.crucible.hardware import HardwareReport
@@ -204,9 +211,15 @@ def unsloth_loop(spec: dict[str, Any]) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randint(10, 4000, (batch, seq), generator=generator) for _ in range(4)]
     timer = _Timer(warmup)
+    profiler = StepProfiler() if os.environ.get("FOUNDRY_PROFILE_STEPS") else None
     for step in range(1, steps + 1):
+        if profiler is not None:
+            profiler.step()
         ids = batches[step % len(batches)].to(device, non_blocking=True)
-        loss = model(input_ids=ids, labels=ids).loss
+        mask = (
+            {"attention_mask": torch.ones_like(ids)} if os.environ.get("FOUNDRY_LOOP_ATTENTION_MASK") else {}
+        )
+        loss = model(input_ids=ids, labels=ids, **mask).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -222,6 +235,7 @@ def unsloth_loop(spec: dict[str, Any]) -> dict[str, Any]:
         "first_step_s": round(timer.t_first - PROCESS_START, 2),
         "steps": steps,
         "final_loss": float(loss),
+        "trainable_dtypes": sorted({str(p.dtype) for p in params}),
     }
 
 
@@ -305,9 +319,71 @@ def hf_trl(spec: dict[str, Any]) -> dict[str, Any]:
 
 KINDS = {"build": build, "crucible": crucible, "unsloth_loop": unsloth_loop, "hf_trl": hf_trl}
 
+
+class StepProfiler:
+    """torch.profiler over steps `start`..`start + count - 1` of whatever calls `step()`; prints the top CUDA ops."""
+
+    def __init__(self, start: int = 4, count: int = 3) -> None:
+        self.start, self.count, self.calls = start, count, 0
+        self.prof: Any = None
+
+    def step(self) -> None:
+        import torch
+
+        self.calls += 1
+        if self.calls == self.start:
+            self.prof = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            )
+            self.prof.__enter__()
+        elif self.calls == self.start + self.count and self.prof is not None:
+            torch.cuda.synchronize()
+            self.prof.__exit__(None, None, None)
+            table = self.prof.key_averages().table(
+                sort_by="cuda_time_total", row_limit=14, max_name_column_width=60
+            )
+            print(f"PROFILE steps {self.start}-{self.start + self.count - 1}\n{table}", flush=True)
+            self.prof = None
+
+
+def _drop_full_attention_masks() -> None:
+    """Experiment: batches whose attention mask is all ones go to the model without one (as the plain loop does)."""
+    from foundry_assets.crucible import telemetry
+
+    original = telemetry.SpeedMeter.wrap_collator
+
+    def wrap_collator(self: Any, collate: Any) -> Any:
+        counting = original(self, collate)
+
+        def collate_without_full_mask(features: Any) -> Any:
+            batch = counting(features)
+            mask = batch.get("attention_mask")
+            if mask is not None and bool(mask.all()):
+                del batch["attention_mask"]
+            return batch
+
+        return collate_without_full_mask
+
+    telemetry.SpeedMeter.wrap_collator = wrap_collator  # type: ignore[method-assign]
+
+
+def _install_trainer_profiler() -> None:
+    """Profile the crucible's HF Trainer steps (FOUNDRY_PROFILE_STEPS set by the spec's env)."""
+    from transformers import Trainer
+
+    profiler, original = StepProfiler(), Trainer.training_step
+
+    def training_step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        profiler.step()
+        return original(self, *args, **kwargs)
+
+    Trainer.training_step = training_step  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     job = json.loads(sys.argv[1])
+    os.environ.update(job.get("env", {}))  # e.g. UNSLOTH_MIXED_PRECISION, set before anything imports Unsloth
     result = KINDS[job["kind"]](job)
     print("RESULT " + json.dumps(result), flush=True)

@@ -1,0 +1,90 @@
+"""Why does DoRA run at half the plain Unsloth loop's speed through the crucible? One GPU call, one table.
+
+The crucible trains through TRL's trainer, which Unsloth sets up with bf16 autocast (mixed precision); the plain
+loop runs the bf16 model with no autocast. This runs both, and the crucible with `UNSLOTH_MIXED_PRECISION=bfloat16`
+(Unsloth's switch for no autocast), for DoRA, QLoRA and LoRA at sequence 2048, batch 4 (bench_train.py's settings).
+
+    python benchmarks/gpu_precision.py     # table on stdout, precision.json in $OUT
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import MODEL_DIR, spec
+from gpu_common import run_child
+
+OUT = Path(os.environ.get("OUT") or "/tmp/foundry-bench-out")
+NO_AUTOCAST = {"UNSLOTH_MIXED_PRECISION": "bfloat16"}
+PROFILE = {"FOUNDRY_PROFILE_STEPS": "1"}
+PLAN_PROFILE = [
+    ("dora", "unsloth_loop", PROFILE, "plain Unsloth loop, profiled"),
+    ("dora", "crucible", PROFILE, "crucible, profiled"),
+]
+PLAN_MASK = [
+    (
+        "dora",
+        "unsloth_loop",
+        {"FOUNDRY_LOOP_ATTENTION_MASK": "1"},
+        "plain Unsloth loop + all-ones attention mask",
+    ),
+    ("dora", "crucible", {"FOUNDRY_DROP_FULL_MASK": "1"}, "crucible, all-ones attention mask dropped"),
+    ("dora", "crucible", {}, "crucible as it is"),
+]
+PLAN = [
+    ("dora", "unsloth_loop", {}, "plain Unsloth loop"),
+    ("dora", "crucible", {}, "crucible, bf16 autocast"),
+    ("dora", "crucible", NO_AUTOCAST, "crucible, no autocast"),
+    ("qlora", "crucible", {}, "crucible, bf16 autocast"),
+    ("qlora", "crucible", NO_AUTOCAST, "crucible, no autocast"),
+    ("lora", "crucible", {}, "crucible, bf16 autocast"),
+    ("lora", "crucible", NO_AUTOCAST, "crucible, no autocast"),
+]
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    print(
+        f"build: {run_child({'kind': 'build', 'arch': 'llama-3.2-1b', 'model_dir': str(MODEL_DIR)})}",
+        flush=True,
+    )
+    rows: list[dict[str, Any]] = []
+    plan = PLAN_PROFILE if "--profile" in sys.argv else PLAN_MASK if "--mask" in sys.argv else PLAN
+    for method, kind, env, label in plan:
+        if time.perf_counter() - t0 > float(os.environ.get("BENCH_BUDGET_S", "440")):
+            rows.append({"method": method, "label": label, "error": "skipped: out of time"})
+            continue
+        result = {
+            **run_child(
+                {**spec(kind, method, steps=8), "env": env}
+                if env is PROFILE
+                else {**spec(kind, method), "env": env}
+            ),
+            "label": label,
+        }
+        rows.append(result)
+        print(
+            f"[{time.perf_counter() - t0:4.0f}s] {method} {label}: {result.get('tokens_per_s')} tok/s "
+            f"{result.get('peak_gib')} GiB loss {result.get('final_loss')} {result.get('trainable_dtypes', '')} "
+            f"{result.get('error', '')[-1500:]}",
+            flush=True,
+        )
+        if "profile" in result:
+            print(result["profile"], flush=True)
+        (OUT / "precision.json").write_text(json.dumps(rows, indent=1))
+    print("| method | run | tokens/s | peak GiB | final loss |\n|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['method']} | {r['label']} | {r.get('tokens_per_s', r.get('error', '')[-60:])} | "
+            f"{r.get('peak_gib')} | {r.get('final_loss')} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
