@@ -369,6 +369,15 @@ class TrainingManifest(_Section):
     def _safe_job_id(cls, value: str) -> str:
         return _check_safe_name("job_id", value)
 
+    @model_validator(mode="after")
+    def _publishable(self) -> "TrainingManifest":
+        if self.publish_target.artifact == "adapter" and not self.merge.include_own_adapter:
+            raise ValueError(
+                "publish_target.artifact is 'adapter' but merge.include_own_adapter is false, so this job trains no "
+                "adapter; publish the merged_model (or 'auto') instead"
+            )
+        return self
+
     def canonical_json(self) -> str:
         """The manifest as sorted, whitespace-free JSON with defaults filled in: what the lot number hashes."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -32,6 +32,22 @@ def trained_adapter(
     job = job_context(context, workspace, audit_trail)
     manifest = job.manifest
     method = manifest.method_config
+    model_path = manifest.model_path or manifest.base_model
+    if not manifest.merge.include_own_adapter:
+        # A merge-only job: its merged model is made of the source jobs' adapters, so nothing is trained here.
+        head = job.audit("training_skipped", reason="merge.include_own_adapter is false")
+        context.log.info(
+            "merge-only job: no adapter is trained; merged_model combines the source jobs' adapters"
+        )
+        return dg.Output(
+            {
+                **lot_metadata(curated_dataset),
+                "adapter_dir": None,
+                "model_path": str(model_path),
+                "files": {},
+            },
+            metadata={**lot_metadata(curated_dataset), "skipped": "merge-only job", "audit_head": head},
+        )
     try:
         hardware = check_hardware(
             method.type,
@@ -64,7 +80,6 @@ def trained_adapter(
         grad_accum=manifest.compute.grad_accum,
         orpo_beta=method.orpo_beta,
     )
-    model_path = manifest.model_path or manifest.base_model
     plan = None
     if method.checkpoint_steps:
         plan = CheckpointPlan(

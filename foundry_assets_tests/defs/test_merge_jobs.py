@@ -90,6 +90,9 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
         assert source["exam"]["passed"] is True
         assert source["density"] == 0.7
     assert merged.metadata["include_own_adapter"].value is False
+    trained = _latest(story.instance, "trained_adapter", job_id)
+    assert trained is not None and trained.metadata["skipped"].value == "merge-only job"  # nothing trained
+    assert not story.workspace.stage_dir(job_id, "adapter").exists()
     assert "story-c-logic" in merged.metadata["sources"].value  # the markdown table names both sources
     config = merged.metadata["config"].value
     assert config["parameters"]["normalize"] is True and config["random_seed"] == 0
