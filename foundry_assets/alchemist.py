@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from foundry_assets.audit import AuditTrail
 from foundry_assets.errors import FoundryError, MergeError
+from foundry_assets.lot import sha256_file, sha256_tree
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.workspace import Workspace
 
@@ -181,7 +182,7 @@ def _job_source(
         )
     adapter_dir = Path(saved["data"].get("adapter_dir") or workspace.stage_dir(job_id, "adapter"))
     expected = dict(saved["data"].get("files") or {})
-    found = _folder_hashes(adapter_dir) if adapter_dir.is_dir() else {}
+    found = sha256_tree(adapter_dir) if adapter_dir.is_dir() else {}
     if not found or found != expected:
         changed = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
         raise MergeError(
@@ -241,22 +242,6 @@ def resolve_job_sources(
     if problems:
         raise MergeError("; ".join(problems))
     return sources
-
-
-def sha256_file(path: Path) -> str:
-    """Streamed SHA256 of one file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _folder_hashes(folder: Path) -> dict[str, str]:
-    """SHA256 of every file under `folder`, keyed by relative POSIX path."""
-    return {
-        p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
-    }
 
 
 def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
@@ -357,7 +342,7 @@ def _source_record(ref: AdapterRef) -> dict[str, Any]:
         "path": str(Path(ref.path).resolve()),
         "weight": ref.weight,
         "density": ref.density,
-        "sha256": _folder_hashes(Path(ref.path)),
+        "sha256": sha256_tree(Path(ref.path)),
     }
 
 
@@ -498,7 +483,7 @@ def merge_adapters(
             cache = (Path(cache_dir) / digest) if cache_dir else work / "lora-cache"
             _run_dare_ties(config, out, seed=seed, cache_dir=cache)
             config = {**config, "random_seed": seed}
-        files = _folder_hashes(out)
+        files = sha256_tree(out)
         _publish_folder(out, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)

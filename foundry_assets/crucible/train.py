@@ -8,7 +8,6 @@ PEFT + TRL with CPU defaults); where it cannot be imported the PEFT backend runs
 is recorded in the result. Any other failure is raised, never papered over.
 """
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from foundry_assets.crucible.hardware import HardwareReport
 from foundry_assets.crucible.strategies import TrainerSettings, TrainingStrategy, get_strategy
 from foundry_assets.crucible.telemetry import SpeedMeter, peak_memory_gib, plot_losses, reset_peak_memory
 from foundry_assets.errors import DataError, TrainingError
+from foundry_assets.lot import sha256_tree
 
 __all__ = ["CheckpointPlan", "TrainParams", "TrainResult", "ensure_unsloth_first", "train_adapter"]
 CheckpointPlan = ckpt.CheckpointPlan
@@ -237,7 +237,7 @@ def train_adapter(
         steps=int(trainer.state.global_step),
         losses=losses,
         adapter_dir=out_dir,
-        files=_sha256_files(out_dir),
+        files=sha256_tree(out_dir),
         trainable_params=sum(int(t.numel()) for t in before.values()),
         changed_params=changed,
         runtime_s=runtime_s,
@@ -377,15 +377,3 @@ def _replace_dir(staging: Path, out_dir: Path) -> None:
     staging.rename(out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256_files(folder: Path) -> dict[str, str]:
-    """sha256 of every file in `folder`, streamed in 1 MiB blocks."""
-    digests: dict[str, str] = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-        digests[path.name] = digest.hexdigest()
-    return digests

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -45,3 +46,23 @@ def make_drop(root: Path, job_id: str, **manifest_updates: dict) -> DemoDrop:
         document[section] = {**document.get(section, {}), **values}
     drop.manifest_path.write_text(yaml.safe_dump(document, sort_keys=False))
     return drop
+
+
+@pytest.fixture
+def live_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A live S3 server (moto) on loopback, with credentials and endpoint in the environment the resources read.
+
+    Yields a boto3 client; build Definitions after this fixture so the S3 resource picks the settings up.
+    """
+    from foundry_assets_tests.publisher.conftest import ACCESS_KEY, SECRET_KEY, make_client, start_moto
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    server = start_moto()
+    port = server.get_host_and_port()[1]
+    monkeypatch.setenv("FOUNDRY_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    yield make_client(port)
+    server.stop()

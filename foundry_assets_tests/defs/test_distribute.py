@@ -14,25 +14,15 @@ from foundry_assets.definitions import build_definitions
 from foundry_assets.runner import run_manifest
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
-from foundry_assets_tests.publisher.conftest import ACCESS_KEY, SECRET_KEY, make_client, start_moto
+from foundry_assets_tests.publisher.conftest import ACCESS_KEY, SECRET_KEY
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    server = start_moto()
-    port = server.get_host_and_port()[1]
-    monkeypatch.setenv("FOUNDRY_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    client = make_client(port)
-    client.create_bucket(Bucket="coreason-models")
-    yield client
-    server.stop()
+def s3(live_s3: Any) -> Any:
+    live_s3.create_bucket(Bucket="coreason-models")
+    return live_s3
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from foundry_assets.alchemist import sha256_file
 from foundry_assets.curator.formats import render_prompt
 from foundry_assets.demo.stories import StoryDrops, write_story_c
+from foundry_assets.lot import sha256_file
 from foundry_assets.runner import RunOutcome, run_manifest
 from foundry_assets.workspace import Workspace
 

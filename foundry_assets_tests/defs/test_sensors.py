@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from foundry_assets.drops import DropLedger, rejected_drops
 from foundry_assets.lot import sha256_file
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
-from foundry_assets_tests.publisher.conftest import ACCESS_KEY, SECRET_KEY, make_client, start_moto
 
 
 @pytest.fixture
@@ -165,21 +163,11 @@ def test_no_drop_location_yet_is_a_skip_not_an_error(
 
 
 @pytest.fixture
-def s3_drops(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A live S3 server on loopback with an empty `drops` bucket; the sensor finds it through the S3 resource."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    server = start_moto()
-    port = server.get_host_and_port()[1]
-    monkeypatch.setenv("FOUNDRY_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+def s3_drops(live_s3: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An empty `drops` bucket on the live S3 server; the sensor finds it through the S3 resource."""
     monkeypatch.setenv(DROP_LOCATION_ENV, "s3://drops/synthesis/")
-    client = make_client(port)
-    client.create_bucket(Bucket="drops")
-    yield client
-    server.stop()
+    live_s3.create_bucket(Bucket="drops")
+    return live_s3
 
 
 def upload(client: Any, folder: Path, prefix: str) -> None:
