@@ -116,3 +116,28 @@ def test_json_schema_describes_every_field() -> None:
     for name, definition in schema["$defs"].items():
         for field, spec in definition["properties"].items():
             assert spec.get("description"), f"{name}.{field} has no description"
+
+
+def test_readme_manifest_reference_names_every_field() -> None:
+    """The README's manifest reference must not drift from the schema."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme[readme.index('```yaml\njob_id: "train-prod-2025-01-15"') :]
+    block = block[: block.index("```\n", 8)]
+    keys = {line.split(":")[0].strip() for line in block.splitlines() if ":" in line}
+
+    def fields(schema: dict, defs: dict) -> set[str]:
+        names = set()
+        for name, spec in schema.get("properties", {}).items():
+            names.add(name)
+            ref = spec.get("$ref") or next(
+                (a.get("$ref") for a in spec.get("anyOf", []) if "$ref" in a), None
+            )
+            if ref:
+                names |= fields(defs[ref.rsplit("/", 1)[-1]], defs)
+        return names
+
+    schema = manifest_json_schema()
+    missing = (
+        fields(schema, schema["$defs"]) - keys - {"adapter", "job"}
+    )  # merge source keys are in the comment
+    assert not missing, f"README manifest reference lacks {sorted(missing)}"
