@@ -120,6 +120,7 @@ def crucible(spec: dict[str, Any]) -> dict[str, Any]:
         grad_accum=1,
         optim=spec.get("optim", "adamw_torch_fused"),
         token_metrics=bool(spec.get("token_metrics", False)),
+        padding_free=spec.get("padding_free"),  # None: the crucible's choice
     )
     out = (
         Path(spec.get("work", "/tmp/foundry-gpu"))
@@ -146,7 +147,15 @@ def crucible(spec: dict[str, Any]) -> dict[str, Any]:
         "final_loss": meta["final_loss"],
         "changed_params": result.changed_params,
         "startup_timings_s": result.timings,
+        "dynamo_graphs": _dynamo_graphs(),
     }
+
+
+def _dynamo_graphs() -> int:
+    """How many graphs torch.compile built in this process (0: no compiled region ran, e.g. no per-block compile)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _first_step_s(result: Any) -> float | None:
@@ -236,6 +245,7 @@ def unsloth_loop(spec: dict[str, Any]) -> dict[str, Any]:
         "steps": steps,
         "final_loss": float(loss),
         "trainable_dtypes": sorted({str(p.dtype) for p in params}),
+        "dynamo_graphs": _dynamo_graphs(),
     }
 
 
@@ -281,7 +291,7 @@ def hf_trl(spec: dict[str, Any]) -> dict[str, Any]:
         use_dora=method == "dora",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
     args = SFTConfig(
         output_dir="/tmp/hf-trl",
         max_steps=steps,
@@ -300,7 +310,7 @@ def hf_trl(spec: dict[str, Any]) -> dict[str, Any]:
         optim="adamw_torch_fused",
     )
     data = Dataset.from_list([{"text": t} for t in texts(max(16, batch * 4), seq)])
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data, args=args)
+    trainer = SFTTrainer(model=peft_model, processing_class=tokenizer, train_dataset=data, args=args)
     meter = SpeedMeter(grad_accum=1, warmup_steps=warmup)
     trainer.add_callback(meter.callback())
     trainer.data_collator = meter.wrap_collator(trainer.data_collator)

@@ -5,6 +5,7 @@ loop runs the bf16 model with no autocast. This runs both, and the crucible with
 (Unsloth's switch for no autocast), for DoRA, QLoRA and LoRA at sequence 2048, batch 4 (bench_train.py's settings).
 
     python benchmarks/gpu_precision.py     # table on stdout, precision.json in $OUT
+    python benchmarks/gpu_precision.py --padding   # padded vs padding-free batches (DoRA, LoRA, QLoRA)
 """
 
 import json
@@ -21,29 +22,47 @@ from gpu_common import run_child
 OUT = Path(os.environ.get("OUT") or "/tmp/foundry-bench-out")
 NO_AUTOCAST = {"UNSLOTH_MIXED_PRECISION": "bfloat16"}
 PROFILE = {"FOUNDRY_PROFILE_STEPS": "1"}
-PLAN_PROFILE = [
-    ("dora", "unsloth_loop", PROFILE, "plain Unsloth loop, profiled"),
-    ("dora", "crucible", PROFILE, "crucible, profiled"),
+Plan = list[tuple[str, str, dict[str, str], str, dict[str, Any]]]
+PLAN_PROFILE: Plan = [
+    ("dora", "unsloth_loop", PROFILE, "plain Unsloth loop, profiled", {}),
+    ("dora", "crucible", PROFILE, "crucible, profiled", {}),
 ]
-PLAN_MASK = [
+PLAN_MASK: Plan = [
     (
         "dora",
         "unsloth_loop",
         {"FOUNDRY_LOOP_ATTENTION_MASK": "1"},
         "plain Unsloth loop + all-ones attention mask",
+        {},
     ),
-    ("dora", "crucible", {"FOUNDRY_DROP_FULL_MASK": "1"}, "crucible, all-ones attention mask dropped"),
-    ("dora", "crucible", {}, "crucible as it is"),
+    ("dora", "crucible", {"FOUNDRY_DROP_FULL_MASK": "1"}, "crucible, all-ones attention mask dropped", {}),
+    ("dora", "crucible", {}, "crucible as it is", {}),
 ]
-PLAN = [
-    ("dora", "unsloth_loop", {}, "plain Unsloth loop"),
-    ("dora", "crucible", {}, "crucible, bf16 autocast"),
-    ("dora", "crucible", NO_AUTOCAST, "crucible, no autocast"),
-    ("qlora", "crucible", {}, "crucible, bf16 autocast"),
-    ("qlora", "crucible", NO_AUTOCAST, "crucible, no autocast"),
-    ("lora", "crucible", {}, "crucible, bf16 autocast"),
-    ("lora", "crucible", NO_AUTOCAST, "crucible, no autocast"),
+# `--padding`: Unsloth's SFTTrainer turns padding-free on where `padding_free` is unset (every H100 run), and
+# padding-free batches skip Unsloth's per-decoder-layer compile. padding_free=True is the crucible as it was.
+PLAN_PADDING: Plan = [
+    ("dora", "crucible", {}, "crucible, padded (the fix: DoRA's default)", {}),
+    ("dora", "unsloth_loop", {}, "plain Unsloth loop", {}),
+    ("dora", "crucible", {}, "crucible, padding-free (as before)", {"padding_free": True}),
+    ("lora", "crucible", {}, "crucible, padded", {"padding_free": False}),
+    ("lora", "crucible", {}, "crucible, Unsloth's choice (as before, unchanged)", {}),
+    ("qlora", "crucible", {}, "crucible, padded", {"padding_free": False}),
 ]
+PLAN: Plan = [
+    ("dora", "unsloth_loop", {}, "plain Unsloth loop", {}),
+    ("dora", "crucible", {}, "crucible, bf16 autocast", {}),
+    ("dora", "crucible", NO_AUTOCAST, "crucible, no autocast", {}),
+    ("qlora", "crucible", {}, "crucible, bf16 autocast", {}),
+    ("qlora", "crucible", NO_AUTOCAST, "crucible, no autocast", {}),
+    ("lora", "crucible", {}, "crucible, bf16 autocast", {}),
+    ("lora", "crucible", NO_AUTOCAST, "crucible, no autocast", {}),
+]
+PLANS = {
+    "--profile": PLAN_PROFILE,
+    "--mask": PLAN_MASK,
+    "--padding": PLAN_PADDING,
+    "--padding-others": [row for row in PLAN_PADDING if row[0] != "dora"],  # the LoRA/QLoRA rows alone
+}
 
 
 def main() -> int:
@@ -54,16 +73,16 @@ def main() -> int:
         flush=True,
     )
     rows: list[dict[str, Any]] = []
-    plan = PLAN_PROFILE if "--profile" in sys.argv else PLAN_MASK if "--mask" in sys.argv else PLAN
-    for method, kind, env, label in plan:
+    plan = next((plans for flag, plans in PLANS.items() if flag in sys.argv[1:]), PLAN)
+    for method, kind, env, label, extra in plan:
         if time.perf_counter() - t0 > float(os.environ.get("BENCH_BUDGET_S", "440")):
             rows.append({"method": method, "label": label, "error": "skipped: out of time"})
             continue
         result = {
             **run_child(
-                {**spec(kind, method, steps=8), "env": env}
+                {**spec(kind, method, steps=8, **extra), "env": env}
                 if env is PROFILE
-                else {**spec(kind, method), "env": env}
+                else {**spec(kind, method, **extra), "env": env}
             ),
             "label": label,
         }
@@ -71,6 +90,7 @@ def main() -> int:
         print(
             f"[{time.perf_counter() - t0:4.0f}s] {method} {label}: {result.get('tokens_per_s')} tok/s "
             f"{result.get('peak_gib')} GiB loss {result.get('final_loss')} {result.get('trainable_dtypes', '')} "
+            f"graphs {result.get('dynamo_graphs')} "
             f"{result.get('error', '')[-1500:]}",
             flush=True,
         )

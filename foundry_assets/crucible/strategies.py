@@ -40,6 +40,9 @@ class TrainerSettings:
     model_loss: bool = False
     """SFT takes the model's own loss (Unsloth's fused cross-entropy) instead of TRL's, which also computes entropy
     and token accuracy over the whole vocabulary every step (12% of a step on an H100; benchmarks/RESULTS.md)."""
+    padding_free: bool | None = None
+    """SFT batching: True flattens each batch into one unpadded sequence, False pads it; None leaves the choice to
+    the stack (Unsloth's SFTConfig decides per run; plain TRL pads)."""
 
 
 class TrainingStrategy(ABC):
@@ -100,11 +103,17 @@ class _SFTStrategy(TrainingStrategy):
     ) -> Any:
         from trl import SFTConfig, SFTTrainer
 
+        # Only an explicit choice is passed: Unsloth's SFTConfig reads an unset (None) padding_free as "decide
+        # for me", while TRL's own default is False.
+        batching: dict[str, Any] = (
+            {} if settings.padding_free is None else {"padding_free": settings.padding_free}
+        )
         args = SFTConfig(
             **_common_args(settings),
             max_length=settings.max_seq_length,
             dataset_text_field="text",
             packing=False,
+            **batching,
         )
         trainer_cls = _model_loss_trainer(SFTTrainer) if settings.model_loss else SFTTrainer
         return trainer_cls(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)

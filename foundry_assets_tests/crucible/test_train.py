@@ -221,6 +221,20 @@ def test_unknown_backend_is_refused(tmp_path: Path, sft_examples: list[dict[str,
         )
 
 
+def test_dora_on_unsloth_trains_on_padded_batches() -> None:
+    """Unsloth's per-decoder-layer compile skips padding-free batches, which halved DoRA's speed on an H100
+    (benchmarks/RESULTS.md); DoRA on Unsloth pads unless told otherwise, the rest keep the stack's own choice."""
+    import dataclasses
+
+    choose = train_module._padding_free
+    assert choose(PARAMS, get_strategy("dora"), "unsloth") is False
+    assert choose(PARAMS, get_strategy("dora"), "peft") is None
+    for name in ("lora", "qlora", "orpo"):
+        assert choose(PARAMS, get_strategy(name), "unsloth") is None
+    assert choose(dataclasses.replace(PARAMS, padding_free=True), get_strategy("dora"), "unsloth") is True
+    assert choose(dataclasses.replace(PARAMS, padding_free=False), get_strategy("lora"), "unsloth") is False
+
+
 @cpu_only
 @pytest.mark.slow
 def test_qlora_refuses_a_16bit_base(
