@@ -32,10 +32,6 @@ class MergeError(FoundryError, RuntimeError):
     """A merge could not be configured or run."""
 
 
-class ExamFailedError(FoundryError, RuntimeError):
-    """The exam gate did not pass, so the artifact must not be published."""
-
-
 class PublishError(FoundryError, RuntimeError):
     """Publishing failed or was refused (for example a tag that already holds different content)."""
 

@@ -1,7 +1,6 @@
 """Where a job's files live: its registered manifest, its stage outputs and its audit trail."""
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +66,3 @@ class Workspace:
                 "add the job with `foundry run MANIFEST` or a drop sensor."
             )
         return load_manifest(path, resolve_paths=False)
-
-    def fresh_stage_dir(self, job_id: str, stage: str) -> Path:
-        """An empty folder for a stage's output (a re-materialization replaces the previous one)."""
-        path = self.stage_dir(job_id, stage)
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
