@@ -195,10 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("run", "demo"):
-        from foundry_assets.crucible.train import ensure_unsloth_first
-
-        ensure_unsloth_first()  # before the demo builder or Dagster import transformers
     try:
         return int(args.func(args))
     except (ManifestError, DataError) as e:

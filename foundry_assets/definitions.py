@@ -1,28 +1,28 @@
-"""The one `Definitions`: six partitioned assets, the blocking exam check, resources and the job."""
+"""The one `Definitions`: six partitioned assets, the blocking exam check, resources and the job.
+
+Unsloth is not imported here: training runs in its own process (`crucible/isolation.py`), which imports Unsloth before
+transformers; this process (the code location, the run worker, merge and exam) keeps transformers unpatched.
+"""
 
 from typing import Any
 
-from foundry_assets.crucible.train import ensure_unsloth_first
+import dagster as dg
 
-ensure_unsloth_first()  # Unsloth patches transformers/trl/peft only if it is imported before them.
-
-import dagster as dg  # noqa: E402
-
-from foundry_assets.defs.distribute import published_artifact  # noqa: E402
-from foundry_assets.defs.examine import exam_report, exam_report_passes_gate  # noqa: E402
-from foundry_assets.defs.merge import merged_model  # noqa: E402
-from foundry_assets.defs.partitions import job_partitions  # noqa: E402
-from foundry_assets.defs.prune import curated_dataset  # noqa: E402
-from foundry_assets.defs.resources import (  # noqa: E402
+from foundry_assets.defs.distribute import published_artifact
+from foundry_assets.defs.examine import exam_report, exam_report_passes_gate
+from foundry_assets.defs.merge import merged_model
+from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.prune import curated_dataset
+from foundry_assets.defs.resources import (
     AuditTrailResource,
     EmbedderResource,
     PublisherResource,
     WorkspaceResource,
     s3_resource_from_env,
 )
-from foundry_assets.defs.select import raw_data  # noqa: E402
-from foundry_assets.defs.sensors import drop_sensor  # noqa: E402
-from foundry_assets.defs.train import trained_adapter  # noqa: E402
+from foundry_assets.defs.select import raw_data
+from foundry_assets.defs.sensors import drop_sensor
+from foundry_assets.defs.train import trained_adapter
 
 FOUNDRY_ASSETS = [raw_data, curated_dataset, trained_adapter, merged_model, exam_report, published_artifact]
 

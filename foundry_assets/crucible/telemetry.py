@@ -123,6 +123,22 @@ def peak_memory_gib() -> float | None:
     return torch.cuda.max_memory_allocated() / GIB
 
 
+def device_memory_held_gib(device: str) -> float | None:
+    """GPU memory in use on the current CUDA device by every process (total − free), in GiB; None off CUDA.
+
+    Measured by the Dagster step after the training process has exited: what is left is this process's CUDA context
+    and anything other processes hold, not the training's tensors or allocator cache.
+    """
+    if device != "cuda":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return round((total - free) / GIB, 3)
+
+
 def plot_losses(losses: list[tuple[int, float]], path: Path, *, title: str) -> Path:
     """Draw the loss curve (matplotlib, Agg) to `path` as a PNG and return it."""
     import matplotlib

@@ -8,6 +8,7 @@ PEFT + TRL with CPU defaults); where it cannot be imported the PEFT backend runs
 is recorded in the result. Any other failure is raised, never papered over.
 """
 
+import json
 import logging
 import shutil
 import tempfile
@@ -150,6 +151,7 @@ def train_adapter(
     strategy = get_strategy(strategy_name)
     _check_examples(strategy, train_examples)
     _check_device(hardware)
+    _check_prequantized(model_path, strategy)
     out_dir = Path(out_dir)
     warnings: list[str] = []
     chosen: Backend = _resolve_backend(backend, warnings)
@@ -325,6 +327,33 @@ def _check_examples(strategy: TrainingStrategy, examples: list[dict[str, str]]) 
                 f"Training example {index} for {strategy.name()} ({strategy.data_format} format) lacks string "
                 f"field(s) {missing}; it has {sorted(example)}. Format the data for {strategy.data_format} first."
             )
+
+
+def prequantized_bits(model_path: str | Path) -> int | None:
+    """4 or 8 for a local folder saved already quantized by bitsandbytes (`quantization_config` in config.json)."""
+    config_file = Path(model_path) / "config.json"
+    if not config_file.is_file():
+        return None  # a hub name: its config is read by the loader
+    try:
+        quantization = json.loads(config_file.read_text(encoding="utf-8")).get("quantization_config") or {}
+    except (OSError, ValueError):
+        return None
+    if quantization.get("load_in_4bit") or quantization.get("_load_in_4bit"):
+        return 4
+    if quantization.get("load_in_8bit") or quantization.get("_load_in_8bit"):
+        return 8
+    return None
+
+
+def _check_prequantized(model_path: str | Path, strategy: TrainingStrategy) -> None:
+    """A base saved in 4-bit (e.g. unsloth/llama-3-8b-bnb-4bit) trains only with a 4-bit strategy."""
+    bits = prequantized_bits(model_path)
+    if bits is not None and not (bits == 4 and strategy.load_in_4bit):
+        raise TrainingError(
+            f"the base model {model_path} is saved pre-quantized to {bits}-bit by bitsandbytes, but method "
+            f"{strategy.name()!r} trains a 16-bit base; use method qlora with this base, or point model_path at "
+            "the 16-bit base"
+        )
 
 
 def _check_device(hardware: HardwareReport) -> None:

@@ -9,7 +9,9 @@ import dagster as dg
 
 from foundry_assets.crucible.checkpoints import CheckpointPlan, prepare
 from foundry_assets.crucible.hardware import check_hardware, manifest_job_shape
-from foundry_assets.crucible.train import TrainParams, train_adapter
+from foundry_assets.crucible.isolation import train_adapter_isolated
+from foundry_assets.crucible.telemetry import device_memory_held_gib
+from foundry_assets.crucible.train import TrainParams
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
@@ -94,8 +96,8 @@ def trained_adapter(
             job.audit("training_started", checkpoint_steps=plan.every_steps, discarded=dropped)
     else:
         job.audit("training_started", checkpoint_steps=0)
-    try:
-        result = train_adapter(
+    try:  # in a child process: Unsloth's process-wide patches and the training's GPU memory end with it
+        result = train_adapter_isolated(
             model_path=model_path,
             strategy_name=method.type,
             train_examples=_read_jsonl(curated_dataset["train_path"]),
@@ -109,6 +111,7 @@ def trained_adapter(
         raise failure(e, "training") from e
     for warning in result.warnings:
         context.log.warning(warning)
+    held = device_memory_held_gib(result.device)
     summary = result.to_metadata()
     head = job.audit(
         "adapter_saved",
@@ -141,6 +144,7 @@ def trained_adapter(
             "loss_curve": dg.MetadataValue.md(_plot_markdown(result.loss_plot) + losses),
             "tokens_per_s": summary["tokens_per_s"] or 0.0,
             "peak_memory_gib": summary["peak_memory_gib"] or 0.0,
+            **({"gpu_memory_in_use_after_gib": held} if held is not None else {}),
             "device_name": result.device_name,
             "resumed_from_step": result.resumed_from_step,
             **({"loss_plot": dg.MetadataValue.path(str(result.loss_plot))} if result.loss_plot else {}),

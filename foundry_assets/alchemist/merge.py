@@ -1,28 +1,16 @@
-"""The alchemist: merge LoRA/DoRA adapters into one model folder (DARE-TIES through mergekit, or a PEFT fold).
-
-A merge source may be another foundry job. What is known about that job is read from the foundry's own records,
-with no Dagster involved: its registered manifest (base model), its hash-chained audit trail (the latest
-`adapter_saved` record with the adapter's file hashes, the lot of the run that trained it, and the latest
-`exam_verdict` after it) and the adapter folder itself, re-hashed. `resolve_job_sources` refuses a source that does not
-exist, was trained on another base, is itself a merge job, has no exam, failed its latest exam, or whose adapter
-changed since it was examined — all before any merge work.
-"""
+"""Merging adapters into one model folder: DARE-TIES through mergekit for two or more, a PEFT fold for one."""
 
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from foundry_assets.audit import AuditTrail
-from foundry_assets.errors import FoundryError, MergeError
+from foundry_assets.errors import MergeError
 from foundry_assets.lot import sha256_file, sha256_tree
-from foundry_assets.manifest import TrainingManifest
-from foundry_assets.workspace import Workspace
 
 TOKENIZER_FILES = (
     "tokenizer_config.json",
@@ -71,177 +59,6 @@ class MergeResult:
             "files": dict(sorted(self.files.items())),
             "config": self.config,
         }
-
-
-@dataclass(frozen=True)
-class JobSource:
-    """Another job's examined adapter, ready to merge: where it is, what it hashes to, and its lot number."""
-
-    job_id: str
-    adapter_dir: Path
-    weight: float
-    density: float
-    lot_number: str
-    adapter_files: dict[str, str]
-    exam: dict[str, Any]
-    train_path: Path | None = None
-
-    def ref(self) -> AdapterRef:
-        return AdapterRef(self.adapter_dir, self.weight, self.density, self.job_id)
-
-    def to_metadata(self) -> dict[str, Any]:
-        """The lineage record of this source (merged_model metadata and the audit trail)."""
-        return {
-            "job_id": self.job_id,
-            "lot_number": self.lot_number,
-            "adapter_dir": str(self.adapter_dir),
-            "adapter_sha256": dict(sorted(self.adapter_files.items())),
-            "weight": self.weight,
-            "density": self.density,
-            "exam": self.exam,
-        }
-
-
-def _latest(records: list[dict[str, Any]], event: str, *, before: int | None = None) -> dict[str, Any] | None:
-    """The last record of `event` (before sequence number `before`, when given)."""
-    for record in reversed(records):
-        if record["event"] == event and (before is None or record["seq"] < before):
-            return record
-    return None
-
-
-def _same_path(a: str | None, b: str | None) -> bool:
-    if not a or not b:
-        return a == b
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-
-
-def _job_source(
-    job_id: str,
-    weight: float,
-    density: float,
-    *,
-    manifest: TrainingManifest,
-    workspace: Workspace,
-    trail: AuditTrail,
-    recorded_lot: str | None,
-) -> JobSource:
-    """One source job, checked; MergeError names the job and the reason."""
-    what = f"merge source job {job_id!r}"
-    if job_id == manifest.job_id:
-        raise MergeError(f"{what} is this job itself; a job cannot merge its own adapter as a source")
-    if not workspace.manifest_path(job_id).is_file():
-        raise MergeError(
-            f"{what} does not exist: no manifest is registered at {workspace.manifest_path(job_id)}; "
-            "run that job first or fix the job id"
-        )
-    try:
-        theirs = workspace.load(job_id)
-    except FoundryError as e:
-        raise MergeError(f"{what}: its registered manifest cannot be read: {e}") from e
-    if theirs.merge.sources:
-        raise MergeError(
-            f"{what} is itself a merge job (it names {len(theirs.merge.sources)} sources); its trained adapter is "
-            "not what its exam judged. Name its source jobs here directly instead"
-        )
-    ours_base = (manifest.base_model, manifest.model_path or manifest.base_model)
-    their_base = (theirs.base_model, theirs.model_path or theirs.base_model)
-    if ours_base[0] != their_base[0] or not _same_path(ours_base[1], their_base[1]):
-        raise MergeError(
-            f"{what} was trained on another base: base_model={their_base[0]!r}, model_path={their_base[1]!r}; "
-            f"this job's is base_model={ours_base[0]!r}, model_path={ours_base[1]!r}"
-        )
-    try:
-        records = trail.records()
-    except FoundryError as e:
-        raise MergeError(f"{what}: its audit trail cannot be trusted: {e}") from e
-    saved = _latest(records, "adapter_saved")
-    if saved is None:
-        raise MergeError(
-            f"{what} has no trained adapter (no adapter_saved record in {trail.path}); run it first"
-        )
-    accepted = _latest(records, "job_accepted", before=saved["seq"])
-    lot = str((accepted or {}).get("data", {}).get("lot_number") or "")
-    verdicts = [r for r in records if r["event"] == "exam_verdict" and r["seq"] > saved["seq"]]
-    if not verdicts:
-        raise MergeError(
-            f"{what}: its latest adapter (lot {lot[:12]}…) has not been examined; run its exam first"
-        )
-    verdict = verdicts[-1]["data"]
-    if not verdict.get("passed"):
-        reasons = "; ".join(verdict.get("reasons") or []) or "no reason recorded"
-        raise MergeError(f"{what} failed its latest exam (lot {lot[:12]}…): {reasons}")
-    if verdict.get("lot_number") and verdict["lot_number"] != lot:
-        raise MergeError(
-            f"{what}: its latest exam judged lot {verdict['lot_number']}, not its adapter's lot {lot}"
-        )
-    if recorded_lot is not None and recorded_lot != lot:
-        raise MergeError(
-            f"{what}: the latest trained_adapter materialization is lot {recorded_lot}, but its audit trail's latest "
-            f"adapter is lot {lot}; re-run the job so both agree"
-        )
-    adapter_dir = Path(saved["data"].get("adapter_dir") or workspace.stage_dir(job_id, "adapter"))
-    expected = dict(saved["data"].get("files") or {})
-    found = sha256_tree(adapter_dir) if adapter_dir.is_dir() else {}
-    if not found or found != expected:
-        changed = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-        raise MergeError(
-            f"{what}: the adapter in {adapter_dir} is not the one that was trained and examined "
-            f"(files differ: {changed or 'folder missing'}); re-run that job"
-        )
-    claimed = _read_json(adapter_dir / "adapter_config.json", what).get("base_model_name_or_path")
-    if manifest.model_path and claimed and not _same_path(str(claimed), manifest.model_path):
-        raise MergeError(
-            f"{what}: its adapter_config.json says it was trained on {claimed}, not this job's base {manifest.model_path}"
-        )
-    train_path = workspace.stage_dir(job_id, "curated") / "train.jsonl"
-    exam = {k: verdict.get(k) for k in ("passed", "lot_number", "metrics") if k in verdict}
-    exam["seq"] = verdicts[-1]["seq"]
-    return JobSource(
-        job_id=job_id,
-        adapter_dir=adapter_dir,
-        weight=weight,
-        density=density,
-        lot_number=lot,
-        adapter_files=found,
-        exam=exam,
-        train_path=train_path if train_path.is_file() else None,
-    )
-
-
-def resolve_job_sources(
-    manifest: TrainingManifest,
-    *,
-    workspace: Workspace,
-    trail_for: Callable[[str], AuditTrail],
-    recorded_lots: dict[str, str | None] | None = None,
-) -> list[JobSource]:
-    """Every `job:` source of the manifest, checked; one MergeError lists every source that cannot be merged.
-
-    `recorded_lots` (optional) maps a source job to the lot number its latest `trained_adapter` materialization
-    recorded (the Dagster layer passes it), which must agree with the audit trail.
-    """
-    sources, problems = [], []
-    for source in manifest.merge.sources:
-        if source.job is None:
-            continue
-        try:
-            sources.append(
-                _job_source(
-                    source.job,
-                    source.weight,
-                    source.density,
-                    manifest=manifest,
-                    workspace=workspace,
-                    trail=trail_for(source.job),
-                    recorded_lot=(recorded_lots or {}).get(source.job),
-                )
-            )
-        except MergeError as e:
-            problems.append(str(e))
-    if problems:
-        raise MergeError("; ".join(problems))
-    return sources
 
 
 def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:

@@ -1,4 +1,4 @@
-"""The alchemist on real tiny models: PEFT folds, mergekit DARE-TIES, provenance, determinism and refusals."""
+"""Merging on real tiny models: PEFT folds, mergekit DARE-TIES, provenance, determinism and refusals."""
 
 from pathlib import Path
 
@@ -13,12 +13,11 @@ from foundry_assets.alchemist import (
     MergeResult,
     merge_adapters,
     resolve_job_sources,
-    sha256_file,
 )
 from foundry_assets.audit import AuditTrail
 from foundry_assets.demo.tiny_model import build_tiny_llama
 from foundry_assets.errors import MergeError
-from foundry_assets.lot import sha256_tree
+from foundry_assets.lot import sha256_file, sha256_tree
 from foundry_assets.manifest import TrainingManifest, parse_manifest
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.adapters import make_adapter, peft_merged_state
@@ -215,104 +214,3 @@ def test_adapter_for_another_architecture_is_refused(
 
 
 # --- merge sources that are other jobs -------------------------------------------------------------------------
-
-
-def _manifest(job_id: str, model_path: Path, **merge: object) -> TrainingManifest:
-    return parse_manifest(
-        {
-            "job_id": job_id,
-            "base_model": "tiny",
-            "model_path": str(model_path),
-            "method_config": {"type": "dora"},
-            "publish_target": {"registry": "/tmp/registry", "tag": "v1"},
-            "merge": merge,
-        }
-    )
-
-
-def _trained_job(
-    workspace: Workspace,
-    job_id: str,
-    base: Path,
-    *,
-    passed: bool = True,
-    examined: bool = True,
-    seed: int = 1,
-) -> None:
-    """A registered job with an adapter and an audit trail as the Dagster assets write them."""
-    workspace.register(_manifest(job_id, base))
-    adapter = make_adapter(base, workspace.stage_dir(job_id, "adapter"), seed=seed, use_dora=True)
-    trail = AuditTrail(workspace.audit_path(job_id))
-    lot = f"lot-{job_id}"
-    trail.append("job_accepted", job_id=job_id, lot_number=lot)
-    trail.append("adapter_saved", job_id=job_id, adapter_dir=str(adapter), files=sha256_tree(adapter))
-    if examined:
-        reasons = [] if passed else ["logic_score 0.1000 is not above the baseline 0.2000"]
-        trail.append("exam_verdict", job_id=job_id, passed=passed, reasons=reasons, lot_number=lot)
-
-
-@pytest.fixture
-def jobs(tiny_model_dir: Path, tmp_path: Path) -> Workspace:
-    workspace = Workspace(tmp_path / "foundry")
-    _trained_job(workspace, "logic", tiny_model_dir, seed=1)
-    _trained_job(workspace, "safety", tiny_model_dir, seed=2)
-    return workspace
-
-
-def _resolve(workspace: Workspace, manifest: TrainingManifest) -> list[JobSource]:
-    return resolve_job_sources(
-        manifest, workspace=workspace, trail_for=lambda job: AuditTrail(workspace.audit_path(job))
-    )
-
-
-def test_job_sources_resolve_to_examined_adapters_with_lot_and_hashes(
-    jobs: Workspace, tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    manifest = _manifest(
-        "super", tiny_model_dir, sources=[{"job": "logic", "density": 0.7}, {"job": "safety", "weight": 0.5}]
-    )
-    sources = _resolve(jobs, manifest)
-    assert [(s.job_id, s.lot_number, s.density, s.weight) for s in sources] == [
-        ("logic", "lot-logic", 0.7, 1.0),
-        ("safety", "lot-safety", 0.5, 0.5),
-    ]
-    meta = sources[0].to_metadata()
-    assert meta["adapter_sha256"]["adapter_model.safetensors"] == sha256_file(
-        jobs.stage_dir("logic", "adapter") / "adapter_model.safetensors"
-    )
-    assert meta["exam"]["passed"] is True
-    result = merge_adapters(
-        base_model=tiny_model_dir, adapters=[s.ref() for s in sources], out_dir=tmp_path / "m", seed=0
-    )
-    assert result.method == "dare_ties" and [s["name"] for s in result.sources] == ["logic", "safety"]
-
-
-@pytest.mark.parametrize(
-    ("setup", "message"),
-    [
-        ("ghost", r"'ghost' does not exist"),
-        ("failed", r"'failed' failed its latest exam .*logic_score 0.1000"),
-        ("unexamined", r"'unexamined': its latest adapter .* has not been examined"),
-        ("other-base", r"'other-base' was trained on another base"),
-        ("merger", r"'merger' is itself a merge job"),
-        ("tampered", r"'tampered': the adapter in .* is not the one that was trained"),
-    ],
-)
-def test_bad_job_sources_are_refused_before_any_merge(
-    setup: str, message: str, jobs: Workspace, tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    if setup == "failed":
-        _trained_job(jobs, setup, tiny_model_dir, passed=False)
-    elif setup == "unexamined":
-        _trained_job(jobs, setup, tiny_model_dir, examined=False)
-    elif setup == "other-base":
-        _trained_job(jobs, setup, build_tiny_llama(tmp_path / "other", seed=1))
-    elif setup == "merger":
-        jobs.register(_manifest(setup, tiny_model_dir, sources=[{"job": "logic"}]))
-    elif setup == "tampered":
-        _trained_job(jobs, setup, tiny_model_dir)
-        (jobs.stage_dir(setup, "adapter") / "adapter_config.json").write_text("{}")
-    manifest = _manifest("super", tiny_model_dir, sources=[{"job": "logic"}, {"job": setup}])
-    with pytest.raises(MergeError, match=message) as info:
-        _resolve(jobs, manifest)
-    assert "'logic'" not in str(info.value)  # only the bad source is named

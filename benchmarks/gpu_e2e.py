@@ -1,0 +1,374 @@
+"""The whole foundry job at production shape on a GPU node, as an operator runs it: `python benchmarks/gpu_e2e.py`.
+
+Builds a random-init base of a real architecture (default Llama-3.1-8B shape, bf16 safetensors, built on the GPU: no
+hub), writes a drop per job and runs each through `foundry run MANIFEST` in a fresh process (a real Dagster instance
+under DAGSTER_HOME, the six assets, a local registry):
+
+  qlora  4-bit SFT                dora  SFT with DoRA             orpo  preference triplets
+  merge  a merge-only job: DARE-TIES of the qlora and dora jobs' published adapters (fetched from the registry)
+
+and prints one table: per-asset wall time and device (from the Dagster event log), GPU memory (device-wide peak
+sampled with nvidia-smi, and the training's peak allocated against the pre-flight estimate), host RAM peak of the
+largest process, disk used on the node during the job and left after it, artifact size, pass/fail. Results go to
+`--out` as JSON. `--arch tiny` runs the same on the 2-layer demo model on the CPU, to check the script itself.
+
+Environment on the lent GPU: see benchmarks/RESULTS.md § "GPU end to end" for the wheels and variables.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+GIB = 1024**3
+ASSETS = [
+    "raw_data",
+    "curated_dataset",
+    "trained_adapter",
+    "merged_model",
+    "exam_report",
+    "published_artifact",
+]
+SFT_JOBS = ("qlora", "dora")
+
+
+def records_sft(n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` distinct instruction records of mixed length (arithmetic, lists, reversals)."""
+    rng = random.Random(seed)
+    words = [
+        f"{a}{b}"
+        for a in ("ka", "lo", "mi", "nu", "ro", "sa", "te", "vo")
+        for b in ("n", "r", "s", "th", "x")
+    ]
+    out = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            a, b = rng.randint(10, 999), rng.randint(10, 999)
+            out.append(
+                {"instruction": f"Item {i}: what is {a} plus {b}?", "output": f"{a} plus {b} is {a + b}."}
+            )
+        elif kind == 1:
+            picked = rng.sample(words, rng.randint(3, 12))
+            out.append(
+                {
+                    "instruction": f"Item {i}: sort these words: {' '.join(picked)}",
+                    "output": " ".join(sorted(picked)),
+                }
+            )
+        else:
+            w = "".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(5, 14)))
+            out.append({"instruction": f"Item {i}: spell {w} backwards.", "output": w[::-1]})
+    return out
+
+
+def records_preference(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.randint(10, 999), rng.randint(10, 999)
+        out.append(
+            {
+                "prompt": f"Case {i}: add {a} and {b}.",
+                "chosen": f"{a} plus {b} is {a + b}.",
+                "rejected": f"{a} plus {b} is {a + b + rng.randint(1, 9)}.",
+            }
+        )
+    return out
+
+
+def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -> Path:
+    import yaml
+
+    drop = root / "drops" / job
+    drop.mkdir(parents=True, exist_ok=True)
+    method = "orpo" if job == "orpo" else ("dora" if job == "merge" else job)
+    records = (
+        records_preference(args.records, 7)
+        if job == "orpo"
+        else records_sft(args.records, sum(map(ord, job)))
+    )
+    (drop / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    manifest: dict[str, Any] = {
+        "job_id": f"e2e-{job}",
+        "base_model": f"foundry-e2e/{args.arch}",
+        "model_path": str(model_dir),
+        "method_config": {
+            "type": method,
+            "rank": 16,
+            "max_steps": args.steps,
+            "max_seq_length": args.seq,
+            "logging_steps": 10,
+            "learning_rate": 2e-4 if args.arch != "tiny" else 5e-3,
+        },
+        "publish_target": {"registry": str(root / "registry"), "tag": f"v1.0.0-e2e-{job}"},
+        "compute": {"batch_size": args.batch, "grad_accum": 1, "device": args.device},
+        "data": {"path": "data.jsonl", "test_fraction": args.test_fraction},
+        "exam": {"max_contamination": 1.0},
+    }
+    if job == "merge":
+        manifest["merge"] = {
+            "sources": [{"job": f"e2e-{s}", "weight": 1.0, "density": 0.5} for s in SFT_JOBS],
+            "include_own_adapter": False,
+            "normalize": True,
+            "seed": 0,
+        }
+        manifest["publish_target"]["artifact"] = "merged_model"
+    path = drop / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class Sampler:
+    """Samples device-wide GPU memory (nvidia-smi) and disk use every `every` seconds while a job runs."""
+
+    def __init__(self, disk_root: Path, every: float = 0.5) -> None:
+        self.disk_root, self.every = disk_root, every
+        self.gpu_peak_mib = 0
+        self.disk_start = shutil.disk_usage(disk_root).used
+        self.disk_peak = self.disk_start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._nvidia = shutil.which("nvidia-smi") is not None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._nvidia:
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                ).stdout.split()
+                if out:
+                    self.gpu_peak_mib = max(self.gpu_peak_mib, max(int(x) for x in out))
+            self.disk_peak = max(self.disk_peak, shutil.disk_usage(self.disk_root).used)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_job(manifest: Path, env: dict[str, str], log: Path) -> tuple[int, float, float]:
+    """`foundry run MANIFEST` in a fresh process; (exit code, wall s, max RSS GiB of its largest process)."""
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:]).returncode\n"
+        "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    started = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(
+            [sys.executable, "-c", wrapper, sys.executable, "-m", "foundry_assets.cli", "run", str(manifest)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    wall = time.perf_counter() - started
+    rss = 0.0
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("MAXRSS "):
+            rss = int(line.split()[1]) * 1024 / GIB
+    return done.returncode, wall, rss
+
+
+def run_facts(job_id: str) -> dict[str, Any]:
+    """Per-asset wall time, device and selected metadata from the instance's event log for the job's latest run."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": job_id}), limit=1)
+    if not runs:
+        return {}
+    run = runs[0]
+    starts: dict[str, float] = {}
+    facts: dict[str, Any] = {"run_id": run.run_id, "status": run.status.value, "steps": {}}
+    for entry in instance.all_logs(run.run_id):
+        event = entry.dagster_event
+        if event is None or not event.step_key:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            step = facts["steps"].setdefault(event.step_key, {})
+            step["wall_s"] = round(entry.timestamp - starts.get(event.step_key, entry.timestamp), 1)
+            step["ok"] = event.event_type == dg.DagsterEventType.STEP_SUCCESS
+        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            metadata = event.step_materialization_data.materialization.metadata
+            step = facts["steps"].setdefault(event.step_key, {})
+            for key in (
+                "device",
+                "dtype",
+                "peak_memory_gib",
+                "hardware_estimated_gb",
+                "estimated_gb",
+                "gpu_memory_in_use_after_gib",
+                "time_to_first_step_s",
+                "tokens_per_s",
+                "runtime_s",
+                "exam_s",
+                "passed",
+                "method",
+            ):
+                if key in metadata:
+                    step[key] = metadata[key].value
+    return facts
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def build_base(args: argparse.Namespace) -> tuple[Path, float]:
+    started = time.perf_counter()
+    if args.arch == "tiny":
+        from foundry_assets.demo.tiny_model import build_tiny_llama
+
+        corpus = [f"{r['instruction']} {r['output']}" for r in records_sft(200, 0)]
+        return build_tiny_llama(Path(args.model_dir), corpus=corpus), time.perf_counter() - started
+    from foundry_assets.crucible.vram import KNOWN_ARCHITECTURES
+    from foundry_assets.demo.tiny_model import build_random_llama
+
+    corpus = [f"{r['instruction']} {r['output']}" for r in records_sft(400, 0)]
+    out = build_random_llama(Path(args.model_dir), KNOWN_ARCHITECTURES[args.arch], corpus=corpus)
+    return out, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--arch", default="llama-3.1-8b", help="a shipped architecture, or 'tiny' (CPU check)"
+    )
+    parser.add_argument("--model-dir", default="/tmp/e2e-base")
+    parser.add_argument("--root", default="/tmp/e2e", help="FOUNDRY_HOME, DAGSTER_HOME, drops and registry")
+    parser.add_argument("--jobs", default="qlora,dora,orpo,merge")
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--test-fraction", type=float, default=0.1)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/_out"))
+    args = parser.parse_args()
+    root = Path(args.root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "FOUNDRY_HOME": str(root / "foundry"),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "HF_HUB_OFFLINE": "1",
+        "UNSLOTH_DISABLE_STATISTICS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p),
+    }
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
+    os.environ.update({k: env[k] for k in ("FOUNDRY_HOME", "DAGSTER_HOME")})
+
+    model_dir, build_s = build_base(args)
+    base_bytes = dir_bytes(model_dir)
+    print(
+        f"base {args.arch}: {model_dir} ({base_bytes / GIB:.1f} GiB) built/found in {build_s:.0f} s",
+        flush=True,
+    )
+    rows: list[dict[str, Any]] = []
+    for job in args.jobs.split(","):
+        manifest = write_job(root, job, model_dir, args)
+        with Sampler(root) as sampler:
+            code, wall, rss = run_job(manifest, env, out / f"e2e-{job}.log")
+        facts = run_facts(f"e2e-{job}")
+        job_dir = root / "foundry" / "jobs" / f"e2e-{job}"
+        tag = root / "registry" / f"v1.0.0-e2e-{job}"
+        row = {
+            "job": job,
+            "exit": code,
+            "wall_s": round(wall, 1),
+            "gpu_peak_gib": round(sampler.gpu_peak_mib / 1024, 2),
+            "host_rss_peak_gib": round(rss, 2),
+            "disk_peak_gib": round((sampler.disk_peak - sampler.disk_start) / GIB, 2),
+            "job_dir_after_gib": round(dir_bytes(job_dir) / GIB, 3),
+            "artifact_gib": round(dir_bytes(tag) / GIB, 3),
+            "published": tag.is_dir(),
+            **facts,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if code != 0:
+            print(Path(out / f"e2e-{job}.log").read_text(errors="replace")[-4000:], flush=True)
+    report = {
+        "arch": args.arch,
+        "base_gib": round(base_bytes / GIB, 2),
+        "build_s": round(build_s, 1),
+        "jobs": rows,
+    }
+    (out / "gpu_e2e.json").write_text(json.dumps(report, indent=2, default=str))
+    print_table(report)
+    return 0 if all(r["exit"] == 0 and r["published"] for r in rows) else 1
+
+
+def print_table(report: dict[str, Any]) -> None:
+    short = {
+        "raw_data": "raw",
+        "curated_dataset": "curate",
+        "trained_adapter": "train",
+        "merged_model": "merge",
+        "exam_report": "exam",
+        "published_artifact": "publish",
+    }
+    print(
+        f"\nGPU end to end: base {report['arch']} ({report['base_gib']} GiB), built in {report['build_s']} s"
+    )
+    head = ["job", "result", "total s"] + [f"{short[a]} s (dev)" for a in ASSETS]
+    head += [
+        "GPU peak GiB",
+        "train alloc/est GiB",
+        "host RSS GiB",
+        "disk peak GiB",
+        "left GiB",
+        "artifact GiB",
+    ]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in report["jobs"]:
+        steps = r.get("steps", {})
+        cells = [
+            r["job"],
+            "published" if r["published"] and r["exit"] == 0 else f"FAIL ({r['exit']})",
+            r["wall_s"],
+        ]
+        for asset in ASSETS:
+            s = steps.get(asset, {})
+            cells.append(f"{s.get('wall_s', '—')} ({s.get('device', '—')})" if s else "—")
+        train = steps.get("trained_adapter", {})
+        est = train.get("hardware_estimated_gb") or train.get("estimated_gb")
+        cells += [
+            r["gpu_peak_gib"],
+            f"{train.get('peak_memory_gib', '—')}/{est or '—'}",
+            r["host_rss_peak_gib"],
+            r["disk_peak_gib"],
+            r["job_dir_after_gib"],
+            r["artifact_gib"],
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

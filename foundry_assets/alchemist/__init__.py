@@ -1,0 +1,28 @@
+"""The alchemist: merge LoRA/DoRA adapters into one model folder (DARE-TIES through mergekit, or a PEFT fold).
+
+A merge source may be another foundry job. What is known about that job is read from the foundry's own records,
+with no Dagster involved: its registered manifest (base model), its hash-chained audit trail (the latest
+`adapter_saved` record with the adapter's file hashes, the lot of the run that trained it, and the latest
+`exam_verdict` after it) and the adapter folder itself, re-hashed. `resolve_job_sources` refuses a source that does not
+exist, was trained on another base, is itself a merge job, has no exam, failed its latest exam, or whose adapter
+changed since it was examined — all before any merge work.
+"""
+
+from foundry_assets.alchemist.merge import (
+    TOKENIZER_FILES,
+    AdapterRef,
+    MergeResult,
+    dare_ties_config,
+    merge_adapters,
+)
+from foundry_assets.alchemist.sources import JobSource, resolve_job_sources
+
+__all__ = [
+    "TOKENIZER_FILES",
+    "AdapterRef",
+    "JobSource",
+    "MergeResult",
+    "dare_ties_config",
+    "merge_adapters",
+    "resolve_job_sources",
+]
