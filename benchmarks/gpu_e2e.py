@@ -216,8 +216,8 @@ def run_facts(job_id: str) -> dict[str, Any]:
                 "device",
                 "dtype",
                 "peak_memory_gib",
-                "hardware_estimated_gb",
-                "estimated_gb",
+                "hardware_vram_total_gib",
+                "hardware_gradient_checkpointing",
                 "gpu_memory_in_use_after_gib",
                 "time_to_first_step_s",
                 "tokens_per_s",
@@ -358,7 +358,7 @@ def print_table(report: dict[str, Any]) -> None:
             s = steps.get(asset, {})
             cells.append(f"{s.get('wall_s', '—')} ({s.get('device', '—')})" if s else "—")
         train = steps.get("trained_adapter", {})
-        est = train.get("hardware_estimated_gb") or train.get("estimated_gb")
+        est = train.get("hardware_vram_total_gib")
         cells += [
             r["gpu_peak_gib"],
             f"{train.get('peak_memory_gib', '—')}/{est or '—'}",

@@ -21,6 +21,7 @@ import ctypes
 import multiprocessing
 import queue
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,7 @@ def train_adapter_isolated(
     *, on_log: Callable[[int, float], None] | None = None, **kwargs: Any
 ) -> Any:  # train.TrainResult: not imported here, so the parent never imports the training stack
     """`train.train_adapter(**kwargs)` in a child process; `on_log(step, loss)` is called here, in the parent."""
+    called = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     process = context.Process(target=_child, args=(events, kwargs), name="foundry-crucible")
@@ -101,4 +103,9 @@ def train_adapter_isolated(
         events.close()
     if outcome[0] == "error":
         _raise_from_child(*outcome[1:])
-    return outcome[1]
+    result = outcome[1]
+    if result.first_step_at is not None:
+        # perf_counter is CLOCK_MONOTONIC on Linux, one clock for every process: start-up counts the new
+        # interpreter and its imports too, from this call to the end of the first optimizer step
+        result.time_to_first_step_s = round(result.first_step_at - called, 2)
+    return result

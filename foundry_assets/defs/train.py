@@ -143,6 +143,7 @@ def trained_adapter(
             "final_loss": result.losses[-1][1] if result.losses else float("nan"),
             "loss_curve": dg.MetadataValue.md(_plot_markdown(result.loss_plot) + losses),
             "tokens_per_s": summary["tokens_per_s"] or 0.0,
+            "time_to_first_step_s": summary["time_to_first_step_s"] or 0.0,
             "peak_memory_gib": summary["peak_memory_gib"] or 0.0,
             **({"gpu_memory_in_use_after_gib": held} if held is not None else {}),
             "device_name": result.device_name,

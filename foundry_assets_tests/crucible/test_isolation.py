@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from foundry_assets.crucible.hardware import check_hardware
 from foundry_assets.crucible.isolation import train_adapter_isolated
@@ -130,3 +131,51 @@ def test_the_parent_keeps_streaming_while_the_child_trains(
         on_log=lambda step, loss: threads.add(threading.get_ident()),
     )
     assert threads == {threading.get_ident()}
+
+
+_AFTER_TRAINING_ON_CUDA = """
+import json, sys
+from pathlib import Path
+import torch
+from foundry_assets.crucible.hardware import check_hardware
+from foundry_assets.crucible.isolation import train_adapter_isolated
+from foundry_assets.crucible.train import TrainParams, train_adapter
+
+model_dir, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+params = TrainParams(rank=8, alpha=None, dropout=0.0, learning_rate=5e-3, max_steps=10, max_seq_length=64,
+                     logging_steps=10, seed=0, batch_size=4, grad_accum=1)
+examples = [{"text": f"Question: what is {i} plus {i}? Answer: {2 * i}."} for i in range(16)]
+train = train_adapter_isolated if mode == "isolated" else train_adapter
+train(model_path=model_dir, strategy_name="lora", train_examples=examples, out_dir=out, params=params,
+      hardware=check_hardware("lora", device="cuda"))
+from transformers import AutoModelForCausalLM  # what merge and exam do next in the same process
+model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+try:
+    model(input_ids=torch.tensor([[1, 2, 3, 4]]))
+    print(json.dumps({"cpu_forward": "ok"}))
+except RuntimeError as error:
+    print(json.dumps({"cpu_forward": str(error)[:200]}))
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_after_training_on_cuda_the_step_process_still_loads_models_anywhere(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The GPU-node crash: Unsloth, once it has loaded a model on CUDA, leaves transformers' Llama rotary embedding
+    patched with CUDA tables, so a later CPU load in that process fails. In-process training shows the hazard (or
+    that this Unsloth no longer has it); training through the isolation must never have it."""
+    outcomes = {}
+    for mode in ("in_process", "isolated"):
+        done = subprocess.run(
+            [sys.executable, "-c", _AFTER_TRAINING_ON_CUDA, str(tiny_model_dir), str(tmp_path / mode), mode],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outcomes[mode] = json.loads(done.stdout.strip().splitlines()[-1])["cpu_forward"]
+    print(f"CPU forward after training on CUDA: {outcomes}")
+    assert outcomes["isolated"] == "ok"
