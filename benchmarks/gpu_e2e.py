@@ -86,6 +86,10 @@ def records_preference(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
+def registry(args: argparse.Namespace) -> Path:
+    return Path(args.registry or Path(args.root) / "registry").resolve()
+
+
 def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -> Path:
     import yaml
 
@@ -110,7 +114,7 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
             "logging_steps": 10,
             "learning_rate": 2e-4 if args.arch != "tiny" else 5e-3,
         },
-        "publish_target": {"registry": str(root / "registry"), "tag": f"v1.0.0-e2e-{job}"},
+        "publish_target": {"registry": str(registry(args)), "tag": f"v1.0.0-e2e-{job}"},
         "compute": {"batch_size": args.batch, "grad_accum": 1, "device": args.device},
         "data": {"path": "data.jsonl", "test_fraction": args.test_fraction},
         "exam": {"max_contamination": 1.0},
@@ -258,6 +262,11 @@ def main() -> int:
     parser.add_argument("--model-dir", default="/tmp/e2e-base")
     parser.add_argument("--root", default="/tmp/e2e", help="FOUNDRY_HOME, DAGSTER_HOME, drops and registry")
     parser.add_argument("--jobs", default="qlora,dora,orpo,merge")
+    parser.add_argument(
+        "--registry",
+        help="the local registry (default ROOT/registry); on the GPU node /dev/shm stands in for remote storage, "
+        "so the node's disk holds only what a job keeps on the node",
+    )
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--seq", type=int, default=512)
@@ -296,7 +305,7 @@ def main() -> int:
             code, wall, rss = run_job(manifest, env, out / f"e2e-{job}.log")
         facts = run_facts(f"e2e-{job}")
         job_dir = root / "foundry" / "jobs" / f"e2e-{job}"
-        tag = root / "registry" / f"v1.0.0-e2e-{job}"
+        tag = registry(args) / f"v1.0.0-e2e-{job}"
         row = {
             "job": job,
             "exit": code,

@@ -5,6 +5,7 @@ re-staging the same job yields the same bytes and a re-publish of the same tag i
 """
 
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -111,6 +112,13 @@ def write_model_card(
     return path
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed: a real copy
+        shutil.copy2(src, dst)
+
+
 def stage_artifact(
     source: Path,
     staging: Path,
@@ -122,7 +130,10 @@ def stage_artifact(
     """Lay out a fresh `staging` folder: `<kind>/` (weights, tokenizer), manifest, exam report and model card."""
     staging = Path(staging)
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging / kind)
+    # hard links where the job folder and staging share a file system: an 8B model is staged without 16 GB more
+    # disk. The weights are never written in place (every stage writes a new folder and renames it), and the
+    # registry's verified copy is made from staging, so a link is as good as a copy here.
+    shutil.copytree(source, staging / kind, copy_function=_link_or_copy)
     (staging / MANIFEST_FILE).write_text(
         yaml.safe_dump(dict(manifest_dict), sort_keys=False), encoding="utf-8"
     )
