@@ -6,6 +6,8 @@ under DAGSTER_HOME, the six assets, a local registry):
 
   qlora  4-bit SFT                dora  SFT with DoRA             orpo  preference triplets
   merge  a merge-only job: DARE-TIES of the qlora and dora jobs' published adapters (fetched from the registry)
+  q4     qlora on a pre-quantized bnb-4bit copy of the base (as `unsloth/llama-3-8b-bnb-4bit` ships), DARE-TIES of its
+         adapter with the qlora job's published adapter into the dequantized 16-bit base
 
 and prints one table: per-asset wall time and device (from the Dagster event log), GPU memory (device-wide peak
 sampled with nvidia-smi, and the training's peak allocated against the pre-flight estimate), host RAM peak of the
@@ -95,7 +97,7 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
 
     drop = root / "drops" / job
     drop.mkdir(parents=True, exist_ok=True)
-    method = "orpo" if job == "orpo" else ("dora" if job == "merge" else job)
+    method = {"orpo": "orpo", "merge": "dora", "q4": "qlora"}.get(job, job)
     records = (
         records_preference(args.records, 7)
         if job == "orpo"
@@ -104,8 +106,8 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
     (drop / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     manifest: dict[str, Any] = {
         "job_id": f"e2e-{job}",
-        "base_model": f"foundry-e2e/{args.arch}",
-        "model_path": str(model_dir),
+        "base_model": f"foundry-e2e/{args.arch}" + ("-bnb-4bit" if job == "q4" else ""),
+        "model_path": str(quantized_dir(model_dir) if job == "q4" else model_dir),
         "method_config": {
             "type": method,
             "rank": 16,
@@ -123,6 +125,14 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
         manifest["merge"] = {
             "sources": [{"job": f"e2e-{s}", "weight": 1.0, "density": 0.5} for s in SFT_JOBS],
             "include_own_adapter": False,
+            "normalize": True,
+            "seed": 0,
+        }
+        manifest["publish_target"]["artifact"] = "merged_model"
+    if job == "q4":
+        published = registry(args) / "v1.0.0-e2e-qlora" / "adapter"
+        manifest["merge"] = {
+            "sources": [{"adapter": str(published), "weight": 1.0, "density": 0.5}],
             "normalize": True,
             "seed": 0,
         }
@@ -254,6 +264,43 @@ def build_base(args: argparse.Namespace) -> tuple[Path, float]:
     return out, time.perf_counter() - started
 
 
+def quantized_dir(model_dir: Path) -> Path:
+    return model_dir.with_name(model_dir.name + "-bnb-4bit")
+
+
+def build_quantized(model_dir: Path, device: str) -> tuple[Path, float]:
+    """A pre-quantized bnb-4bit copy of the base (NF4, double quant), saved the way hub `-bnb-4bit` bases are."""
+    started = time.perf_counter()
+    out = quantized_dir(model_dir)
+    if (out / "config.json").exists():
+        return out, 0.0
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    compute = torch.bfloat16 if device == "cuda" else torch.float32
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir),
+        quantization_config=config,
+        dtype=compute,
+        device_map={"": 0} if device == "cuda" else "cpu",
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(tmp))
+    tmp.rename(out)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return out, time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -261,7 +308,7 @@ def main() -> int:
     )
     parser.add_argument("--model-dir", default="/tmp/e2e-base")
     parser.add_argument("--root", default="/tmp/e2e", help="FOUNDRY_HOME, DAGSTER_HOME, drops and registry")
-    parser.add_argument("--jobs", default="qlora,dora,orpo,merge")
+    parser.add_argument("--jobs", default="qlora,dora,orpo,merge,q4")
     parser.add_argument(
         "--registry",
         help="the local registry (default ROOT/registry); on the GPU node /dev/shm stands in for remote storage, "
@@ -298,8 +345,14 @@ def main() -> int:
         f"base {args.arch}: {model_dir} ({base_bytes / GIB:.1f} GiB) built/found in {build_s:.0f} s",
         flush=True,
     )
+    jobs = args.jobs.split(",")
+    if "q4" in jobs:
+        q4_dir, q4_s = build_quantized(model_dir, args.device)
+        print(
+            f"bnb-4bit base: {q4_dir} ({dir_bytes(q4_dir) / GIB:.1f} GiB) built in {q4_s:.0f} s", flush=True
+        )
     rows: list[dict[str, Any]] = []
-    for job in args.jobs.split(","):
+    for job in jobs:
         manifest = write_job(root, job, model_dir, args)
         with Sampler(root) as sampler:
             code, wall, rss = run_job(manifest, env, out / f"e2e-{job}.log")
@@ -320,6 +373,13 @@ def main() -> int:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+        partial = {
+            "arch": args.arch,
+            "base_gib": round(base_bytes / GIB, 2),
+            "build_s": round(build_s, 1),
+            "jobs": rows,
+        }
+        (out / "gpu_e2e.json").write_text(json.dumps(partial, indent=2, default=str))
         if code != 0:
             print(Path(out / f"e2e-{job}.log").read_text(errors="replace")[-4000:], flush=True)
     report = {
