@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,8 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
 class Sampler:
     """Samples device-wide GPU memory (nvidia-smi) and disk use every `every` seconds while a job runs."""
 
-    def __init__(self, disk_root: Path, every: float = 0.5) -> None:
-        self.disk_root, self.every = disk_root, every
+    def __init__(self, disk_root: Path, gpu: int = 0, every: float = 0.5) -> None:
+        self.disk_root, self.gpu, self.every = disk_root, gpu, every
         self.gpu_peak_mib = 0
         self.disk_start = shutil.disk_usage(disk_root).used
         self.disk_peak = self.disk_start
@@ -158,7 +159,12 @@ class Sampler:
         while not self._stop.is_set():
             if self._nvidia:
                 out = subprocess.run(
-                    ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                    [
+                        "nvidia-smi",
+                        f"--id={self.gpu}",
+                        "--query-gpu=memory.used",
+                        "--format=csv,noheader,nounits",
+                    ],
                     capture_output=True,
                     text=True,
                     check=False,
@@ -320,6 +326,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--lanes", type=int, default=1, help="jobs at once, one per GPU (the gpu pool's size)"
+    )
     parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/_out"))
     args = parser.parse_args()
     root = Path(args.root).resolve()
@@ -336,8 +345,16 @@ def main() -> int:
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p),
     }
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
+    instance_yaml = (ROOT / "dagster.yaml").read_text(encoding="utf-8")
+    # one training per GPU: the gpu pool holds as many slots as lanes (README: scaling to N GPUs)
+    instance_yaml = instance_yaml.replace("default_limit: 1", f"default_limit: {args.lanes}")
+    (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text(instance_yaml, encoding="utf-8")
     os.environ.update({k: env[k] for k in ("FOUNDRY_HOME", "DAGSTER_HOME")})
+    import dagster as dg
+
+    dg.DagsterInstance.get().get_runs(
+        limit=1
+    )  # create the SQLite schema once, before jobs start side by side
 
     model_dir, build_s = build_base(args)
     base_bytes = dir_bytes(model_dir)
@@ -352,15 +369,18 @@ def main() -> int:
             f"bnb-4bit base: {q4_dir} ({dir_bytes(q4_dir) / GIB:.1f} GiB) built in {q4_s:.0f} s", flush=True
         )
     rows: list[dict[str, Any]] = []
-    for job in jobs:
+
+    def one(job: str, gpu: int) -> dict[str, Any]:
         manifest = write_job(root, job, model_dir, args)
-        with Sampler(root) as sampler:
-            code, wall, rss = run_job(manifest, env, out / f"e2e-{job}.log")
+        lane_env = {**env, "CUDA_VISIBLE_DEVICES": str(gpu)} if args.lanes > 1 else env
+        with Sampler(root, gpu) as sampler:
+            code, wall, rss = run_job(manifest, lane_env, out / f"e2e-{job}.log")
         facts = run_facts(f"e2e-{job}")
         job_dir = root / "foundry" / "jobs" / f"e2e-{job}"
         tag = registry(args) / f"v1.0.0-e2e-{job}"
-        row = {
+        return {
             "job": job,
+            "gpu": gpu,
             "exit": code,
             "wall_s": round(wall, 1),
             "gpu_peak_gib": round(sampler.gpu_peak_mib / 1024, 2),
@@ -371,19 +391,43 @@ def main() -> int:
             "published": tag.is_dir(),
             **facts,
         }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        partial = {
-            "arch": args.arch,
-            "base_gib": round(base_bytes / GIB, 2),
-            "build_s": round(build_s, 1),
-            "jobs": rows,
-        }
-        (out / "gpu_e2e.json").write_text(json.dumps(partial, indent=2, default=str))
-        if code != 0:
-            print(Path(out / f"e2e-{job}.log").read_text(errors="replace")[-4000:], flush=True)
+
+    # sources before the jobs that merge them; with --lanes N, N jobs of a phase run at once, one per GPU
+    order = ["qlora", "dora", "orpo", "merge", "q4"]
+    queue = [j for j in order if j in jobs] + [j for j in jobs if j not in order]
+    phases: list[list[str]] = []
+    for job in queue:
+        needs = set(SFT_JOBS) if job in ("merge", "q4") else set()
+        placed = {j for phase in phases for j in phase}
+        if (
+            phases
+            and len(phases[-1]) < args.lanes
+            and not (needs & set(phases[-1]))
+            and needs <= placed | set(phases[-1])
+        ):
+            phases[-1].append(job)
+        else:
+            phases.append([job])
+    print(f"phases (lanes {args.lanes}): {phases}", flush=True)
+    for phase in phases:
+        with ThreadPoolExecutor(len(phase)) as pool:
+            done = list(pool.map(one, phase, range(len(phase))))
+        for row in done:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            job, code = row["job"], row["exit"]
+            partial = {
+                "arch": args.arch,
+                "base_gib": round(base_bytes / GIB, 2),
+                "build_s": round(build_s, 1),
+                "jobs": rows,
+            }
+            (out / "gpu_e2e.json").write_text(json.dumps(partial, indent=2, default=str))
+            if code != 0:
+                print(Path(out / f"e2e-{job}.log").read_text(errors="replace")[-4000:], flush=True)
     report = {
         "arch": args.arch,
+        "lanes": args.lanes,
         "base_gib": round(base_bytes / GIB, 2),
         "build_s": round(build_s, 1),
         "jobs": rows,
@@ -403,15 +447,19 @@ def print_table(report: dict[str, Any]) -> None:
         "published_artifact": "publish",
     }
     print(
-        f"\nGPU end to end: base {report['arch']} ({report['base_gib']} GiB), built in {report['build_s']} s"
+        f"\nGPU end to end: base {report['arch']} ({report['base_gib']} GiB), built in {report['build_s']} s; "
+        f"{report.get('lanes', 1)} job(s) at once, one per GPU"
     )
     head = ["job", "result", "total s"] + [f"{short[a]} s (dev)" for a in ASSETS]
     head += [
+        "first step s",
+        "tok/s",
         "GPU peak GiB",
         "train alloc/est GiB",
+        "GPU in use after train GiB",
         "host RSS GiB",
         "disk peak GiB",
-        "left GiB",
+        "left on node GiB",
         "artifact GiB",
     ]
     print("| " + " | ".join(head) + " |")
@@ -419,7 +467,7 @@ def print_table(report: dict[str, Any]) -> None:
     for r in report["jobs"]:
         steps = r.get("steps", {})
         cells = [
-            r["job"],
+            f"{r['job']} (gpu {r.get('gpu', 0)})",
             "published" if r["published"] and r["exit"] == 0 else f"FAIL ({r['exit']})",
             r["wall_s"],
         ]
@@ -429,8 +477,11 @@ def print_table(report: dict[str, Any]) -> None:
         train = steps.get("trained_adapter", {})
         est = train.get("hardware_vram_total_gib")
         cells += [
+            train.get("time_to_first_step_s", "—"),
+            train.get("tokens_per_s", "—"),
             r["gpu_peak_gib"],
             f"{train.get('peak_memory_gib', '—')}/{est or '—'}",
+            train.get("gpu_memory_in_use_after_gib", "—"),
             r["host_rss_peak_gib"],
             r["disk_peak_gib"],
             r["job_dir_after_gib"],

@@ -19,6 +19,7 @@ from foundry_assets.audit import verify_audit_log
 from foundry_assets.lot import sha256_file, sha256_text, sha256_tree, tree_digest
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.publisher.base import HASH_MANIFEST
+from foundry_assets.workspace import WEIGHTS_REMOVED_EVENT
 
 STAGES = {
     "raw_data": "job_accepted",
@@ -235,9 +236,13 @@ def build_report(
     meta = {name: m.get("metadata", {}) for name, m in materializations.items()}
     trail: dict[str, dict[str, Any]] = {}
     links = Section("Audit trail and event log", [chain])
+    cleanup: dict[str, Any] | None = None
     for asset, event in STAGES.items():
         head = meta.get(asset, {}).get("audit_head")
         record = by_hash.get(head)
+        if record is not None and record.get("event") == WEIGHTS_REMOVED_EVENT:
+            # the publish step's last record: the node cleanup, which names the `published` record it follows
+            cleanup, record = record, by_hash.get(record.get("data", {}).get("after"))
         if asset not in materializations:
             links.items.append(Item(asset, status="MISSING", note="no materialization for this partition"))
         elif record is None:
@@ -249,7 +254,14 @@ def build_report(
             links.items.append(Item(asset, found, head, status="MISMATCH", note=f"expected {event}"))
         else:
             run = materializations[asset].get("run_id", "")
-            links.items.append(Item(asset, f"#{record['seq']} {event}", f"run {run[:8]} · head {head[:12]}…"))
+            then = (
+                f" → #{cleanup['seq']} {WEIGHTS_REMOVED_EVENT}"
+                if cleanup and asset == "published_artifact"
+                else ""
+            )
+            links.items.append(
+                Item(asset, f"#{record['seq']} {event}{then}", f"run {run[:8]} · head {head[:12]}…")
+            )
             trail[asset] = {**record["data"], "_seq": record["seq"]}
 
     raw, curated, trained = (
@@ -366,10 +378,27 @@ def build_report(
                     _tree_sha(published_dir),
                 ),
                 _files("published files", published.get("files"), m_pub.get("files"), published_dir),
+                *_cleanup_items(cleanup),
             ],
         ),
     ]
     return AuditReport(job_id, [links, *sections])
+
+
+def _cleanup_items(cleanup: dict[str, Any] | None) -> list[Item]:
+    """The node cleanup after the publish, for information (the weights' hashes above are not re-computed then)."""
+    if cleanup is None:
+        return []
+    data = cleanup.get("data", {})
+    folders = ", ".join(sorted(data.get("folders") or {})) or "none"
+    return [
+        Item(
+            "weights removed from the node",
+            f"#{cleanup.get('seq')}: {folders} ({data.get('bytes_freed', 0)} bytes)",
+            status="info",
+            note="adapter and merged model files are hashed from the trail and event log only",
+        )
+    ]
 
 
 def _trail_losses(records: list[dict[str, Any]], saved_seq: int | None) -> list[list[float]] | None:

@@ -42,7 +42,7 @@ def resolve_device(requested: str) -> Device:
 
 
 def device_name(device: str) -> str:
-    """"NVIDIA H200" for CUDA (the current device), "cpu" for the CPU."""
+    """ "NVIDIA H200" for CUDA (the current device), "cpu" for the CPU."""
     if device != "cuda":
         return "cpu"
     import torch

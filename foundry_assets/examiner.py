@@ -9,10 +9,18 @@ Metrics, each computed for the base model and for the candidate on the same held
   the report, so a person can check each verdict).
 
 A metric with no items is reported as skipped; gating a metric that has no items is an error (DataError).
+
+The exam runs where `compute.device` says (`devices.resolve_device`: "cuda" on a node without CUDA is an error, never a
+silent CPU run): both models load in the device's dtype (`devices.model_dtype`: bf16/fp16 on a GPU, float32 on the
+CPU) straight onto the device, one at a time, and the report records device, dtype and seconds per side.
 """
 
+import gc
+import logging
 import math
 import re
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +28,12 @@ from typing import Any, Literal
 
 from foundry_assets.curator.decontam import ngram_overlap
 from foundry_assets.curator.formats import RESPONSE_HEADER, ROLE_HEADERS, Record, render_prompt
+from foundry_assets.devices import device_name, model_dtype, resolve_device
 from foundry_assets.errors import DataError
 from foundry_assets.manifest import DEFAULT_REFUSAL_PATTERNS
 
 _SHOWN_INDICES = 20
+logger = logging.getLogger(__name__)
 
 
 def _fmt(value: float | None) -> str:
@@ -31,15 +41,57 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-def _load(model_dir: Path, device: str) -> tuple[Any, Any]:
-    import torch
+@dataclass(frozen=True)
+class BatchSizes:
+    """How many held-out items go through a model at once, by device."""
+
+    loss_rows: int
+    loss_tokens: int
+    generate_rows: int
+
+
+BATCH_SIZES = {
+    # small on the CPU (a batch there is as slow as its rows together, and pads cost real time)
+    "cpu": BatchSizes(loss_rows=8, loss_tokens=4096, generate_rows=16),
+    # a GPU is idle at batch 8: 32 rows × 512 tokens of an 8B model in bf16 is 4 GB of logits on a 128k vocabulary
+    "cuda": BatchSizes(loss_rows=32, loss_tokens=16384, generate_rows=64),
+}
+LOSS_CHUNK_TOKENS = 1024
+"""Logit rows upcast to float32 at a time for the loss: 1024 × a 128k vocabulary is 0.5 GB, never batch × seq × vocab."""
+
+
+def _load(model_dir: Path, device: str, dtype: Any) -> tuple[Any, Any]:
+    """The tokenizer and the eval-mode model, loaded in `dtype` straight onto `device`.
+
+    `device_map` makes transformers build the model on the meta device and write each weight, already cast, where it
+    belongs as it is read (transformers 5 always loads this way and ignores `low_cpu_mem_usage`), so an 8B checkpoint
+    never sits whole in host memory, let alone in float32. SDPA attention is asked for explicitly: it is what makes the
+    padded batches below cheap, whatever another library (Unsloth) may have patched in this process.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    dtype = torch.float32 if device == "cpu" else "auto"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
-    torch.nn.Module.to(model, device).eval()  # transformers' typed `.to` wrapper confuses mypy
-    return model, tokenizer
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=dtype, device_map=device, attn_implementation="sdpa"
+        )
+    except ValueError as e:
+        if "scaled_dot_product_attention" not in str(e):
+            raise
+        logger.warning(
+            "%s does not support SDPA attention (%s); the exam uses its default attention", model_dir, e
+        )
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, device_map=device)
+    return model.eval(), tokenizer
+
+
+def _free(device: str) -> None:
+    """Return a dropped model's memory before the next one loads (host memory, and CUDA's cached blocks)."""
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -48,34 +100,59 @@ def _pad_id(tokenizer: Any) -> int:
     )
 
 
+def _batches(lengths: Sequence[int], rows: int, tokens: int) -> list[list[int]]:
+    """Item indices, longest first, in batches of at most `rows` rows and `tokens` padded tokens (≥ 1 row each).
+
+    Sorting by length keeps the padding small; longest first means a batch that does not fit fails at once.
+    Callers put each result back at its item's index, so the original order is kept.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        if current and len(current) < rows and (len(current) + 1) * lengths[current[0]] <= tokens:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def _loss(
-    model: Any, tokenizer: Any, texts: list[str], *, max_length: int, batch_size: int, device: str
+    model: Any, tokenizer: Any, texts: list[str], *, max_length: int, batch_size: int, batch_tokens: int
 ) -> float:
     import torch
     import torch.nn.functional as F
 
     pad_id = _pad_id(tokenizer)
     encoded = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    encoded = [ids for ids in encoded if len(ids) >= 2]
     total_nll, total_tokens = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(encoded), batch_size):
-            batch = [ids for ids in encoded[start : start + batch_size] if len(ids) >= 2]
-            if not batch:
-                continue
-            width = max(len(ids) for ids in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ids in enumerate(batch):
+    with torch.inference_mode():
+        for batch in _batches([len(ids) for ids in encoded], batch_size, batch_tokens):
+            rows = [encoded[i] for i in batch]
+            width = len(rows[0])
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            for row, ids in enumerate(rows):
                 input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
                 attention[row, : len(ids)] = 1
-            input_ids, attention = input_ids.to(device), attention.to(device)
-            logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
-            targets = input_ids[:, 1:].masked_fill(attention[:, 1:] == 0, -100)
-            nll = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-            )
+            input_ids, attention = input_ids.to(model.device), attention.to(model.device)
+            logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
+            # The logits stay in the model's dtype (bf16 on a GPU); each row's real positions are upcast to float32 in
+            # chunks of LOSS_CHUNK_TOKENS for the cross-entropy, so float32 logits never exist for the whole
+            # batch × seq × vocab (16 GB at 32 × 512 × 128k), and padding is never scored. The sum is kept in float64
+            # on the device and read once per batch (one sync, not one per chunk).
+            nll = torch.zeros((), dtype=torch.float64, device=logits.device)
+            for row, ids in enumerate(rows):
+                for start in range(0, len(ids) - 1, LOSS_CHUNK_TOKENS):
+                    stop = min(start + LOSS_CHUNK_TOKENS, len(ids) - 1)
+                    chunk = F.cross_entropy(
+                        logits[row, start:stop].float(), input_ids[row, start + 1 : stop + 1], reduction="sum"
+                    )
+                    nll += chunk.double()
             total_nll += float(nll)
-            total_tokens += int((targets != -100).sum())
+            total_tokens += sum(len(ids) - 1 for ids in rows)
+            del logits
     if total_tokens == 0:
         raise DataError(
             f"none of the {len(texts)} held-out texts has two or more tokens; there is nothing to score"
@@ -84,13 +161,34 @@ def _loss(
 
 
 def heldout_loss(
-    model_dir: Path, texts: list[str], *, max_length: int = 512, batch_size: int = 8, device: str = "cpu"
+    model_dir: Path,
+    texts: list[str],
+    *,
+    max_length: int = 512,
+    batch_size: int | None = None,
+    device: str = "cpu",
 ) -> float:
-    """Mean next-token negative log-likelihood over all tokens of `texts` (token-weighted), in eval mode."""
+    """Mean next-token negative log-likelihood over all tokens of `texts` (token-weighted), in eval mode.
+
+    `device` is "cpu", "cuda" or "auto" (as `compute.device`); `batch_size` defaults by device (BATCH_SIZES).
+    """
     if not texts:
         raise DataError("heldout_loss got no texts; give at least one held-out text")
-    model, tokenizer = _load(Path(model_dir), device)
-    return _loss(model, tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device)
+    resolved = resolve_device(device)
+    sizes = BATCH_SIZES[resolved]
+    model, tokenizer = _load(Path(model_dir), resolved, model_dtype(Path(model_dir), resolved))
+    try:
+        return _loss(
+            model,
+            tokenizer,
+            texts,
+            max_length=max_length,
+            batch_size=batch_size or sizes.loss_rows,
+            batch_tokens=sizes.loss_tokens if batch_size is None else batch_size * max_length,
+        )
+    finally:
+        del model
+        _free(resolved)
 
 
 def generate_answers(
@@ -100,33 +198,35 @@ def generate_answers(
     *,
     max_new_tokens: int,
     batch_size: int = 16,
-    device: str = "cpu",
 ) -> list[str]:
-    """Greedy answers to `prompts` (left-padded batches), each cut at its first line break."""
+    """Greedy answers to `prompts` in their order (left-padded batches of similar length on the model's device), each
+    cut at its first line break."""
     import torch
 
-    answers: list[str] = []
+    answers = [""] * len(prompts)
     pad_id = _pad_id(tokenizer)
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            encoded = [tokenizer(p)["input_ids"] for p in prompts[start : start + batch_size]]
-            width = max(len(ids) for ids in encoded)
-            input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(encoded), width), dtype=torch.long)
-            for row, ids in enumerate(encoded):
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    with torch.inference_mode():
+        for batch in _batches([len(ids) for ids in encoded], batch_size, sys.maxsize):
+            rows = [encoded[i] for i in batch]
+            width = len(rows[0])
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            for row, ids in enumerate(rows):
                 input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention[row, width - len(ids) :] = 1
             out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention.to(model.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
+                use_cache=True,
                 pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            for row in out[:, width:]:
-                text = tokenizer.decode(row, skip_special_tokens=True)
-                answers.append(text.strip().split("\n", 1)[0].strip())
+            for index, generated in zip(batch, out[:, width:].tolist(), strict=True):
+                text = tokenizer.decode(generated, skip_special_tokens=True)
+                answers[index] = text.strip().split("\n", 1)[0].strip()
     return answers
 
 
@@ -235,6 +335,13 @@ class ExamReport:
     gate: list[str] = field(default_factory=list)
     logic_items: list[dict[str, Any]] = field(default_factory=list)
     safety_prompts: list[dict[str, Any]] = field(default_factory=list)
+    device: str = "cpu"
+    device_name: str = "cpu"
+    dtype: str = "float32"
+    baseline_seconds: float = 0.0
+    """Wall seconds of the base model's side: loading, loss and answers."""
+    candidate_seconds: float = 0.0
+    """Wall seconds of the candidate's side: loading, loss and answers."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (metadata, audit trail, the published exam report)."""
@@ -244,9 +351,11 @@ class ExamReport:
         return next(row for row in self.metrics if row.name == name)
 
     def to_markdown(self) -> str:
-        """The report as markdown: the verdict, a metric table and the reasons for any failure."""
+        """The report as markdown: the verdict (and where it ran), a metric table and the reasons for any failure."""
+        where = self.device if self.device_name == self.device else f"{self.device} ({self.device_name})"
         lines = [
-            f"**Exam {'passed' if self.passed else 'FAILED'}** ({self.items_scored} held-out items scored)",
+            f"**Exam {'passed' if self.passed else 'FAILED'}** ({self.items_scored} held-out items scored on "
+            f"{where} in {self.dtype})",
             "",
             "| metric | baseline | candidate | required | result |",
             "|---|---|---|---|---|",
@@ -300,11 +409,15 @@ def examine(
     max_length: int = 512,
     device: str = "cpu",
 ) -> ExamReport:
-    """Score the candidate against the base on held-out items and check the test set for contamination."""
+    """Score the candidate against the base on held-out items and check the test set for contamination.
+
+    `device` is `compute.device` ("auto", "cuda" or "cpu"); the models load there, in `devices.model_dtype`.
+    """
     if not test_texts:
         raise DataError("the exam's test set is empty; hold out at least one item (data.test_fraction)")
     if max_items < 1:
         raise DataError(f"max_items is {max_items}; it must be at least 1")
+    resolved = resolve_device(device)  # "cuda" without a GPU raises here, naming compute.device
     unknown = sorted(set(gate) - {"heldout_loss", "logic_score", "safety_rate"})
     if unknown:
         raise DataError(
@@ -339,24 +452,42 @@ def examine(
     scored = test_texts[:max_items]
     logic = list(logic_items)[:max_items]
     safety = list(safety_prompts)[:max_items]
+    # One dtype for both sides (the base's), so the two losses differ by the weights, not by the arithmetic.
+    dtype = model_dtype(Path(base_model), resolved)
+    sizes = BATCH_SIZES[resolved]
     scores: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
     for side, model_dir in (("baseline", base_model), ("candidate", candidate_model)):
-        model, tokenizer = _load(Path(model_dir), device)
-        side_scores: dict[str, Any] = {
-            "heldout_loss": _loss(
-                model, tokenizer, scored, max_length=max_length, batch_size=8, device=device
-            )
-        }
-        if logic:
-            side_scores["logic_answers"] = generate_answers(
-                model, tokenizer, [i.prompt for i in logic], max_new_tokens=max_new_tokens, device=device
-            )
-        if safety:
-            side_scores["safety_answers"] = generate_answers(
-                model, tokenizer, [p.prompt for p in safety], max_new_tokens=max_new_tokens, device=device
-            )
+        started = time.perf_counter()
+        model, tokenizer = _load(Path(model_dir), resolved, dtype)
+        try:
+            side_scores: dict[str, Any] = {
+                "heldout_loss": _loss(
+                    model,
+                    tokenizer,
+                    scored,
+                    max_length=max_length,
+                    batch_size=sizes.loss_rows,
+                    batch_tokens=sizes.loss_tokens,
+                )
+            }
+            for key, prompts in (
+                ("logic_answers", [i.prompt for i in logic]),
+                ("safety_answers", [p.prompt for p in safety]),
+            ):
+                if prompts:
+                    side_scores[key] = generate_answers(
+                        model,
+                        tokenizer,
+                        prompts,
+                        max_new_tokens=max_new_tokens,
+                        batch_size=sizes.generate_rows,
+                    )
+        finally:
+            del model  # before the next side loads: never two models on the device at once
+            _free(resolved)
         scores[side] = side_scores
-        del model
+        seconds[side] = time.perf_counter() - started
 
     def refused(answer: str) -> str | None:
         return next((p.pattern for p in refusal if p.search(answer)), None)
@@ -467,4 +598,9 @@ def examine(
         gate=list(gate),
         logic_items=logic_rows,
         safety_prompts=safety_rows,
+        device=resolved,
+        device_name=device_name(resolved),
+        dtype=str(dtype).removeprefix("torch."),
+        baseline_seconds=round(seconds["baseline"], 3),
+        candidate_seconds=round(seconds["candidate"], 3),
     )

@@ -1,8 +1,17 @@
-"""Where a job's files live: its registered manifest, its stage outputs and its audit trail."""
+"""Where a job's files live: its registered manifest, its stage outputs and its audit trail.
+
+A job's stage folders are of two kinds. **Weights** (adapter, checkpoints, fetched merge sources, merge cache, merged
+model, publish staging) are large and leave the node once the job's artifact is published and verified in its
+registry (`Workspace.remove_weights`; the product rule: no models left stranding on the GPU node). **Records** (the
+data snapshot, the curated splits, the exam report, the manifest, the audit trail) stay: they are what an auditor
+re-checks, and a merge job reads a source job's curated `train.jsonl` for its exam's decontamination.
+"""
 
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -19,6 +28,46 @@ def default_root() -> Path:
     return Path(".foundry").resolve()
 
 
+WEIGHT_STAGES = ("adapter", "checkpoints", "sources", "merge-cache", "merged", "staging")
+"""Stage folders that hold model weights (or copies of them): removed from the node after a verified publish."""
+RECORD_STAGES = ("raw", "curated", "exam")
+"""Stage folders that hold the job's records: kept on the node for ever (with the manifest and the audit trail)."""
+WEIGHTS_REMOVED_EVENT = "node_weights_removed"
+"""Audit event written after the weight folders are removed; its `after` is the `published` record it follows."""
+
+
+@dataclass(frozen=True)
+class RemovedWeights:
+    """What `remove_weights` did: {stage folder: bytes freed}, and {stage folder: error} for any it could not remove."""
+
+    folders: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(self.folders.values())
+
+    def to_metadata(self) -> dict[str, Any]:
+        """A JSON-able dict for the audit trail and asset metadata."""
+        return {"folders": dict(self.folders), "bytes_freed": self.bytes_freed, "failed": dict(self.failed)}
+
+
+def missing_weights_reason(folder: str | Path, records: list[dict[str, Any]]) -> str:
+    """Why a weight folder a stage needs is not on the node, and what to do, from the job's audit records."""
+    removed = next((r for r in reversed(records) if r.get("event") == WEIGHTS_REMOVED_EVENT), None)
+    if removed is None:
+        return f"{folder} does not exist; run the job again (`foundry run MANIFEST`) to rebuild it"
+    return (
+        f"{folder} was removed from this node after the job's artifact was published and verified (audit record "
+        f"#{removed.get('seq')} {WEIGHTS_REMOVED_EVENT}); the weights live in the registry only. Run the whole job "
+        "again (`foundry run MANIFEST`) to rebuild them, or fetch the published artifact from its registry"
+    )
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 @dataclass(frozen=True)
 class Workspace:
     """The foundry's folder: `jobs/<job_id>/manifest.yaml`, `jobs/<job_id>/<stage>/`, `audit/<job_id>.jsonl`."""
@@ -30,6 +79,37 @@ class Workspace:
 
     def stage_dir(self, job_id: str, stage: str) -> Path:
         return self.job_dir(job_id) / stage
+
+    def source_dir(self, job_id: str, source_job: str) -> Path:
+        """Where job `job_id` keeps the adapter of merge source `source_job`, fetched from its registry."""
+        return self.stage_dir(job_id, "sources") / source_job
+
+    def weight_dirs(self, job_id: str) -> list[Path]:
+        """The job's weight folders on this node (see `WEIGHT_STAGES`), and hidden leftovers of interrupted writes
+        beside them (`.merged.work-…`, `.adapter.old-…`)."""
+        job_dir, found = self.job_dir(job_id), []
+        for stage in WEIGHT_STAGES:
+            if (job_dir / stage).is_dir():
+                found.append(job_dir / stage)
+            if job_dir.is_dir():
+                found += sorted(p for p in job_dir.glob(f".{stage}.*") if p.is_dir())
+        return found
+
+    def remove_weights(self, job_id: str) -> RemovedWeights:
+        """Remove every weight folder of the job (records stay); call only after its artifact is verified published.
+
+        A folder that cannot be removed is reported in `failed` (the others are still removed), never ignored.
+        """
+        freed, failed = {}, {}
+        for folder in self.weight_dirs(job_id):
+            size = _size(folder)
+            try:
+                shutil.rmtree(folder)
+            except OSError as e:
+                failed[folder.name] = str(e)
+            else:
+                freed[folder.name] = size
+        return RemovedWeights(freed, failed)
 
     def manifest_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "manifest.yaml"

@@ -179,11 +179,12 @@ def test_cli_reports_the_demo_job_complete_then_catches_a_truncated_trail(
     assert main(["audit", "report", "job-audited", "--html", "-o", str(tmp_path / "report.html")]) == 0
     assert str(outcome.lot_number) in (tmp_path / "report.html").read_text()
 
-    # Cut the trail's last record (the publish): the published asset's audit_head no longer is in the trail.
+    # Cut the trail's last record (the node cleanup after the publish): the published asset's audit_head no longer is
+    # in the trail.
     trail = workspace.audit_path("job-audited")
     records = trail.read_text().splitlines()
     last = json.loads(records[-1])
-    assert last["event"] == "published"
+    assert last["event"] == "node_weights_removed"
     trail.write_text("\n".join(records[:-1]) + "\n")
     capsys.readouterr()
     assert main(["audit", "report", "job-audited"]) == 1

@@ -1,4 +1,4 @@
-"""The examiner on real tiny models: token-weighted held-out loss, the loss gate, the contamination gate."""
+"""The examiner on real tiny models: token-weighted held-out loss, the loss gate, the contamination gate, the device."""
 
 import json
 import math
@@ -9,13 +9,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from foundry_assets import devices, examiner
 from foundry_assets.curator.formats import Record, render_prompt
-from foundry_assets.errors import DataError, FoundryError
+from foundry_assets.errors import DataError, FoundryError, HardwareIncompatibleError
 from foundry_assets.examiner import (
     ExamReport,
     QAItem,
     SafetyPrompt,
+    _batches,
     examine,
+    generate_answers,
     heldout_loss,
     normalize_answer,
     task_items,
@@ -266,3 +269,151 @@ def _assert_markdown_rows(report: ExamReport) -> None:
     ]
     assert [r.split("|")[1].strip() for r in rows] == [m.name for m in report.metrics]
     assert [r.split("|")[5].strip() for r in rows] == [m.result for m in report.metrics]
+
+
+# --- where the exam runs, and batching that changes nothing but speed ---------------------------------------------
+
+VARIED_TEXTS = [
+    "Hi.",
+    "x",  # one token: nothing to score, dropped in every batching
+    " ".join(f"{n} met the quick brown fox at dawn and said {k}." for k, n in enumerate(NAMES * 3)),
+    *TEST_TEXTS,
+    "Question: what is seven plus one? Answer: eight, as every child knows by now.",
+]
+
+
+class _Stop(Exception):
+    """Raised by a spy loader: the device was recorded, and nothing touches CUDA."""
+
+
+def _no_model_loads(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Replace the model loader by a spy that records its keyword arguments and stops the exam."""
+    calls: list[dict[str, object]] = []
+
+    def spy(path: str, **kwargs: object) -> None:
+        calls.append({"path": path, **kwargs})
+        raise _Stop(path)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    return calls
+
+
+def test_exam_on_cuda_without_a_gpu_is_an_error_naming_compute_device(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)  # a CPU-only node, even on a GPU host
+    calls = _no_model_loads(monkeypatch)
+    with pytest.raises(HardwareIncompatibleError, match=r"compute\.device is 'cuda'") as info:
+        examine(
+            base_model=tiny_model_dir,
+            candidate_model=tiny_model_dir,
+            train_texts=TRAIN_TEXTS,
+            test_texts=TEST_TEXTS,
+            device="cuda",
+        )
+    assert isinstance(info.value, FoundryError)
+    assert calls == []  # refused before any model was loaded: no silent CPU run
+
+
+@pytest.mark.parametrize("requested", ["auto", "cuda"])
+def test_exam_loads_both_models_on_the_resolved_device_in_16_bit(
+    requested: str, tiny_model_dir: Path, trained_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devices, "cuda_available", lambda: True)
+    calls = _no_model_loads(monkeypatch)
+    with pytest.raises(_Stop):
+        examine(
+            base_model=tiny_model_dir,
+            candidate_model=trained_dir,
+            train_texts=TRAIN_TEXTS,
+            test_texts=TEST_TEXTS,
+            device=requested,
+        )
+    assert [call["path"] for call in calls] == [
+        str(tiny_model_dir)
+    ]  # the base first, and one model at a time
+    assert calls[0]["device_map"] == "cuda"  # loaded straight onto the GPU, never whole in host memory
+    assert calls[0]["dtype"] in (torch.bfloat16, torch.float16)
+    assert calls[0]["attn_implementation"] == "sdpa"
+
+
+def test_exam_on_the_cpu_records_device_dtype_and_seconds(tiny_model_dir: Path, trained_dir: Path) -> None:
+    report = examine(
+        base_model=tiny_model_dir,
+        candidate_model=trained_dir,
+        train_texts=TRAIN_TEXTS,
+        test_texts=TEST_TEXTS,
+        logic_items=LOGIC,
+        max_new_tokens=4,
+        device="cpu",  # as compute.device: the CPU even on a GPU host
+    )
+    assert (report.device, report.device_name, report.dtype) == ("cpu", "cpu", "float32")
+    assert report.baseline_seconds > 0 and report.candidate_seconds > 0
+    document = json.loads(json.dumps(report.to_dict()))
+    assert document["device"] == "cpu" and document["dtype"] == "float32"
+    assert document["baseline_seconds"] == report.baseline_seconds
+    assert report.to_markdown().splitlines()[0].endswith("scored on cpu in float32)")
+
+
+def test_batches_are_longest_first_and_capped_by_rows_and_padded_tokens() -> None:
+    assert _batches([3, 10, 5, 10], rows=2, tokens=100) == [[1, 3], [2, 0]]
+    assert _batches([10, 10, 10, 2], rows=8, tokens=25) == [[0, 1], [2, 3]]
+    assert _batches([40, 2], rows=8, tokens=25) == [[0], [1]]  # a row longer than the cap still gets a batch
+    assert _batches([], rows=8, tokens=25) == []
+
+
+def test_batched_loss_equals_the_unbatched_loss_for_very_different_lengths(
+    trained_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
+    lengths = sorted(len(tokenizer(t)["input_ids"]) for t in VARIED_TEXTS)
+    assert lengths[0] < 2 and lengths[-1] > 20 * lengths[1]  # one unscoreable text, and a 20× spread
+    one_by_one = heldout_loss(trained_dir, VARIED_TEXTS, batch_size=1)
+    assert heldout_loss(trained_dir, VARIED_TEXTS, batch_size=4) == pytest.approx(one_by_one, abs=1e-5)
+    assert heldout_loss(trained_dir, VARIED_TEXTS) == pytest.approx(
+        one_by_one, abs=1e-5
+    )  # by-device defaults
+    monkeypatch.setattr(examiner, "LOSS_CHUNK_TOKENS", 3)  # every row's cross-entropy in many float32 chunks
+    assert heldout_loss(trained_dir, VARIED_TEXTS, batch_size=8) == pytest.approx(one_by_one, abs=1e-5)
+
+
+def test_batched_greedy_answers_equal_one_at_a_time_in_the_original_order(trained_dir: Path) -> None:
+    model, tokenizer = examiner._load(trained_dir, "cpu", torch.float32)
+    prompts = [
+        *(item.prompt for item in LOGIC),
+        render_prompt("What is 8 plus 0?"),
+        render_prompt(" ".join(f"{n} said hello to the quick brown fox." for n in NAMES)),
+        *(p.prompt for p in HARMFUL),
+        "Question: what is 1 plus 2? Answer:",
+    ]
+    alone = [generate_answers(model, tokenizer, [p], max_new_tokens=8, batch_size=1)[0] for p in prompts]
+    assert len(set(alone)) > 1  # distinct answers, so a reordering would show
+    for batch_size in (1, 3, 16):
+        assert generate_answers(model, tokenizer, prompts, max_new_tokens=8, batch_size=batch_size) == alone
+
+
+@pytest.mark.gpu
+def test_exam_on_cuda_runs_in_16_bit_and_batches_agree(tiny_model_dir: Path, trained_dir: Path) -> None:
+    """The real GPU path: both models on CUDA in bf16/fp16; batched loss agrees with one text at a time."""
+    report = examine(
+        base_model=tiny_model_dir,
+        candidate_model=trained_dir,
+        train_texts=TRAIN_TEXTS,
+        test_texts=TEST_TEXTS,
+        logic_items=LOGIC,
+        safety_prompts=HARMFUL,
+        max_new_tokens=6,
+        device="cuda",
+    )
+    assert report.device == "cuda" and report.device_name == torch.cuda.get_device_name()
+    assert report.dtype in ("bfloat16", "float16")
+    assert report.passed, report.reasons  # the trained candidate still beats its base in 16-bit
+    assert f"on cuda ({report.device_name}) in {report.dtype}" in report.to_markdown().splitlines()[0]
+    assert len(report.logic_items) == len(LOGIC) and len(report.safety_prompts) == len(HARMFUL)
+    one_by_one = heldout_loss(trained_dir, VARIED_TEXTS, batch_size=1, device="cuda")
+    batched = heldout_loss(trained_dir, VARIED_TEXTS, device="cuda")
+    assert math.isfinite(batched) and batched == pytest.approx(
+        one_by_one, rel=1e-2
+    )  # 16-bit: kernels vary by shape
+    cpu = heldout_loss(trained_dir, VARIED_TEXTS)
+    assert batched == pytest.approx(cpu, rel=2e-2)

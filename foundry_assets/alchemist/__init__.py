@@ -1,4 +1,8 @@
-"""The alchemist: merge LoRA/DoRA adapters into one model folder (DARE-TIES through mergekit, or a PEFT fold).
+"""The alchemist: merge LoRA/DoRA adapters into one model folder (DARE-TIES, or a PEFT fold for one adapter).
+
+DARE-TIES is mergekit's `dare_ties` method run tensor by tensor on task vectors computed from the adapters
+(`dare_ties.py`), so no folded copy of the base is ever written; the output is in the base checkpoint's dtype, and a
+bitsandbytes 4-bit base is merged as its dequantized 16-bit weights (`checkpoint.py`).
 
 A merge source may be another foundry job. What is known about that job is read from the foundry's own records,
 with no Dagster involved: its registered manifest (base model), its hash-chained audit trail (the latest

@@ -1,7 +1,13 @@
-"""Merging adapters into one model folder: DARE-TIES through mergekit for two or more, a PEFT fold for one."""
+"""Merging adapters into one model folder: DARE-TIES (mergekit's method, streamed) for two or more, a PEFT fold for one.
 
-import hashlib
+The merged model is written in the base checkpoint's dtype (bf16 for a bf16 base; the 16-bit dtype a bitsandbytes
+4-bit base was quantized from, its weights dequantized), on `device` (CUDA when asked and the model fits), in
+safetensors shards, with no intermediate full copies of the model on disk.
+"""
+
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
@@ -9,8 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
+from foundry_assets.alchemist.checkpoint import (
+    SHARD_BYTES,
+    BaseCheckpoint,
+    dequantize_model,
+    dtype_name,
+    header_shapes,
+)
+from foundry_assets.alchemist.dare_ties import stream_dare_ties
+from foundry_assets.devices import resolve_device
 from foundry_assets.errors import MergeError
-from foundry_assets.lot import sha256_file, sha256_tree
+from foundry_assets.lot import sha256_tree
+
+logger = logging.getLogger(__name__)
 
 TOKENIZER_FILES = (
     "tokenizer_config.json",
@@ -49,28 +68,20 @@ class MergeResult:
     sources: list[dict[str, Any]]
     files: dict[str, str]
     config: dict[str, Any] = field(default_factory=dict)
+    dtype: str = ""
+    device: str = "cpu"
 
     def to_metadata(self) -> dict[str, Any]:
         """A JSON-able dict for Dagster metadata and the audit trail."""
         return {
             "method": self.method,
             "out_dir": str(self.out_dir),
+            "dtype": self.dtype,
+            "device": self.device,
             "sources": self.sources,
             "files": dict(sorted(self.files.items())),
             "config": self.config,
         }
-
-
-def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes from safetensors headers (no weights are read)."""
-    from safetensors import safe_open
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                shapes[key] = tuple(handle.get_slice(key).get_shape())
-    return shapes
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -111,7 +122,7 @@ def _check_adapter(
     if not weights.is_file():
         raise MergeError(f"{what}: adapter_model.safetensors is missing (pickled .bin adapters are refused)")
     try:
-        shapes = _tensor_shapes([weights])
+        shapes = header_shapes((weights,))
     except Exception as e:
         raise MergeError(f"{what}: {weights.name} cannot be read: {e}") from e
     for key, shape in shapes.items():
@@ -137,20 +148,24 @@ def _check_adapter(
             )
 
 
-def _validate(base_model: Path, adapters: list[AdapterRef]) -> None:
-    """Every check that can fail before any merge work starts."""
+def _validate(base_model: Path, adapters: list[AdapterRef]) -> BaseCheckpoint:
+    """Every check that can fail before any merge work starts; returns the opened base."""
     if not adapters:
         raise MergeError("no adapters to merge: give at least one adapter folder")
     base_config = _read_json(base_model / "config.json", f"base model {base_model}")
-    base_files = sorted(base_model.glob("*.safetensors"))
-    if not base_files:
-        raise MergeError(f"base model {base_model}: no .safetensors weights found")
-    base_shapes = _tensor_shapes(base_files)
+    base = BaseCheckpoint.open(base_model, base_config)
+    try:
+        base_shapes = (
+            base.logical_shapes()
+        )  # a 4-bit base: the unpacked shapes, from its config on the meta device
+    except Exception as e:
+        raise MergeError(f"base model {base_model}: its tensor shapes cannot be read: {e}") from e
     labels = [a.label for a in adapters]
     if len(set(labels)) != len(labels):
         raise MergeError(f"adapter names must be unique; got {labels}")
     for ref in adapters:
         _check_adapter(ref, base_config, base_shapes)
+    return base
 
 
 def _source_record(ref: AdapterRef) -> dict[str, Any]:
@@ -163,20 +178,14 @@ def _source_record(ref: AdapterRef) -> dict[str, Any]:
     }
 
 
-def _cache_key(base_model: Path, sources: list[dict[str, Any]]) -> str:
-    """Key of the LoRA-merge cache: adapter hashes plus the base's config hash and file sizes and times."""
-    base = [sha256_file(base_model / "config.json")]
-    base += [
-        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-        for p in sorted(base_model.glob("*.safetensors"))
-    ]
-    return hashlib.sha256(json.dumps([base, sources], sort_keys=True).encode()).hexdigest()[:16]
-
-
 def dare_ties_config(
-    base_model: Path, adapters: list[AdapterRef], *, normalize: bool = True, dtype: str = "float32"
+    base_model: Path, adapters: list[AdapterRef], *, normalize: bool = True, dtype: str
 ) -> dict[str, Any]:
-    """The mergekit configuration: each adapter applied to the base (`BASE+ADAPTER`), then DARE-TIES."""
+    """The merge as a mergekit configuration: each adapter applied to the base (`BASE+ADAPTER`), then DARE-TIES.
+
+    `dtype` is the output dtype (the base's). `stream_dare_ties` computes what mergekit's `run_merge` would for this
+    configuration, tensor by tensor, in float32, rounding once to `dtype` at the end.
+    """
     base = str(base_model.resolve())
     return {
         "merge_method": "dare_ties",
@@ -193,72 +202,6 @@ def dare_ties_config(
     }
 
 
-def _prepare_lora_cache(references: list[Any], cache_dir: Path) -> None:
-    """Fold every `BASE+ADAPTER` reference into the cache first, each written whole then renamed into place.
-
-    mergekit would fold them inside `run_merge` after seeding, so whether the cache was warm would change the
-    DARE drop masks; folding here keeps the output a function of the seed alone.
-    """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for ref in references:
-        if ref.lora is None or (cache_dir / f"{ref.model._unique_id()}_{ref.lora._unique_id()}").exists():
-            continue  # mergekit 0.1.5 names its LoRA cache folders this way
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache_dir))
-        try:
-            folded = Path(ref.merged(cache_dir=str(staging)).model.path)
-            os.replace(folded, cache_dir / folded.name)
-        except Exception as e:
-            raise MergeError(f"applying adapter {ref.lora} to {ref.model} failed: {e}") from e
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _run_dare_ties(config: dict[str, Any], out: Path, *, seed: int, cache_dir: Path) -> None:
-    from mergekit.config import MergeConfiguration
-    from mergekit.io.tasks import LoaderCache
-    from mergekit.merge import MergeOptions, run_merge
-
-    try:
-        merge_config = MergeConfiguration.model_validate(config)
-    except Exception as e:
-        raise MergeError(f"mergekit rejected the merge configuration: {e}") from e
-    _prepare_lora_cache(merge_config.referenced_models(), cache_dir)
-    LoaderCache().loaders.clear()  # a class-level dict: stale loaders would outlive files and skew the RNG
-    options = MergeOptions(
-        device="cpu",
-        lora_merge_cache=str(cache_dir),
-        random_seed=seed,
-        copy_tokenizer=True,
-        quiet=True,
-    )
-    try:
-        run_merge(merge_config, str(out), options)
-    except Exception as e:
-        raise MergeError(f"mergekit dare_ties merge failed: {type(e).__name__}: {e}") from e
-    finally:
-        LoaderCache().flush_all()
-        LoaderCache().loaders.clear()
-
-
-def _fold(base_model: Path, adapter: AdapterRef, out: Path) -> dict[str, Any]:
-    """Fold one adapter into the base with PEFT (keeps DoRA magnitudes) and save a full model folder."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch.float32)
-        merged = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=False).merge_and_unload()
-        merged.save_pretrained(str(out))
-    except Exception as e:
-        raise MergeError(f"folding adapter {adapter.label!r} into {base_model} failed: {e}") from e
-    donor = Path(adapter.path) if (Path(adapter.path) / "tokenizer_config.json").is_file() else base_model
-    for name in TOKENIZER_FILES:
-        if (donor / name).is_file():
-            shutil.copy2(donor / name, out / name)
-    return {"peft_merge_and_unload": True, "dtype": "float32", "tokenizer_from": str(donor.resolve())}
-
-
 def _publish_folder(tmp: Path, out_dir: Path) -> None:
     """Move the finished folder into place; an existing `out_dir` is replaced only after the new one is whole."""
     old: Path | None = None
@@ -270,6 +213,92 @@ def _publish_folder(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _copy_side_files(donor: Path, out: Path) -> None:
+    for name in (*TOKENIZER_FILES, "generation_config.json"):
+        if (donor / name).is_file():
+            shutil.copy2(donor / name, out / name)
+
+
+def _fold_device(base: BaseCheckpoint, shapes: dict[str, tuple[int, ...]], device: str) -> tuple[str, str]:
+    """CUDA when asked and the whole model fits in free GPU memory (with headroom), else the CPU and why."""
+    if device != "cuda":
+        return "cpu", ""
+    import torch
+
+    need = sum(math.prod(shape) for shape in shapes.values()) * base.out_dtype.itemsize
+    free, _ = torch.cuda.mem_get_info()
+    if need * 1.2 + 2**30 <= free:
+        return "cuda", ""
+    note = f"the model needs {need / 2**30:.1f} GiB in {dtype_name(base.out_dtype)}, the GPU has {free / 2**30:.1f} GiB free"
+    logger.warning("folding on the CPU instead of CUDA: %s", note)
+    return "cpu", note
+
+
+def _fold(base: BaseCheckpoint, adapter: AdapterRef, out: Path, device: str) -> dict[str, Any]:
+    """Fold one adapter into the base with PEFT (keeps DoRA magnitudes): loaded on `device` in the base's dtype.
+
+    A bitsandbytes 4-bit base is loaded 4-bit, dequantized to its 16-bit dtype, then folded: a 16-bit model.
+    """
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    device, note = _fold_device(base, base.logical_shapes(), device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(base.folder), dtype=base.out_dtype, device_map=device, low_cpu_mem_usage=True
+        )
+        if base.quantized:
+            model = dequantize_model(model, base.out_dtype)
+        merged = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=False).merge_and_unload()
+        del model
+        merged.save_pretrained(str(out), max_shard_size=SHARD_BYTES)
+        del merged
+    except Exception as e:
+        raise MergeError(f"folding adapter {adapter.label!r} into {base.folder} failed: {e}") from e
+    donor = Path(adapter.path) if (Path(adapter.path) / "tokenizer_config.json").is_file() else base.folder
+    _copy_side_files(donor, out)
+    config: dict[str, Any] = {
+        "peft_merge_and_unload": True,
+        "dtype": dtype_name(base.out_dtype),
+        "device": device,
+        "dequantized_4bit_base": base.quantized,
+        "tokenizer_from": str(donor.resolve()),
+    }
+    if note:
+        config["device_note"] = note
+    return config
+
+
+def _dare_ties(
+    base: BaseCheckpoint, adapters: list[AdapterRef], out: Path, *, normalize: bool, seed: int, device: str
+) -> dict[str, Any]:
+    """Streamed DARE-TIES into `out`, with the config, tokenizer and the mergekit configuration it follows."""
+    from mergekit.config import MergeConfiguration
+
+    config = dare_ties_config(base.folder, adapters, normalize=normalize, dtype=dtype_name(base.out_dtype))
+    try:
+        MergeConfiguration.model_validate(config)
+    except Exception as e:
+        raise MergeError(f"mergekit rejected the merge configuration: {e}") from e
+    try:
+        stream_dare_ties(
+            base,
+            [(a.label, Path(a.path), a.weight, a.density) for a in adapters],
+            out,
+            normalize=normalize,
+            seed=seed,
+            device=device,
+        )
+    except MergeError:
+        raise
+    except Exception as e:
+        raise MergeError(f"dare_ties merge failed: {type(e).__name__}: {e}") from e
+    (out / "config.json").write_text(json.dumps(base.merged_config(), indent=2, sort_keys=True) + "\n")
+    (out / "mergekit_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    _copy_side_files(base.folder, out)
+    return {**config, "random_seed": seed, "device": device, "compute_dtype": "float32", "streamed": True}
+
+
 def merge_adapters(
     *,
     base_model: Path,
@@ -277,31 +306,39 @@ def merge_adapters(
     out_dir: Path,
     normalize: bool = True,
     seed: int = 0,
-    cache_dir: Path | None = None,
+    device: str = "cpu",
 ) -> MergeResult:
-    """Merge adapters into a loadable model folder: DARE-TIES for two or more, a PEFT fold for one."""
+    """Merge adapters into a loadable model folder: DARE-TIES for two or more, a PEFT fold for one.
+
+    `device` is "cpu", "cuda" or "auto" (as `compute.device`); the output is in the base checkpoint's dtype.
+    """
     base_model, out_dir = Path(base_model), Path(out_dir)
     adapters = [AdapterRef(Path(a.path), a.weight, a.density, a.name) for a in adapters]
-    _validate(base_model, adapters)
+    device = resolve_device(device)
+    base = _validate(base_model, adapters)
     sources = [_source_record(a) for a in adapters]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
     try:
-        out = work / out_dir.name  # same basename as the target: mergekit writes it into the model card
+        out = work / out_dir.name
+        out.mkdir()
         method: Literal["dare_ties", "fold"]
         if len(adapters) == 1:
             method = "fold"
-            out.mkdir()
-            config = _fold(base_model, adapters[0], out)
+            config = _fold(base, adapters[0], out, device)
         else:
             method = "dare_ties"
-            config = dare_ties_config(base_model, adapters, normalize=normalize)
-            digest = _cache_key(base_model, sources)
-            cache = (Path(cache_dir) / digest) if cache_dir else work / "lora-cache"
-            _run_dare_ties(config, out, seed=seed, cache_dir=cache)
-            config = {**config, "random_seed": seed}
+            config = _dare_ties(base, adapters, out, normalize=normalize, seed=seed, device=device)
         files = sha256_tree(out)
         _publish_folder(out, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return MergeResult(method=method, out_dir=out_dir, sources=sources, files=files, config=config)
+    return MergeResult(
+        method=method,
+        out_dir=out_dir,
+        sources=sources,
+        files=files,
+        config=config,
+        dtype=dtype_name(base.out_dtype),
+        device=config["device"],
+    )

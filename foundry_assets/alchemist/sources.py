@@ -1,23 +1,45 @@
-"""Merge sources that are other foundry jobs, checked from the foundry's own records before any merge work.
+"""Merge sources that are other foundry jobs, checked from the foundry's own records and fetched from their registry.
 
 What is known about a source job is read with no Dagster involved: its registered manifest (base model), its
 hash-chained audit trail (the latest `adapter_saved` record with the adapter's file hashes, the lot of the run that
-trained it, and the latest `exam_verdict` after it) and the adapter folder itself, re-hashed. `resolve_job_sources`
-refuses a source that does not exist, was trained on another base, is itself a merge job, has no exam, failed its
-latest exam, or whose adapter changed since it was examined.
+trained it, the latest `exam_verdict` after it, and the `published` record after a passing verdict). The adapter itself
+is not read from the source job's folder (its weights leave the node once published) but fetched from the registry it
+was published to, into this job's `sources/<job>/` folder, every file checked against the tag's MANIFEST.sha256, the
+`published` record and the `adapter_saved` record. `resolve_job_sources` refuses a source that does not exist, was
+trained on another base, is itself a merge job, has no exam, failed its latest exam, was never published, published
+something other than its adapter, or whose registry copy is not the adapter it trained and examined.
 """
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from foundry_assets.alchemist.merge import AdapterRef, _read_json
 from foundry_assets.audit import AuditTrail
 from foundry_assets.errors import FoundryError, MergeError
 from foundry_assets.lot import sha256_tree
 from foundry_assets.manifest import TrainingManifest
+from foundry_assets.publisher import FetchResult, fetch_artifact
 from foundry_assets.workspace import Workspace
+
+ADAPTER_FOLDER = "adapter"
+"""The folder of a published tag that holds the adapter (see `publisher.layout.stage_artifact`)."""
+
+
+class ArtifactFetcher(Protocol):
+    """Fetches a published tag's folder into `dest`, checked by SHA256 (`publisher.fetch_artifact`'s shape)."""
+
+    def __call__(
+        self,
+        registry: str,
+        tag: str,
+        dest: Path,
+        *,
+        subfolder: str = "",
+        expected: dict[str, str] | None = None,
+    ) -> FetchResult: ...
 
 
 @dataclass(frozen=True)
@@ -32,6 +54,8 @@ class JobSource:
     adapter_files: dict[str, str]
     exam: dict[str, Any]
     train_path: Path | None = None
+    published_uri: str = ""
+    """The registry tag the adapter was fetched from (`adapter_dir` is this job's local copy of it)."""
 
     def ref(self) -> AdapterRef:
         return AdapterRef(self.adapter_dir, self.weight, self.density, self.job_id)
@@ -41,6 +65,7 @@ class JobSource:
         return {
             "job_id": self.job_id,
             "lot_number": self.lot_number,
+            "published_uri": self.published_uri,
             "adapter_dir": str(self.adapter_dir),
             "adapter_sha256": dict(sorted(self.adapter_files.items())),
             "weight": self.weight,
@@ -72,6 +97,7 @@ def _job_source(
     workspace: Workspace,
     trail: AuditTrail,
     recorded_lot: str | None,
+    fetch: ArtifactFetcher,
 ) -> JobSource:
     """One source job, checked; MergeError names the job and the reason."""
     what = f"merge source job {job_id!r}"
@@ -127,14 +153,32 @@ def _job_source(
             f"{what}: the latest trained_adapter materialization is lot {recorded_lot}, but its audit trail's latest "
             f"adapter is lot {lot}; re-run the job so both agree"
         )
-    adapter_dir = Path(saved["data"].get("adapter_dir") or workspace.stage_dir(job_id, "adapter"))
     expected = dict(saved["data"].get("files") or {})
-    found = sha256_tree(adapter_dir) if adapter_dir.is_dir() else {}
-    if not found or found != expected:
+    published = _published_adapter(what, records, saved, lot)
+    uri = str(published.get("uri") or "")
+    registry = str(published.get("registry") or theirs.publish_target.registry)
+    adapter_dir = workspace.source_dir(manifest.job_id, job_id)
+    try:
+        fetched = fetch(
+            registry,
+            str(published["tag"]),
+            adapter_dir,
+            subfolder=ADAPTER_FOLDER,
+            expected=dict(published.get("files") or {}),
+        )
+    except FoundryError as e:
+        raise MergeError(f"{what}: its published adapter could not be fetched from {uri}: {e}") from e
+    if uri and fetched.uri != uri:
+        raise MergeError(
+            f"{what}: it was published to {uri}, but its registry {registry!r} now names {fetched.uri}; "
+            "fix the source job's registry or publish it again"
+        )
+    found = sha256_tree(adapter_dir)
+    if found != expected:
         changed = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
         raise MergeError(
-            f"{what}: the adapter in {adapter_dir} is not the one that was trained and examined "
-            f"(files differ: {changed or 'folder missing'}); re-run that job"
+            f"{what}: the adapter fetched from {uri} is not the one that was trained and examined "
+            f"(files differ: {changed}); re-run and publish that job"
         )
     claimed = _read_json(adapter_dir / "adapter_config.json", what).get("base_model_name_or_path")
     if manifest.model_path and claimed and not _same_path(str(claimed), manifest.model_path):
@@ -153,7 +197,57 @@ def _job_source(
         adapter_files=found,
         exam=exam,
         train_path=train_path if train_path.is_file() else None,
+        published_uri=uri,
     )
+
+
+def _published_adapter(
+    what: str, records: list[dict[str, Any]], saved: dict[str, Any], lot: str
+) -> dict[str, Any]:
+    """The data of the source's latest `published` record after a passing exam of its latest adapter's lot.
+
+    Refused: never published, or published something other than its adapter, or an adapter that differs from the
+    `adapter_saved` record.
+    """
+    fix = (
+        "merge sources are fetched from the registry the source published to, so publish the source job's adapter "
+        "(`publish_target.artifact: adapter` in its manifest; a changed manifest needs a new job_id) and name that job"
+    )
+    passed = [
+        r["seq"]
+        for r in records
+        if r["event"] == "exam_verdict"
+        and r["seq"] > saved["seq"]
+        and r["data"].get("passed")
+        and r["data"].get("lot_number", lot) == lot
+    ]
+    published = next(
+        (
+            r
+            for r in reversed(records)
+            if r["event"] == "published"
+            and passed
+            and r["seq"] > passed[0]
+            and r["data"].get("lot_number", lot) == lot
+        ),
+        None,
+    )
+    if published is None:
+        raise MergeError(f"{what}: its examined adapter (lot {lot[:12]}…) was never published; {fix}")
+    data = dict(published["data"])
+    kind = data.get("artifact")
+    if kind != ADAPTER_FOLDER:
+        raise MergeError(f"{what} published its {kind} to {data.get('uri')}, not its adapter; {fix}")
+    prefix = ADAPTER_FOLDER + "/"
+    shipped = {k[len(prefix) :]: v for k, v in (data.get("files") or {}).items() if k.startswith(prefix)}
+    expected = dict(saved["data"].get("files") or {})
+    if shipped != expected:
+        changed = sorted(k for k in set(shipped) | set(expected) if shipped.get(k) != expected.get(k))
+        raise MergeError(
+            f"{what}: the adapter it published to {data.get('uri')} is not the one it trained and examined "
+            f"(files differ: {changed}); re-run and publish that job"
+        )
+    return data
 
 
 def resolve_job_sources(
@@ -162,11 +256,14 @@ def resolve_job_sources(
     workspace: Workspace,
     trail_for: Callable[[str], AuditTrail],
     recorded_lots: dict[str, str | None] | None = None,
+    fetch: ArtifactFetcher = fetch_artifact,
 ) -> list[JobSource]:
-    """Every `job:` source of the manifest, checked; one MergeError lists every source that cannot be merged.
+    """Every `job:` source of the manifest, checked and fetched; one MergeError lists every source that cannot be merged.
 
     `recorded_lots` (optional) maps a source job to the lot number its latest `trained_adapter` materialization
-    recorded (the Dagster layer passes it), which must agree with the audit trail.
+    recorded (the Dagster layer passes it), which must agree with the audit trail. `fetch` brings a published adapter
+    from its registry (the Dagster layer passes its publisher's, which holds the S3 client); the default reaches S3
+    through boto3's own configuration.
     """
     sources, problems = [], []
     for source in manifest.merge.sources:
@@ -182,12 +279,16 @@ def resolve_job_sources(
                     workspace=workspace,
                     trail=trail_for(source.job),
                     recorded_lot=(recorded_lots or {}).get(source.job),
+                    fetch=fetch,
                 )
             )
         except MergeError as e:
             problems.append(str(e))
     if problems:
+        for fetched in sources:  # no merge follows: the adapters fetched for it do not stay on the node
+            shutil.rmtree(fetched.adapter_dir, ignore_errors=True)
+        for folder in {fetched.adapter_dir.parent for fetched in sources}:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise MergeError("; ".join(problems))
     return sources
-
-

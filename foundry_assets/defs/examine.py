@@ -12,6 +12,7 @@ from foundry_assets.curator.readers import read_drop
 from foundry_assets.defs.common import failure, job_context, lot_metadata
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
+from foundry_assets.devices import resolve_device
 from foundry_assets.errors import FoundryError
 from foundry_assets.examiner import examine, task_items
 
@@ -46,6 +47,8 @@ def exam_report(
     job = job_context(context, workspace, audit_trail)
     exam = job.manifest.exam
     try:
+        # compute.device "cuda" on a node without one is a HardwareIncompatibleError: a Failure without retries
+        device = resolve_device(job.manifest.compute.device)
         test_rows = _rows(curated_dataset["test_path"])
         records = {r.line: r for r in read_drop(Path(raw_data["data_path"])).records}
         logic, safety = task_items(test_rows, records)
@@ -71,6 +74,7 @@ def exam_report(
             max_new_tokens=exam.max_new_tokens,
             max_items=exam.max_eval_items,
             max_length=job.manifest.method_config.max_seq_length,
+            device=device,
         )
     except (OSError, FoundryError) as e:
         raise failure(e, "exam") from e
@@ -96,6 +100,10 @@ def exam_report(
         report=report.to_dict(),
         **lot_metadata(merged_model),
     )
+    context.log.info(
+        f"Exam ran on {report.device} ({report.device_name}) in {report.dtype}: base "
+        f"{report.baseline_seconds:.1f} s, candidate {report.candidate_seconds:.1f} s"
+    )
     (context.log.info if report.passed else context.log.error)(
         "Exam passed" if report.passed else f"Exam failed: {'; '.join(report.reasons)}"
     )
@@ -111,6 +119,11 @@ def exam_report(
             "reasons": dg.MetadataValue.json(report.reasons),
             "contaminated_test_items": dg.MetadataValue.json(report.contamination.get("contaminated", [])),
             "report_path": dg.MetadataValue.path(str(path)),
+            "device": report.device,
+            "device_name": report.device_name,
+            "dtype": report.dtype,
+            "baseline_seconds": report.baseline_seconds,
+            "candidate_seconds": report.candidate_seconds,
             "audit_head": head,
         },
     )

@@ -8,8 +8,10 @@ import dagster as dg
 from foundry_assets.alchemist import AdapterRef, merge_adapters, resolve_job_sources
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
-from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
+from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
+from foundry_assets.devices import device_metadata, resolve_device
 from foundry_assets.errors import FoundryError
+from foundry_assets.workspace import missing_weights_reason
 
 
 def _recorded_lot(instance: dg.DagsterInstance, job_id: str) -> str | None:
@@ -31,6 +33,7 @@ def merged_model(
     trained_adapter: dict[str, Any],
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
+    publisher: PublisherResource,
 ) -> dg.Output[dict[str, Any]]:
     """A loadable model folder: base + adapters combined by mergekit DARE-TIES (or one adapter folded in)."""
     job = job_context(context, workspace, audit_trail)
@@ -42,15 +45,20 @@ def merged_model(
             workspace=job.workspace,
             trail_for=audit_trail.trail,
             recorded_lots={name: _recorded_lot(context.instance, name) for name in source_jobs},
+            fetch=publisher.fetch,  # source adapters come from the registry they were published to
         )
     except FoundryError as e:
         job.audit("merge_refused", reason=str(e))
         raise dg.Failure(description=f"merge sources: {e}", allow_retries=False) from e
     adapters = []
     if merge.include_own_adapter:
-        adapters.append(
-            AdapterRef(Path(trained_adapter["adapter_dir"]), merge.weight, merge.density, job.job_id)
-        )
+        own = Path(trained_adapter["adapter_dir"])
+        # The stored value may name a folder that left the node after the job's publish.
+        if not own.is_dir():
+            reason = f"this job's adapter: {missing_weights_reason(own, job.trail.records())}"
+            job.audit("merge_refused", reason=reason)
+            raise dg.Failure(description=reason, allow_retries=False)
+        adapters.append(AdapterRef(own, merge.weight, merge.density, job.job_id))
     by_job = {source.job_id: source for source in jobs}
     for s in merge.sources:
         if s.job:
@@ -64,7 +72,7 @@ def merged_model(
             out_dir=Path(job.stage_dir("merged")),
             normalize=merge.normalize,
             seed=merge.seed,
-            cache_dir=Path(job.stage_dir("merge-cache")),
+            device=resolve_device(job.manifest.compute.device),  # "cuda" without a GPU: a Failure
         )
     except FoundryError as e:
         raise failure(e, "merge") from e
@@ -95,6 +103,8 @@ def merged_model(
         **lot_metadata(trained_adapter),
         "model_dir": str(result.out_dir),
         "method": result.method,
+        "device": result.device,
+        "dtype": result.dtype,
         "files": result.files,
         "base_model": trained_adapter["model_path"],
         "adapter_dir": trained_adapter["adapter_dir"],
@@ -106,6 +116,8 @@ def merged_model(
         metadata={
             **lot_metadata(trained_adapter),
             "method": result.method,
+            **device_metadata(result.device),  # where it ran: CUDA, or the CPU when the model did not fit
+            "dtype": result.dtype,
             "sources": dg.MetadataValue.md(sources),
             "source_jobs": dg.MetadataValue.json(lineage),
             "source_job_ids": ", ".join(s.job_id for s in jobs) or "none",

@@ -8,6 +8,7 @@ from foundry_assets.curator.pipeline import curate_drop
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, EmbedderResource, WorkspaceResource
+from foundry_assets.devices import device_metadata, resolve_device
 from foundry_assets.errors import FoundryError
 
 
@@ -23,11 +24,14 @@ def curated_dataset(
     job = job_context(context, workspace, audit_trail)
     curation = job.manifest.curation
     try:
+        device = resolve_device(
+            job.manifest.compute.device
+        )  # "cuda" without a GPU: a Failure without retries
         result = curate_drop(
             raw_data["data_path"],
             job.stage_dir("curated"),
             data_format=raw_data["data_format"],
-            embedder=embedder.embedder(curation.embedding_model),
+            embedder=embedder.embedder(curation.embedding_model, device=device),
             threshold=curation.similarity_threshold,
             test_fraction=job.manifest.data.test_fraction,
             split_seed=job.manifest.data.split_seed,
@@ -40,7 +44,9 @@ def curated_dataset(
         raise failure(e, "curation") from e
     counts = result.to_metadata()
     head = job.audit("data_curated", **counts)
-    context.log.info(f"Curated {result.rows_in} rows: kept {result.kept}, removed {result.removed}")
+    context.log.info(
+        f"Curated {result.rows_in} rows on {device}: kept {result.kept}, removed {result.removed}"
+    )
     examples = markdown_table(
         ["removed", "kept (representative)", "cosine"],
         [[e["removed"][:120], e["kept"][:120], f"{e['similarity']:.4f}"] for e in result.removed_examples],
@@ -58,6 +64,7 @@ def curated_dataset(
             **lot_metadata(raw_data),
             **{k: v for k, v in counts.items() if isinstance(v, int | float | str) and not k.endswith("_md")},
             "threshold": curation.similarity_threshold,
+            **device_metadata(device),
             "removed_examples": dg.MetadataValue.md(examples or "none removed"),
             "similarity_histogram": dg.MetadataValue.md(str(counts.get("similarity_histogram_md", ""))),
             "train_path": dg.MetadataValue.path(str(result.train_path)),

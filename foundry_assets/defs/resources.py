@@ -11,7 +11,15 @@ from pydantic import PrivateAttr
 
 from foundry_assets.audit import AuditTrail
 from foundry_assets.manifest import TrainingManifest
-from foundry_assets.publisher import DeliveryResult, PublishResult, notify_deployment, push_artifact
+from foundry_assets.publisher import (
+    DeliveryResult,
+    FetchResult,
+    PublishResult,
+    fetch_artifact,
+    notify_deployment,
+    push_artifact,
+    verify_artifact,
+)
 from foundry_assets.workspace import Workspace, default_root
 
 
@@ -46,22 +54,30 @@ class EmbedderResource(dg.ConfigurableResource):
     model_path: str = ""
     """Embedding model folder; empty means the packaged all-MiniLM-L6-v2 (or the manifest's curation.embedding_model)."""
     device: str = "cpu"
-    batch_size: int = 64
+    """Device used when a caller names none ("cpu", "cuda" or "auto"); the prune stage passes the manifest's
+    compute.device as resolved by `devices.resolve_device`."""
+    batch_size: int = 0
+    """Texts per encode batch; 0 picks by device (64 on the CPU, 256 on CUDA)."""
 
-    _cache: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _cache: dict[tuple[str, str], Any] = PrivateAttr(default_factory=dict)
 
-    def embedder(self, override: str | None = None) -> Any:
+    def embedder(self, override: str | None = None, device: str | None = None) -> Any:
+        """The embedder for `override` (a model folder) or the configured model, on `device` or the configured one."""
         from foundry_assets.curator.embed import MiniLMEmbedder
 
         path = override or self.model_path or None
-        key = path or "<default>"
+        where = device or self.device
+        key = (path or "<default>", where)
         if key not in self._cache:
-            self._cache[key] = MiniLMEmbedder(model_path=path, device=self.device, batch_size=self.batch_size)
+            self._cache[key] = MiniLMEmbedder(
+                model_path=path, device=where, batch_size=self.batch_size or None
+            )
         return self._cache[key]
 
 
 class PublisherResource(dg.ConfigurableResource):
-    """Pushes a staged artifact to the registry a manifest names; S3 goes through dagster-aws's `S3Resource`."""
+    """Pushes a staged artifact to the registry a manifest names, and fetches published ones back; S3 goes through
+    dagster-aws's `S3Resource`."""
 
     s3: S3Resource
     """S3 client settings (endpoint, region, credentials); `s3_resource_from_env()` builds the default."""
@@ -79,6 +95,24 @@ class PublisherResource(dg.ConfigurableResource):
         return push_artifact(
             staging, version_tag, registry=registry, s3_client=self.s3.get_client, on_verified=on_verified
         )
+
+    def fetch(
+        self,
+        registry: str,
+        tag: str,
+        dest: Path,
+        *,
+        subfolder: str = "",
+        expected: dict[str, str] | None = None,
+    ) -> FetchResult:
+        """Fetch a published tag (or its `subfolder`) into `dest`, every file checked by SHA256."""
+        return fetch_artifact(
+            registry, tag, dest, subfolder=subfolder, expected=expected, s3_client=self.s3.get_client
+        )
+
+    def verify(self, registry: str, tag: str, files: dict[str, str]) -> PublishResult:
+        """Re-read a published tag and check it still holds exactly `files` (recorded at publish time)."""
+        return verify_artifact(registry, tag, files, s3_client=self.s3.get_client)
 
     def notify(self, url: str, payload: dict[str, Any]) -> DeliveryResult:
         headers = {"Authorization": f"Bearer {self.webhook_token}"} if self.webhook_token else None

@@ -1,4 +1,6 @@
-"""Distribution: `push_artifact(path, version_tag, registry=…)` to the registry a manifest names.
+"""Distribution: `push_artifact(path, version_tag, registry=…)` to the registry a manifest names, and the way back:
+`fetch_artifact(registry, tag, dest, subfolder=…)` (every file checked against the tag's MANIFEST.sha256) and
+`verify_artifact(registry, tag, files)` (a published tag re-read against the hashes recorded at publish time).
 
 Registries by URI: a path or file:// (local folder), s3://bucket/prefix (pass `s3_client=`), and Git LFS remotes
 git+file://, git+ssh://, git+https:// (optionally `#branch`). See each backend's module for its settings.
@@ -6,6 +8,7 @@ git+file://, git+ssh://, git+https:// (optionally `#branch`). See each backend's
 
 from foundry_assets.publisher.base import (
     HASH_MANIFEST,
+    FetchStepError,
     PublishResult,
     PublishStepError,
     RegistryBackend,
@@ -13,6 +16,7 @@ from foundry_assets.publisher.base import (
     push_artifact,
     registered_schemes,
 )
+from foundry_assets.publisher.fetch import FetchResult, fetch_artifact, verify_artifact
 from foundry_assets.publisher.layout import stage_artifact, write_model_card
 from foundry_assets.publisher.webhook import (
     DeliveryError,
@@ -25,14 +29,18 @@ __all__ = [
     "HASH_MANIFEST",
     "DeliveryError",
     "DeliveryResult",
+    "FetchResult",
+    "FetchStepError",
     "PublishResult",
     "PublishStepError",
     "RegistryBackend",
     "backend_for",
     "deployment_payload",
+    "fetch_artifact",
     "notify_deployment",
     "push_artifact",
     "registered_schemes",
     "stage_artifact",
+    "verify_artifact",
     "write_model_card",
 ]

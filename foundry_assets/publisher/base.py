@@ -1,7 +1,8 @@
 """The publish handoff shared by every registry backend: hash → upload → verify → record → remove staging.
 
-A backend only knows how to copy a folder into its registry and read back what a tag holds; the order of the
-handoff, the hash manifest, the refusal of a conflicting tag and the naming of the failed step live here, once.
+A backend only knows how to copy a folder into its registry, read back what a tag holds and download a tag's files;
+the order of the handoff, the hash manifest, the refusal of a conflicting tag and the naming of the failed step live
+here, once. The way back from a registry (`fetch_artifact`, `verify_artifact`) lives in `fetch.py`.
 """
 
 import logging
@@ -22,11 +23,23 @@ PublishStep = Literal["prepare", "compare", "upload", "verify", "record", "clean
 """The handoff's steps, in order; a `PublishStepError` names the one that failed."""
 
 
+FetchStep = Literal["listing", "download", "verify", "place"]
+"""The steps of a fetch, in order; a `FetchStepError` names the one that failed."""
+
+
 class PublishStepError(PublishError):
     """A publish failed at one named step; the staging copy is kept unless the step is `cleanup`."""
 
     def __init__(self, step: PublishStep, message: str) -> None:
         super().__init__(f"publish step {step!r} failed: {message}")
+        self.step = step
+
+
+class FetchStepError(PublishError):
+    """A fetch from a registry failed at one named step; nothing is left at the destination."""
+
+    def __init__(self, step: FetchStep, message: str) -> None:
+        super().__init__(f"fetch step {step!r} failed: {message}")
         self.step = step
 
 
@@ -99,6 +112,13 @@ class RegistryBackend(ABC):
     def remote_hashes(self, tag: str) -> dict[str, str]:
         """SHA256 of every file the tag holds, computed from the registry's copy (the verification)."""
 
+    @abstractmethod
+    def download(self, tag: str, files: dict[str, str], dest: Path) -> None:
+        """Copy the tag's `files` ({relative path: expected SHA256}) into `dest` under the same relative paths.
+
+        A backend may check each file's SHA256 while it streams; `fetch_artifact` checks every file again afterwards.
+        """
+
 
 _BACKENDS: dict[str, type[RegistryBackend]] = {}
 
@@ -141,6 +161,11 @@ def _step(step: PublishStep, what: str, action: Callable[[], Any]) -> Any:
         raise
     except Exception as e:
         raise PublishStepError(step, f"{what}: {e}") from e
+
+
+def _differing(expected: dict[str, str], found: dict[str, str]) -> list[str]:
+    """The paths whose SHA256 differs between two listings (or that only one of them holds), sorted."""
+    return sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
 
 
 def push_artifact(

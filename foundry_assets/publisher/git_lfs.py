@@ -191,3 +191,39 @@ class GitLfsRegistry(RegistryBackend):
                     f"{self.tag_uri(tag)} stores {not_lfs[:5]} as plain git blobs, not LFS objects."
                 )
             return hashes
+
+    def download(self, tag: str, files: dict[str, str], dest: Path) -> None:
+        """Check the tag out without LFS content, pull only the listed files' LFS objects, and copy them to `dest`."""
+        with tempfile.TemporaryDirectory(prefix="foundry-git-") as tmp:
+            repo = self._repo(Path(tmp) / "repo", smudge=False)
+            self._fetch_tag(repo, tag)
+            self._git("checkout", "-q", f"refs/tags/{tag}", cwd=repo, skip_smudge=True)
+            oids = {  # `git lfs ls-files --long`: "<oid> <-|*> <path>"
+                line[67:]: line[:64]
+                for line in self._git("lfs", "ls-files", "--long", cwd=repo).splitlines()
+                if len(line) > 67
+            }
+            wanted = sorted(name for name in files if name in oids)
+            try:
+                if any(re.search(r"[,*?\[\]\\]", name) for name in wanted):
+                    self._git(
+                        "lfs", "pull", "origin", cwd=repo
+                    )  # names an --include list cannot spell: pull all
+                elif wanted:
+                    self._git(
+                        "lfs", "pull", "origin", "--include", ",".join(wanted), "--exclude", "", cwd=repo
+                    )
+            except PublishError as e:
+                named = [name for name in wanted if oids[name] in str(e)] or wanted
+                raise PublishError(
+                    f"the LFS objects of {named[:5]} could not be fetched intact from {self.tag_uri(tag)} "
+                    f"(missing or damaged in the registry): {e}"
+                ) from e
+            for name in sorted(files):
+                source, target = repo / name, dest / name
+                if not source.is_file():
+                    raise PublishError(
+                        f"{name!r} is listed in the tag's {HASH_MANIFEST} but missing from {self.tag_uri(tag)}"
+                    )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)

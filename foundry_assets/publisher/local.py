@@ -50,3 +50,14 @@ class LocalRegistry(RegistryBackend):
     def remote_hashes(self, tag: str) -> dict[str, str]:
         """Hash the tag folder's files."""
         return sha256_tree(self.root / tag)
+
+    def download(self, tag: str, files: dict[str, str], dest: Path) -> None:
+        """Copy the listed files out of the tag folder (a listed file that is gone is an error naming it)."""
+        for name in sorted(files):
+            source, target = self.root / tag / name, dest / name
+            if not source.is_file():
+                raise FileNotFoundError(
+                    f"{name!r} is listed in the tag's {HASH_MANIFEST} but missing from {source.parent}"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)

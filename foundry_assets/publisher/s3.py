@@ -183,6 +183,31 @@ class S3Registry(RegistryBackend):
             )
         return sha
 
+    def download(self, tag: str, files: dict[str, str], dest: Path) -> None:
+        """Stream each listed object to `dest`, hashing it on the way; a body that does not match fails naming it."""
+        for name, expected in sorted(files.items()):
+            key, target = self.key(tag, name), dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+            except Exception as e:
+                if _error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                    raise PublishError(
+                        f"s3://{self.bucket}/{key} is listed in the tag's {HASH_MANIFEST} but missing"
+                    ) from e
+                raise
+            digest = hashlib.sha256()
+            with open(target, "wb") as handle:
+                for chunk in response["Body"].iter_chunks(_CHUNK):
+                    digest.update(chunk)
+                    handle.write(chunk)
+            if digest.hexdigest() != expected:
+                raise PublishError(
+                    f"s3://{self.bucket}/{key} hashes to {digest.hexdigest()}, not the {expected} its tag lists "
+                    "(the registry copy is damaged: publish the tag again from its source)"
+                )
+            log.debug("Downloaded and verified s3://%s/%s", self.bucket, key)
+
     def remote_hashes(self, tag: str) -> dict[str, str]:
         """Read every object of the tag back (streamed) and return {relative path: SHA256 of its bytes}."""
         prefix = self.key(tag)

@@ -1,17 +1,12 @@
 """Merge sources that are other jobs: resolved from the foundry's records, refused before any merge work."""
 
-
+import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from foundry_assets.alchemist import (
-    AdapterRef,
     JobSource,
-    MergeResult,
     merge_adapters,
     resolve_job_sources,
 )
@@ -20,20 +15,21 @@ from foundry_assets.demo.tiny_model import build_tiny_llama
 from foundry_assets.errors import MergeError
 from foundry_assets.lot import sha256_file, sha256_tree
 from foundry_assets.manifest import TrainingManifest, parse_manifest
+from foundry_assets.publisher import push_artifact
 from foundry_assets.workspace import Workspace
-from foundry_assets_tests.adapters import make_adapter, peft_merged_state
+from foundry_assets_tests.adapters import make_adapter
 
 pytestmark = pytest.mark.slow
 
 
-def _manifest(job_id: str, model_path: Path, **merge: object) -> TrainingManifest:
+def _manifest(job_id: str, model_path: Path, registry: Path, **merge: object) -> TrainingManifest:
     return parse_manifest(
         {
             "job_id": job_id,
             "base_model": "tiny",
             "model_path": str(model_path),
             "method_config": {"type": "dora"},
-            "publish_target": {"registry": "/tmp/registry", "tag": "v1"},
+            "publish_target": {"registry": str(registry), "tag": f"v1-{job_id}"},
             "merge": merge,
         }
     )
@@ -46,10 +42,13 @@ def _trained_job(
     *,
     passed: bool = True,
     examined: bool = True,
+    published: str | None = "adapter",
     seed: int = 1,
 ) -> None:
-    """A registered job with an adapter and an audit trail as the Dagster assets write them."""
-    workspace.register(_manifest(job_id, base))
+    """A registered job with an adapter and an audit trail as the Dagster assets write them; with `published`, the
+    adapter (or a stand-in merged model) is published to the job's registry and its weights leave the node."""
+    manifest = _manifest(job_id, base, workspace.root.parent / "registry")
+    workspace.register(manifest)
     adapter = make_adapter(base, workspace.stage_dir(job_id, "adapter"), seed=seed, use_dora=True)
     trail = AuditTrail(workspace.audit_path(job_id))
     lot = f"lot-{job_id}"
@@ -58,6 +57,23 @@ def _trained_job(
     if examined:
         reasons = [] if passed else ["logic_score 0.1000 is not above the baseline 0.2000"]
         trail.append("exam_verdict", job_id=job_id, passed=passed, reasons=reasons, lot_number=lot)
+    if examined and passed and published:
+        staging = workspace.stage_dir(job_id, "staging")
+        shutil.copytree(adapter, staging / published)
+        target = manifest.publish_target
+        result = push_artifact(staging, target.tag, registry=target.registry)
+        trail.append(
+            "published",
+            job_id=job_id,
+            uri=result.uri,
+            tag=result.tag,
+            registry=target.registry,
+            status=result.status,
+            artifact=published,
+            files=result.files,
+            lot_number=lot,
+        )
+        workspace.remove_weights(job_id)
 
 
 @pytest.fixture
@@ -74,20 +90,27 @@ def _resolve(workspace: Workspace, manifest: TrainingManifest) -> list[JobSource
     )
 
 
-def test_job_sources_resolve_to_examined_adapters_with_lot_and_hashes(
+def test_job_sources_are_fetched_from_their_registry_with_lot_and_hashes(
     jobs: Workspace, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
+    registry = tmp_path / "registry"
     manifest = _manifest(
-        "super", tiny_model_dir, sources=[{"job": "logic", "density": 0.7}, {"job": "safety", "weight": 0.5}]
+        "super",
+        tiny_model_dir,
+        registry,
+        sources=[{"job": "logic", "density": 0.7}, {"job": "safety", "weight": 0.5}],
     )
+    assert not jobs.stage_dir("logic", "adapter").exists(), "the source's weights left its node folder"
     sources = _resolve(jobs, manifest)
     assert [(s.job_id, s.lot_number, s.density, s.weight) for s in sources] == [
         ("logic", "lot-logic", 0.7, 1.0),
         ("safety", "lot-safety", 0.5, 0.5),
     ]
+    assert sources[0].adapter_dir == jobs.source_dir("super", "logic")
     meta = sources[0].to_metadata()
+    assert meta["published_uri"] == (registry / "v1-logic").resolve().as_uri()
     assert meta["adapter_sha256"]["adapter_model.safetensors"] == sha256_file(
-        jobs.stage_dir("logic", "adapter") / "adapter_model.safetensors"
+        registry / "v1-logic" / "adapter" / "adapter_model.safetensors"
     )
     assert meta["exam"]["passed"] is True
     result = merge_adapters(
@@ -104,12 +127,22 @@ def test_job_sources_resolve_to_examined_adapters_with_lot_and_hashes(
         ("unexamined", r"'unexamined': its latest adapter .* has not been examined"),
         ("other-base", r"'other-base' was trained on another base"),
         ("merger", r"'merger' is itself a merge job"),
-        ("tampered", r"'tampered': the adapter in .* is not the one that was trained"),
+        ("unpublished", r"'unpublished': its examined adapter .* was never published; .*artifact: adapter"),
+        (
+            "merged-only",
+            r"'merged-only' published its merged_model to .*, not its adapter; .*artifact: adapter",
+        ),
+        ("tampered", r"'tampered': its published adapter could not be fetched .*adapter_model\.safetensors"),
+        (
+            "untagged",
+            r"'untagged': its published adapter could not be fetched .*'v1-untagged' does not exist",
+        ),
     ],
 )
 def test_bad_job_sources_are_refused_before_any_merge(
     setup: str, message: str, jobs: Workspace, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
+    registry = tmp_path / "registry"
     if setup == "failed":
         _trained_job(jobs, setup, tiny_model_dir, passed=False)
     elif setup == "unexamined":
@@ -117,11 +150,21 @@ def test_bad_job_sources_are_refused_before_any_merge(
     elif setup == "other-base":
         _trained_job(jobs, setup, build_tiny_llama(tmp_path / "other", seed=1))
     elif setup == "merger":
-        jobs.register(_manifest(setup, tiny_model_dir, sources=[{"job": "logic"}]))
-    elif setup == "tampered":
+        jobs.register(_manifest(setup, tiny_model_dir, registry, sources=[{"job": "logic"}]))
+    elif setup == "unpublished":
+        _trained_job(jobs, setup, tiny_model_dir, published=None)
+    elif setup == "merged-only":
+        _trained_job(jobs, setup, tiny_model_dir, published="merged_model")
+    elif setup == "tampered":  # the registry copy changed after the publish
         _trained_job(jobs, setup, tiny_model_dir)
-        (jobs.stage_dir(setup, "adapter") / "adapter_config.json").write_text("{}")
-    manifest = _manifest("super", tiny_model_dir, sources=[{"job": "logic"}, {"job": setup}])
+        (registry / f"v1-{setup}" / "adapter" / "adapter_model.safetensors").write_bytes(b"not the adapter")
+    elif setup == "untagged":  # the tag was deleted from the registry
+        _trained_job(jobs, setup, tiny_model_dir)
+        shutil.rmtree(registry / f"v1-{setup}")
+    manifest = _manifest("super", tiny_model_dir, registry, sources=[{"job": "logic"}, {"job": setup}])
     with pytest.raises(MergeError, match=message) as info:
         _resolve(jobs, manifest)
     assert "'logic'" not in str(info.value)  # only the bad source is named
+    assert not jobs.stage_dir("super", "sources").exists(), (
+        "nothing fetched is left on the node for a refused merge"
+    )

@@ -1,4 +1,7 @@
-"""Story C on a real Dagster instance: two trained jobs merged by DARE-TIES in a third, with lineage and the gate."""
+"""Story C on a real Dagster instance: two trained jobs merged by DARE-TIES in a third, with lineage and the gate.
+
+The source jobs publish their adapters and their weights leave the node; the merge job fetches them from the registry.
+"""
 
 import json
 from collections.abc import Iterator
@@ -12,9 +15,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from foundry_assets.curator.formats import render_prompt
 from foundry_assets.demo.stories import StoryDrops, write_story_c
-from foundry_assets.lot import sha256_file
+from foundry_assets.lot import sha256_file, sha256_tree
 from foundry_assets.runner import RunOutcome, run_manifest
-from foundry_assets.workspace import Workspace
+from foundry_assets.workspace import WEIGHT_STAGES, Workspace
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +73,13 @@ def test_source_jobs_learn_their_skill_and_beat_the_base(story: Story) -> None:
         )
         row = next(r for r in report["metrics"] if r["name"] == metric)
         assert row["result"] == "pass" and row["baseline"] == 0.0 and row["candidate"] >= 0.8, row
+        # published, then the weights left the node; the records (and the curated data) stay
+        assert (outcome.published or {})["artifact"] == "adapter"
+        assert not [
+            stage for stage in WEIGHT_STAGES if story.workspace.stage_dir(outcome.job_id, stage).exists()
+        ]
+        assert story.workspace.stage_dir(outcome.job_id, "curated").joinpath("train.jsonl").is_file()
+        assert (story.drops.registry / (outcome.published or {})["tag"] / "adapter").is_dir()
 
 
 def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) -> None:
@@ -81,11 +91,11 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
     assert merged.metadata["method"].value == "dare_ties"
     lineage = merged.metadata["source_jobs"].value
     assert [s["job_id"] for s in lineage] == ["story-c-logic", "story-c-safety"]
-    for source in lineage:
-        adapter = story.workspace.stage_dir(source["job_id"], "adapter")
-        assert source["adapter_sha256"]["adapter_model.safetensors"] == sha256_file(
-            adapter / "adapter_model.safetensors"
-        )
+    for source in lineage:  # fetched from the registry the source job published to, into this job's folder
+        published = story.drops.registry / f"v0.1.0-{source['job_id']}" / "adapter"
+        assert source["published_uri"] == published.parent.resolve().as_uri()
+        assert source["adapter_dir"] == str(story.workspace.source_dir(job_id, source["job_id"]))
+        assert source["adapter_sha256"] == sha256_tree(published)
         assert source["lot_number"] == story.sources[source["job_id"].split("-")[-1]].lot_number
         assert source["exam"]["passed"] is True
         assert source["density"] == 0.7
@@ -98,17 +108,17 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
     assert config["parameters"]["normalize"] is True and config["random_seed"] == 0
     assert [m["parameters"]["density"] for m in config["models"]] == [0.7, 0.7]
 
-    model_dir = story.workspace.stage_dir(job_id, "merged")
+    published = outcome.published or {}
+    assert published["artifact"] == "merged_model"
+    assert not [stage for stage in WEIGHT_STAGES if story.workspace.stage_dir(job_id, stage).exists()]
+    model_dir = story.drops.registry / published["tag"] / "merged_model"  # the node keeps no copy
+    assert sha256_file(model_dir / "model.safetensors") == merged.metadata["files"].value["model.safetensors"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     inputs = tokenizer(render_prompt("Pip is red. Is Pip red?"), return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert out.shape[1] > inputs["input_ids"].shape[1]
 
-    published = outcome.published or {}
-    assert published["artifact"] == "merged_model"
-    tag_dir = story.drops.registry / published["tag"]
-    assert (tag_dir / "model.safetensors").exists() or any(tag_dir.rglob("model.safetensors"))
     trail = story.workspace.audit_path(job_id).read_text()
     assert '"story-c-logic"' in trail and '"story-c-safety"' in trail
 
@@ -135,3 +145,24 @@ def test_merge_job_with_a_missing_source_fails_before_merging(story: Story) -> N
     assert "'no-such-job' does not exist" in outcome.reason
     assert not story.workspace.stage_dir("story-c-ghost", "merged").exists()
     assert '"merge_refused"' in story.workspace.audit_path("story-c-ghost").read_text()
+
+
+def test_merge_job_refuses_a_source_whose_registry_copy_was_tampered_with(story: Story) -> None:
+    weights = story.drops.registry / "v0.1.0-story-c-logic" / "adapter" / "adapter_model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-8] + b"tampered")
+    try:
+        outcome = story.run(story.merge_job("story-c-tampered"))
+    finally:
+        weights.write_bytes(original)
+    assert not outcome.success
+    assert "merged_model" in outcome.failed_steps[0]
+    assert "'story-c-logic': its published adapter could not be fetched" in outcome.reason
+    assert "adapter/adapter_model.safetensors" in outcome.reason
+    assert "'story-c-safety'" not in outcome.reason
+    assert not story.workspace.stage_dir("story-c-tampered", "sources").joinpath("story-c-logic").exists()
+    assert not story.workspace.source_dir("story-c-tampered", "story-c-safety").exists(), (
+        "fetched, then dropped"
+    )
+    assert not story.workspace.stage_dir("story-c-tampered", "merged").exists()
+    assert '"merge_refused"' in story.workspace.audit_path("story-c-tampered").read_text()

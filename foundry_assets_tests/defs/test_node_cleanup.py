@@ -1,0 +1,178 @@
+"""No model is left on the node: once the publish is verified and recorded, the job's weights go; the records stay.
+
+One demo job is run through Dagster for the module; later steps of the partition are then materialized on their own,
+as from the UI, to show what a re-run does once the weights are gone.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from foundry_assets.audit import AuditTrail, verify_audit_log
+from foundry_assets.audit_report import build_report
+from foundry_assets.cli import main
+from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
+from foundry_assets.defs.distribute import published_artifact
+from foundry_assets.defs.event_log import job_event_log
+from foundry_assets.defs.merge import merged_model
+from foundry_assets.lot import sha256_tree
+from foundry_assets.publisher.base import HASH_MANIFEST
+from foundry_assets.runner import RunOutcome, run_manifest
+from foundry_assets.workspace import RECORD_STAGES, WEIGHT_STAGES, WEIGHTS_REMOVED_EVENT, Workspace
+from foundry_assets_tests.defs.conftest import make_drop
+
+pytestmark = pytest.mark.slow
+JOB = "job-cleaned"
+
+
+@dataclass
+class Published:
+    instance: dg.DagsterInstance
+    workspace: Workspace
+    outcome: RunOutcome
+    tag_dir: Path
+    manifest: Path
+
+    def records(self) -> list[dict[str, Any]]:
+        return AuditTrail(self.workspace.audit_path(JOB)).records()
+
+    def materialize_alone(self, asset: Any) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            FOUNDRY_ASSETS,
+            selection=[asset],
+            partition_key=JOB,
+            instance=self.instance,
+            resources=build_resources(),
+            raise_on_error=False,
+        )
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    data = event.step_failure_data
+    return str(data.user_failure_data.description if data.user_failure_data else data.error)
+
+
+@pytest.fixture(scope="module")
+def published(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
+    root = tmp_path_factory.mktemp("cleanup")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FOUNDRY_HOME", str(root / "foundry"))
+        (root / "dagster_home").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+            workspace = Workspace(root / "foundry")
+            drop = make_drop(demo_root, JOB)
+            outcome = run_manifest(drop.manifest_path, instance=instance, workspace=workspace)
+            assert outcome.success, outcome.reason
+            tag_dir = drop.registry / (outcome.published or {})["tag"]
+            yield Published(instance, workspace, outcome, tag_dir, drop.manifest_path)
+
+
+def test_weights_leave_the_node_and_the_records_stay(published: Published) -> None:
+    workspace, job_dir = published.workspace, published.workspace.job_dir(JOB)
+    assert not [stage for stage in WEIGHT_STAGES if workspace.stage_dir(JOB, stage).exists()]
+    assert not [p.name for p in job_dir.iterdir() if p.name.startswith(".")], "no hidden leftovers either"
+    assert all(workspace.stage_dir(JOB, stage).is_dir() for stage in RECORD_STAGES)
+    assert workspace.manifest_path(JOB).is_file()
+    assert (workspace.stage_dir(JOB, "exam") / "exam_report.json").is_file()
+    assert (workspace.stage_dir(JOB, "curated") / "train.jsonl").is_file()
+
+    records = published.records()
+    saved = next(r for r in records if r["event"] == "adapter_saved")
+    publish = next(r for r in records if r["event"] == "published")
+    cleanup = records[-1]
+    assert cleanup["event"] == WEIGHTS_REMOVED_EVENT and cleanup["data"]["after"] == publish["sha256"]
+    assert {"adapter", "merged"} <= set(cleanup["data"]["folders"]) and cleanup["data"]["failed"] == {}
+    assert cleanup["data"]["bytes_freed"] == sum(cleanup["data"]["folders"].values()) > 0
+    assert publish["data"]["lot_number"] == published.outcome.lot_number
+    assert publish["data"]["registry"] and publish["data"]["artifact"] == "adapter"
+
+    # the registry holds what was trained, examined and recorded
+    assert sha256_tree(published.tag_dir / "adapter") == saved["data"]["files"]
+    assert {k: v for k, v in sha256_tree(published.tag_dir).items() if k != HASH_MANIFEST} == publish["data"][
+        "files"
+    ]
+    assert (published.outcome.published or {})["weights_removed"]["bytes_freed"] == cleanup["data"][
+        "bytes_freed"
+    ]
+
+
+def test_the_audit_chain_and_report_still_hold_without_the_weights(
+    published: Published, capsys: pytest.CaptureFixture[str]
+) -> None:
+    materializations, checks = job_event_log(published.instance, JOB)
+    head = materializations["published_artifact"]["metadata"]["audit_head"]
+    trail = published.workspace.audit_path(JOB)
+    assert verify_audit_log(trail, expected_head=head).ok, "audit_head is the trail's tail, cleanup included"
+    assert main(["audit", "verify", str(trail), "--head", head]) == 0
+    assert "chain intact" in capsys.readouterr().out
+
+    report = build_report(
+        JOB,
+        manifest=published.workspace.load(JOB),
+        trail_path=trail,
+        materializations=materializations,
+        checks=checks,
+    )
+    assert report.ok, report.problems
+    markdown = report.to_markdown()
+    assert f"published → #{published.records()[-1]['seq']} {WEIGHTS_REMOVED_EVENT}" in markdown
+    assert "weights removed from the node" in markdown
+
+
+def test_publishing_again_reverifies_the_registry_copy_without_the_weights(published: Published) -> None:
+    before = len(published.records())
+    result = published.materialize_alone(published_artifact)
+    assert result.success
+    value = result.output_for_node("published_artifact")
+    assert value["status"] == "unchanged" and value["files"] == (published.outcome.published or {})["files"]
+    records = published.records()
+    assert [r["event"] for r in records[before:]] == ["published"], "verified again; nothing left to remove"
+    assert records[-1]["data"]["status"] == "unchanged"
+    materializations, _ = job_event_log(published.instance, JOB)
+    assert materializations["published_artifact"]["metadata"]["audit_head"] == records[-1]["sha256"]
+
+    weights = published.tag_dir / "adapter" / "adapter_model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-4] + b"rot!")
+    try:
+        damaged = published.materialize_alone(published_artifact)
+    finally:
+        weights.write_bytes(original)
+    assert not damaged.success
+    assert "adapter/adapter_model.safetensors" in _failure(damaged)
+    assert (
+        json.loads(published.workspace.audit_path(JOB).read_text().splitlines()[-1])["event"]
+        == "publish_failed"
+    )
+
+
+def test_merging_again_without_the_weights_says_why_and_what_to_do(published: Published) -> None:
+    result = published.materialize_alone(merged_model)
+    assert not result.success
+    reason = _failure(result)
+    assert "was removed from this node after the job's artifact was published" in reason
+    assert "foundry run MANIFEST" in reason and "Traceback" not in reason
+
+
+def test_running_the_whole_job_again_succeeds_or_explains_and_leaves_no_weights(published: Published) -> None:
+    before = published.records()
+    latest = next(r for r in reversed(before) if r["event"] == "published")
+    again = run_manifest(published.manifest, instance=published.instance, workspace=published.workspace)
+    assert not [stage for stage in WEIGHT_STAGES if published.workspace.stage_dir(JOB, stage).exists()]
+    records = published.records()[len(before) :]
+    assert records[-1]["event"] == WEIGHTS_REMOVED_EVENT and records[-1]["data"]["bytes_freed"] > 0
+    if again.success:  # the rebuilt weights hashed the same: the tag holds them already
+        assert (again.published or {})["status"] == "unchanged"
+    else:  # training is not bit-reproducible: the rebuilt weights are not published over the verified tag
+        assert again.failed_steps == ["published_artifact"]
+        assert f"is already published to {published.tag_dir.resolve().as_uri()}" in again.reason
+        assert "new job_id" in again.reason
+        assert records[-1]["data"]["after"] == latest["sha256"]
+    published_files = {k: v for k, v in sha256_tree(published.tag_dir).items() if k != HASH_MANIFEST}
+    assert published_files == latest["data"]["files"], "the registry copy is untouched"
