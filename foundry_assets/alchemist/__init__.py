@@ -12,14 +12,23 @@ exist, was trained on another base, is itself a merge job, has no exam, failed i
 changed since it was examined — all before any merge work.
 """
 
-from foundry_assets.alchemist.merge import (
-    TOKENIZER_FILES,
-    AdapterRef,
-    MergeResult,
-    dare_ties_config,
-    merge_adapters,
-)
+from typing import Any
+
+from foundry_assets.alchemist.refs import AdapterRef
 from foundry_assets.alchemist.sources import JobSource, resolve_job_sources
+
+# The merge itself needs torch: it is imported on first use, so loading the code location (which imports the Dagster
+# layer, and through it this package) stays free of torch.
+_MERGE_NAMES = ("TOKENIZER_FILES", "MergeResult", "dare_ties_config", "merge_adapters")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MERGE_NAMES:
+        from foundry_assets.alchemist import merge
+
+        return getattr(merge, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "TOKENIZER_FILES",

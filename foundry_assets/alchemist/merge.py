@@ -25,6 +25,7 @@ from foundry_assets.alchemist.checkpoint import (
     header_shapes,
 )
 from foundry_assets.alchemist.dare_ties import stream_dare_ties
+from foundry_assets.alchemist.refs import AdapterRef, read_json
 from foundry_assets.devices import resolve_device
 from foundry_assets.errors import MergeError
 from foundry_assets.lot import sha256_tree
@@ -42,21 +43,6 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-
-
-@dataclass(frozen=True)
-class AdapterRef:
-    """One adapter to merge: its folder, DARE-TIES weight and density, and a display name."""
-
-    path: Path
-    weight: float = 1.0
-    density: float = 0.5
-    name: str = ""
-
-    @property
-    def label(self) -> str:
-        """The name, or the folder name when no name was given."""
-        return self.name or Path(self.path).name
 
 
 @dataclass
@@ -84,18 +70,6 @@ class MergeResult:
         }
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MergeError(f"{what}: {path.name} is missing from {path.parent}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MergeError(f"{what}: {path} cannot be read: {e}") from None
-    if not isinstance(data, dict):
-        raise MergeError(f"{what}: {path} is not a JSON object")
-    return data
-
-
 def _check_adapter(
     ref: AdapterRef, base_config: dict[str, Any], base_shapes: dict[str, tuple[int, ...]]
 ) -> None:
@@ -106,12 +80,12 @@ def _check_adapter(
         raise MergeError(f"{what}: the folder does not exist")
     if ref.weight <= 0 or not 0 < ref.density <= 1:
         raise MergeError(f"{what}: weight must be > 0 and density in (0, 1]; got {ref.weight}, {ref.density}")
-    config = _read_json(folder / "adapter_config.json", what)
+    config = read_json(folder / "adapter_config.json", what)
     if config.get("peft_type") != "LORA":
         raise MergeError(f"{what}: peft_type is {config.get('peft_type')!r}; only LoRA/DoRA adapters merge")
     claimed = Path(str(config.get("base_model_name_or_path") or ""))
     if (claimed / "config.json").is_file():
-        theirs = _read_json(claimed / "config.json", f"{what} base model")
+        theirs = read_json(claimed / "config.json", f"{what} base model")
         for key in ("model_type", "architectures"):
             if theirs.get(key) != base_config.get(key):
                 raise MergeError(
@@ -152,7 +126,7 @@ def _validate(base_model: Path, adapters: list[AdapterRef]) -> BaseCheckpoint:
     """Every check that can fail before any merge work starts; returns the opened base."""
     if not adapters:
         raise MergeError("no adapters to merge: give at least one adapter folder")
-    base_config = _read_json(base_model / "config.json", f"base model {base_model}")
+    base_config = read_json(base_model / "config.json", f"base model {base_model}")
     base = BaseCheckpoint.open(base_model, base_config)
     try:
         base_shapes = (

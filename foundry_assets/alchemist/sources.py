@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from foundry_assets.alchemist.merge import AdapterRef, _read_json
+from foundry_assets.alchemist.refs import AdapterRef, read_json
 from foundry_assets.audit import AuditTrail
 from foundry_assets.errors import FoundryError, MergeError
 from foundry_assets.lot import sha256_tree
@@ -180,7 +180,7 @@ def _job_source(
             f"{what}: the adapter fetched from {uri} is not the one that was trained and examined "
             f"(files differ: {changed}); re-run and publish that job"
         )
-    claimed = _read_json(adapter_dir / "adapter_config.json", what).get("base_model_name_or_path")
+    claimed = read_json(adapter_dir / "adapter_config.json", what).get("base_model_name_or_path")
     if manifest.model_path and claimed and not _same_path(str(claimed), manifest.model_path):
         raise MergeError(
             f"{what}: its adapter_config.json says it was trained on {claimed}, not this job's base {manifest.model_path}"

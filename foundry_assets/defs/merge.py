@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from foundry_assets.alchemist import AdapterRef, merge_adapters, resolve_job_sources
+from foundry_assets.alchemist import AdapterRef, resolve_job_sources
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
@@ -65,6 +65,10 @@ def merged_model(
             adapters.append(by_job[s.job].ref())
         elif s.adapter:
             adapters.append(AdapterRef(Path(s.adapter), s.weight, s.density, Path(s.adapter).name))
+    from foundry_assets.alchemist.merge import (
+        merge_adapters,
+    )  # torch: loaded in the step, not with the code location
+
     try:
         result = merge_adapters(
             base_model=Path(trained_adapter["model_path"]),
