@@ -31,6 +31,9 @@ STAGES = {
 }
 """Each asset, in lineage order, and the audit event its `audit_head` metadata must point at."""
 
+TRAINING_SKIPPED = "training_skipped"
+"""What `trained_adapter` records instead of `adapter_saved` for a merge-only job (`merge.include_own_adapter: false`)."""
+
 GATE_CHECK = "exam_report_passes_gate"
 Status = Literal["ok", "MISMATCH", "MISSING", "info"]
 
@@ -233,11 +236,13 @@ def build_report(
     materialization for this partition; `checks`: check name → {"passed", "metadata"} of its latest evaluation."""
     records, chain = read_trail(trail_path)
     by_hash = {r.get("sha256"): r for r in records}
+    merge_only = manifest is not None and not manifest.merge.include_own_adapter
+    expected = {**STAGES, **({"trained_adapter": TRAINING_SKIPPED} if merge_only else {})}
     meta = {name: m.get("metadata", {}) for name, m in materializations.items()}
     trail: dict[str, dict[str, Any]] = {}
     links = Section("Audit trail and event log", [chain])
     cleanup: dict[str, Any] | None = None
-    for asset, event in STAGES.items():
+    for asset, event in expected.items():
         head = meta.get(asset, {}).get("audit_head")
         record = by_hash.get(head)
         if record is not None and record.get("event") == WEIGHTS_REMOVED_EVENT:
@@ -343,7 +348,9 @@ def build_report(
                 compare("test split sha256", curated.get("test_sha256"), m_cur.get("test_sha256")),
             ],
         ),
-        Section(
+        Section("Training", _skipped_items(trained, m_tr))
+        if merge_only
+        else Section(
             "Training",
             [
                 compare("backend", trained.get("backend"), m_tr.get("backend")),
@@ -383,6 +390,18 @@ def build_report(
         ),
     ]
     return AuditReport(job_id, [links, *sections])
+
+
+def _skipped_items(trained: dict[str, Any], meta: dict[str, Any]) -> list[Item]:
+    """A merge-only job trains nothing: both witnesses must say so; its merged model is its sources' adapters."""
+    return [
+        compare(
+            "training skipped (merge-only job)",
+            "skipped" if trained.get("reason") else None,
+            "skipped" if meta.get("skipped") else None,
+            note=str(trained.get("reason") or ""),
+        )
+    ]
 
 
 def _cleanup_items(cleanup: dict[str, Any] | None) -> list[Item]:

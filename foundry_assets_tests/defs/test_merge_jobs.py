@@ -13,7 +13,9 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from foundry_assets.audit_report import build_report
 from foundry_assets.curator.formats import render_prompt
+from foundry_assets.defs.event_log import job_event_log
 from foundry_assets.demo.stories import StoryDrops, write_story_c
 from foundry_assets.lot import sha256_file, sha256_tree
 from foundry_assets.runner import RunOutcome, run_manifest
@@ -121,6 +123,18 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
 
     trail = story.workspace.audit_path(job_id).read_text()
     assert '"story-c-logic"' in trail and '"story-c-safety"' in trail
+
+    # the auditor's report of a merge-only job: training_skipped is its training record, not a missing adapter
+    materializations, checks = job_event_log(story.instance, job_id)
+    report = build_report(
+        job_id,
+        manifest=story.workspace.load(job_id),
+        trail_path=story.workspace.audit_path(job_id),
+        materializations=materializations,
+        checks=checks,
+    )
+    assert report.ok, report.problems
+    assert "training skipped (merge-only job)" in report.to_markdown()
 
 
 def test_merge_job_whose_gate_fails_publishes_nothing(story: Story) -> None:
