@@ -16,6 +16,7 @@ from foundry_assets.defs.prune import curated_dataset
 from foundry_assets.defs.resources import (
     AuditTrailResource,
     EmbedderResource,
+    GpuResource,
     PublisherResource,
     WorkspaceResource,
     s3_resource_from_env,
@@ -40,6 +41,7 @@ def build_resources() -> dict[str, Any]:
         "workspace": WorkspaceResource(),
         "audit_trail": AuditTrailResource(),
         "embedder": EmbedderResource(),
+        "gpu": GpuResource(),
         "publisher": PublisherResource(s3=s3_resource_from_env()),
         # explicit, so a later run (or the UI) can load any partition's upstream values from DAGSTER_HOME
         "io_manager": dg.FilesystemIOManager(),

@@ -10,6 +10,7 @@ is recorded in the result. Any other failure is raised, never papered over.
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -97,6 +98,8 @@ class TrainResult:
     """`time.perf_counter()` at the end of the first step, for callers that time from their own start."""
     timings: dict[str, float] = field(default_factory=dict)
     """Start-up by phase (s): importing Unsloth, loading the model with adapters, building the trainer."""
+    visible_devices: str | None = None
+    """CUDA_VISIBLE_DEVICES as the training process saw it (the run's claimed GPU)."""
 
     def to_metadata(self) -> dict[str, Any]:
         """Plain values for Dagster materialization metadata (str, int, float, bool, list, dict)."""
@@ -260,6 +263,7 @@ def train_adapter(
         time_to_first_step_s=meter.first_step_at - called if meter.first_step_at else None,
         first_step_at=meter.first_step_at,
         timings={k: round(v, 2) for k, v in timings.items()},
+        visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )
 
 

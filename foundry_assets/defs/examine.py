@@ -11,7 +11,7 @@ from foundry_assets.curator.formats import eval_text
 from foundry_assets.curator.readers import read_drop
 from foundry_assets.defs.common import failure, job_context, lot_metadata
 from foundry_assets.defs.partitions import job_partitions
-from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
+from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.devices import resolve_device
 from foundry_assets.errors import FoundryError
 from foundry_assets.examiner import examine, task_items
@@ -42,6 +42,7 @@ def exam_report(
     merged_model: dict[str, Any],
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
+    gpu: GpuResource,
 ) -> dg.Output[dict[str, Any]]:
     """The exam: contamination, held-out loss, logic score and safety rate of the merged model against the base."""
     job = job_context(context, workspace, audit_trail)
@@ -120,6 +121,7 @@ def exam_report(
             "contaminated_test_items": dg.MetadataValue.json(report.contamination.get("contaminated", [])),
             "report_path": dg.MetadataValue.path(str(path)),
             "device": report.device,
+            "gpu": gpu.gpu,
             "device_name": report.device_name,
             "dtype": report.dtype,
             "baseline_seconds": report.baseline_seconds,

@@ -8,7 +8,12 @@ import dagster as dg
 from foundry_assets.alchemist import AdapterRef, resolve_job_sources
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
-from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
+from foundry_assets.defs.resources import (
+    AuditTrailResource,
+    GpuResource,
+    PublisherResource,
+    WorkspaceResource,
+)
 from foundry_assets.devices import device_metadata, resolve_device
 from foundry_assets.errors import FoundryError
 from foundry_assets.workspace import missing_weights_reason
@@ -33,6 +38,7 @@ def merged_model(
     trained_adapter: dict[str, Any],
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
+    gpu: GpuResource,
     publisher: PublisherResource,
 ) -> dg.Output[dict[str, Any]]:
     """A loadable model folder: base + adapters combined by mergekit DARE-TIES (or one adapter folded in)."""
@@ -121,6 +127,7 @@ def merged_model(
             **lot_metadata(trained_adapter),
             "method": result.method,
             **device_metadata(result.device),  # where it ran: CUDA, or the CPU when the model did not fit
+            "gpu": gpu.gpu,
             "dtype": result.dtype,
             "sources": dg.MetadataValue.md(sources),
             "source_jobs": dg.MetadataValue.json(lineage),

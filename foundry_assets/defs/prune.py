@@ -7,7 +7,7 @@ import dagster as dg
 from foundry_assets.curator.pipeline import curate_drop
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
-from foundry_assets.defs.resources import AuditTrailResource, EmbedderResource, WorkspaceResource
+from foundry_assets.defs.resources import AuditTrailResource, EmbedderResource, GpuResource, WorkspaceResource
 from foundry_assets.devices import device_metadata, resolve_device
 from foundry_assets.errors import FoundryError
 
@@ -19,6 +19,7 @@ def curated_dataset(
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     embedder: EmbedderResource,
+    gpu: GpuResource,
 ) -> dg.Output[dict[str, Any]]:
     """Near-duplicates removed (cosine above the threshold), formatted for the trainer, split train/test."""
     job = job_context(context, workspace, audit_trail)
@@ -65,6 +66,7 @@ def curated_dataset(
             **{k: v for k, v in counts.items() if isinstance(v, int | float | str) and not k.endswith("_md")},
             "threshold": curation.similarity_threshold,
             **device_metadata(device),
+            "gpu": gpu.gpu,
             "removed_examples": dg.MetadataValue.md(examples or "none removed"),
             "similarity_histogram": dg.MetadataValue.md(str(counts.get("similarity_histogram_md", ""))),
             "train_path": dg.MetadataValue.path(str(result.train_path)),

@@ -10,6 +10,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from foundry_assets.audit import AuditTrail
+from foundry_assets.errors import HardwareIncompatibleError
+from foundry_assets.gpus import GpuClaim, claim_gpu, cuda_initialized, node_gpus
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.publisher import (
     DeliveryResult,
@@ -46,6 +48,59 @@ class AuditTrailResource(dg.ConfigurableResource):
     def trail(self, job_id: str) -> AuditTrail:
         folder = Path(self.directory) if self.directory else default_root() / "audit"
         return AuditTrail(folder / f"{job_id}.jsonl")
+
+
+class GpuResource(dg.ConfigurableResource):
+    """One GPU per run: claimed when the run starts, exported as CUDA_VISIBLE_DEVICES, released when the run ends.
+
+    The claim is a file lock (`foundry_assets/gpus.py`) that the kernel releases when the run's process dies, so a
+    killed run never keeps its GPU. With the in-process executor (the one `Definitions` sets) the resource is set up
+    once per run, before any step, so curation, training, merge and exam all see the same single GPU. On a node with
+    no GPU it claims nothing.
+    """
+
+    lock_dir: str = ""
+    """Folder of the per-GPU lock files; empty means FOUNDRY_HOME/locks. Runs that share GPUs must share it."""
+    wait_s: float = 600.0
+    """How long a run waits for a free GPU before it fails (the `gpu` pool normally keeps runs from getting here)."""
+
+    _claim: GpuClaim | None = PrivateAttr(default=None)
+    _previous: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        gpus = node_gpus()
+        if not gpus:
+            return
+        if cuda_initialized():
+            raise HardwareIncompatibleError(
+                "CUDA was initialised in this run's process before its GPU was claimed, so the run cannot be pinned "
+                "to one GPU; nothing may touch CUDA before the run's resources are set up"
+            )
+        folder = Path(self.lock_dir) if self.lock_dir else default_root() / "locks"
+        owner = f"run {context.run_id or '-'} (pid {os.getpid()})"
+        log = context.log
+        self._claim = claim_gpu(
+            folder, gpus, owner=owner, wait_s=self.wait_s, on_wait=log.warning if log else None
+        )
+        self._previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+        os.environ["CUDA_VISIBLE_DEVICES"] = self._claim.gpu
+        if log:
+            log.info(f"GPU {self._claim.gpu} claimed for this run ({len(gpus)} on the node)")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._claim is None:
+            return
+        if self._previous is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = self._previous
+        self._claim.release()
+        self._claim = None
+
+    @property
+    def gpu(self) -> str:
+        """The claimed GPU's id, or "none" on a node without GPUs."""
+        return self._claim.gpu if self._claim is not None else "none"
 
 
 class EmbedderResource(dg.ConfigurableResource):

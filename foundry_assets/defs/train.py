@@ -14,7 +14,7 @@ from foundry_assets.crucible.telemetry import device_memory_held_gib
 from foundry_assets.crucible.train import TrainParams
 from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
 from foundry_assets.defs.partitions import job_partitions
-from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
+from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.errors import FoundryError, HardwareIncompatibleError
 
 
@@ -29,6 +29,7 @@ def trained_adapter(
     curated_dataset: dict[str, Any],
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
+    gpu: GpuResource,
 ) -> dg.Output[dict[str, Any]]:
     """The LoRA/DoRA adapter (safetensors) and tokenizer trained by the manifest's strategy."""
     job = job_context(context, workspace, audit_trail)
@@ -134,6 +135,8 @@ def trained_adapter(
             **lot_metadata(curated_dataset),
             "backend": result.backend,
             "device": result.device,
+            "gpu": gpu.gpu,
+            "cuda_visible_devices": result.visible_devices or "unset",
             **{
                 f"hardware_{k}": v
                 for k, v in hardware.to_metadata().items()
