@@ -54,10 +54,6 @@ def test_a_cpu_node_claims_nothing(
     demo_root: Path, workspace: Workspace, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FOUNDRY_GPUS", "")
-    probe = "import json; from foundry_assets.gpus import node_gpus; print(json.dumps(node_gpus()))"
-    assert (
-        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
-    )
     drop = make_drop(demo_root, "job-no-gpu", compute={"device": "cpu"})
     outcome = run_manifest(drop.manifest_path, instance=instance, workspace=workspace)
     assert outcome.success, outcome.reason
