@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from foundry_assets.curator.cli import add_curate_parser
 from foundry_assets.errors import DataError, ManifestError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+VERBOSE_HELP = "show every library's own output (progress bars, notices) and Dagster's debug events"
 
 
 def _fail(message: str, code: int) -> int:
@@ -35,12 +37,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(manifest_path: Path) -> int:
+def _run(manifest_path: Path, *, verbose: bool = False) -> int:
     from foundry_assets.runner import ensure_dagster_home, run_manifest
 
+    _console(verbose)
     home = ensure_dagster_home()
-    outcome = run_manifest(manifest_path)
+    outcome = run_manifest(manifest_path, log_level="DEBUG" if verbose else "INFO")
     print(f"run {outcome.run_id} on the instance in {home} (job {outcome.job_id}, lot {outcome.lot_number})")
+    for stage in outcome.stages:
+        where = f"  on {stage.device}" if stage.device else ""
+        print(f"  {stage.step:<40} {stage.seconds:7.1f} s  {'ok' if stage.ok else 'FAILED'}{where}")
     if not outcome.success:
         return _fail(f"job {outcome.job_id} failed: {outcome.reason}", EXIT_FAILED)
     published = outcome.published or {}
@@ -68,13 +74,23 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run(Path(args.manifest))
+    return _run(Path(args.manifest), verbose=args.verbose)
+
+
+def _console(verbose: bool) -> None:
+    """Quiet third-party output for this run, or (`--verbose`) every library's own output and Dagster's debug."""
+    from foundry_assets.console import VERBOSE_ENV, quiet_third_party
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_third_party()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from foundry_assets.runner import ensure_dagster_home
     from foundry_assets.workspace import default_root
 
+    _console(args.verbose)
     ensure_dagster_home()
     root = Path(args.root) if args.root else default_root() / "demo"
     if args.story == "c":
@@ -86,7 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("Story C: a logic job and a safety job, merged (DARE-TIES) into one published model")
         for step, manifest in (("logic", story.logic), ("safety", story.safety), ("merge", story.merge)):
             print(f"\n== {step}: {manifest}")
-            code = _run(manifest)
+            code = _run(manifest, verbose=args.verbose)
             if code != EXIT_OK:
                 return code
         return EXIT_OK
@@ -94,7 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     drop = write_demo_drop(root)
     print(f"demo drop: {drop.manifest_path} ({drop.planted_duplicates} planted near-duplicates)")
-    return _run(drop.manifest_path)
+    return _run(drop.manifest_path, verbose=args.verbose)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -162,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="add the job's partition and materialize its six assets on DAGSTER_HOME's instance"
     )
     p.add_argument("manifest")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("demo", help="build the tiny offline model and a demo drop, then run it")
     p.add_argument(
@@ -173,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="c: train a logic job and a safety job, merge them in a third job and publish the merged model "
         "(default: the single-job demo)",
     )
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=cmd_demo)
     audit = sub.add_parser("audit", help="audit-trail tools").add_subparsers(
         dest="audit_command", required=True

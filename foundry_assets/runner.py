@@ -23,6 +23,39 @@ class RunOutcome:
     published: dict[str, Any] | None = None
     reason: str = ""
     failed_steps: list[str] = field(default_factory=list)
+    stages: list["StageTime"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """One step of the run as the event log has it: how long it took, whether it succeeded, where it ran."""
+
+    step: str
+    seconds: float
+    ok: bool
+    device: str = ""
+
+
+def stage_times(instance: dg.DagsterInstance, run_id: str) -> list[StageTime]:
+    """Each step of the run in the order it ended, with its duration (and device, for the stages that record one)."""
+    started: dict[str, float] = {}
+    devices: dict[str, str] = {}
+    stages: list[StageTime] = []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not event.step_key:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            device = event.step_materialization_data.materialization.metadata.get("device")
+            if device is not None:
+                devices[event.step_key] = str(device.value)
+        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            seconds = entry.timestamp - started.get(event.step_key, entry.timestamp)
+            ok = event.event_type == dg.DagsterEventType.STEP_SUCCESS
+            stages.append(StageTime(event.step_key, seconds, ok, devices.get(event.step_key, "")))
+    return stages
 
 
 def ensure_dagster_home() -> Path:
@@ -91,7 +124,12 @@ def run_manifest(
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
-    outcome = RunOutcome(job_id=manifest.job_id, run_id=result.run_id, success=result.success)
+    outcome = RunOutcome(
+        job_id=manifest.job_id,
+        run_id=result.run_id,
+        success=result.success,
+        stages=stage_times(instance, result.run_id),
+    )
     if result.success:
         outcome.published = result.output_for_node("published_artifact")
         outcome.lot_number = outcome.published.get("lot_number")

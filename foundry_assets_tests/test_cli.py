@@ -1,6 +1,7 @@
 """The `foundry` console script: exit 0 on success, 2 on invalid input, 1 when the job fails; one-line reasons."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,37 @@ def test_run_with_failed_exam_exits_1_with_one_line_reason(
     ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("foundry: ")]
     assert len(ours) == 1 and "exam_report_passes_gate" in ours[0]  # Dagster's own run log goes to stderr too
     assert (tmp_path / "home").is_dir()  # the run is on the instance in DAGSTER_HOME, where `make ui` looks
+
+
+@pytest.mark.slow
+def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: Path) -> None:
+    """stdout: the run, one line per stage with its duration, the published location; stderr: the run log without
+    progress bars, the Trainer's log dicts, torch's _pytree notices or Unsloth's banner."""
+    from foundry_assets_tests.defs.conftest import make_drop
+
+    drop = make_drop(tmp_path / "demo", "cli-quiet", compute={"device": "cpu"})
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("FOUNDRY_VERBOSE", "TQDM_DISABLE")},
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "FOUNDRY_HOME": str(tmp_path / "foundry"),
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "foundry"), "run", str(drop.manifest_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout.splitlines()
+    assert out[0].startswith("run ") and out[-1].startswith("lot number: ")
+    stages = [line.split()[0] for line in out if line.startswith("  ")]
+    assert (
+        stages[:3] == ["raw_data", "curated_dataset", "trained_adapter"]
+        and stages[-1] == "published_artifact"
+    )
+    assert "Unsloth" not in done.stdout
+    for noise in ("it/s]", "examples/s]", "{'loss'", "_pytree", "PreviewWarning"):
+        assert noise not in done.stderr, noise
+    assert "step 10/40: loss" in done.stderr  # the training's progress, from the run log

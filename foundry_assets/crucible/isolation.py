@@ -19,6 +19,7 @@ transformers is untouched for merge and exam.
 import contextlib
 import ctypes
 import multiprocessing
+import os
 import queue
 import signal
 import time
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from foundry_assets import errors
+from foundry_assets.console import quiet_third_party
 from foundry_assets.errors import FoundryError, TrainingError
 
 _POLL_S = 0.5
@@ -41,6 +43,9 @@ def _die_with_parent() -> None:
 def _child(events: Any, kwargs: dict[str, Any]) -> None:
     """Entry point of the training process: train, then send ("result", TrainResult) or ("error", …)."""
     _die_with_parent()
+    # stdout is the CLI's summary: what Unsloth, TRL and torch print goes to the step's stderr instead
+    os.dup2(2, 1)
+    quiet_third_party()
     try:
         from foundry_assets.crucible.train import train_adapter
 

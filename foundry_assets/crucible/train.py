@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from foundry_assets.console import verbose
 from foundry_assets.crucible import checkpoints as ckpt
 from foundry_assets.crucible.backend import (
     Backend,
@@ -209,6 +210,11 @@ def train_adapter(
             train_dataset=Dataset.from_list(train_examples),
             settings=settings,
         )
+        if not verbose():  # the Trainer's printed log dicts repeat what the loss callback records
+            from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
         losses: list[tuple[int, float]] = []
         trainer.add_callback(_loss_callback(losses, on_log, strategy_name))
         meter = SpeedMeter(grad_accum=params.grad_accum, warmup_steps=3 if params.max_steps >= 8 else 1)

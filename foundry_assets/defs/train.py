@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,13 @@ def trained_adapter(
         context.log.warning(warning)
     job.audit("preflight_passed", **hardware.to_metadata())
 
+    started = time.monotonic()
+
     def on_log(step: int, loss: float) -> None:
-        context.log.info(f"step {step}: loss {loss:.4f}")
+        elapsed = time.monotonic() - started
+        context.log.info(
+            f"step {step}/{method.max_steps}: loss {loss:.4f} ({elapsed:.0f} s, {step / elapsed:.2f} steps/s)"
+        )
         job.audit("training_loss", step=step, loss=loss)
 
     params = TrainParams(
