@@ -75,7 +75,8 @@ class AuditReport:
         """Complete (every link present) and consistent (both witnesses agree everywhere)."""
         return not self.problems
 
-    def _verdict(self) -> str:
+    def verdict(self) -> str:
+        """One line: complete and consistent, or how many problems in how many cross-checked values."""
         checked = sum(1 for s in self.sections for i in s.items if i.status != "info")
         if self.ok:
             return (
@@ -84,7 +85,7 @@ class AuditReport:
         return f"{len(self.problems)} problem(s) in {checked} cross-checked values"
 
     def to_markdown(self) -> str:
-        lines = [f"# Audit report: job `{self.job_id}`", "", f"**Verdict: {self._verdict()}**", ""]
+        lines = [f"# Audit report: job `{self.job_id}`", "", f"**Verdict: {self.verdict()}**", ""]
         lines += [f"- ⚠ {problem}" for problem in self.problems]
         for section in self.sections:
             lines += [
@@ -105,7 +106,7 @@ class AuditReport:
             "<!DOCTYPE html><html><head><meta charset='utf-8'>",
             f"<title>Audit report: {html.escape(self.job_id)}</title><style>{_CSS}</style></head><body>",
             f"<h1>Audit report: job <code>{html.escape(self.job_id)}</code></h1>",
-            f"<p class='{'ok' if self.ok else 'bad'}'><b>Verdict: {html.escape(self._verdict())}</b></p>",
+            f"<p class='{'ok' if self.ok else 'bad'}'><b>Verdict: {html.escape(self.verdict())}</b></p>",
         ]
         if self.problems:
             out.append("<ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in self.problems) + "</ul>")

@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.defs.audit import published_artifact_audit_consistent
 from foundry_assets.defs.distribute import published_artifact
 from foundry_assets.defs.examine import exam_report, exam_report_passes_gate
 from foundry_assets.defs.merge import merged_model
@@ -52,7 +53,7 @@ def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions
     """The foundry's Definitions; `resources` defaults to `build_resources()`."""
     return dg.Definitions(
         assets=FOUNDRY_ASSETS,
-        asset_checks=[exam_report_passes_gate],
+        asset_checks=[exam_report_passes_gate, published_artifact_audit_consistent],
         jobs=[foundry_job],
         sensors=[drop_sensor],
         resources=resources or build_resources(),

@@ -13,7 +13,7 @@ from foundry_assets import devices
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
 from foundry_assets.defs.examine import exam_report
 from foundry_assets.defs.prune import curated_dataset
-from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
+from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.defs.select import raw_data
 from foundry_assets.manifest import load_manifest
 from foundry_assets.runner import register_job
@@ -64,6 +64,7 @@ def _exam(
         merged_model={"base_model": base, "model_dir": base, "lot_number": raw["lot_number"]},
         workspace=WorkspaceResource(root=str(workspace.root)),
         audit_trail=AuditTrailResource(directory=str(workspace.root / "audit")),
+        gpu=GpuResource(),
     )
     assert isinstance(output, dg.Output)
     return output
@@ -147,5 +148,6 @@ def test_exam_on_a_cuda_manifest_without_a_gpu_fails_without_retries(
             merged_model={"base_model": base, "model_dir": base, "lot_number": "0" * 64},
             workspace=WorkspaceResource(root=str(workspace.root)),
             audit_trail=AuditTrailResource(directory=str(workspace.root / "audit")),
+            gpu=GpuResource(),
         )
     assert info.value.allow_retries is False

@@ -74,6 +74,16 @@ def test_demo_job_materializes_all_six_assets(
     )
     assert check  # the blocking check ran
 
+    # the auditor's view on the partition: the cross-checked chain's verdict, the report and the manifest
+    audit_key = dg.AssetCheckKey(dg.AssetKey("published_artifact"), "published_artifact_audit_consistent")
+    evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key([audit_key])[audit_key]
+    assert evaluation.event is not None and evaluation.event.dagster_event is not None
+    result = evaluation.event.dagster_event.event_specific_data
+    assert isinstance(result, dg.AssetCheckEvaluation) and result.partition == "job-ok"
+    assert result.passed, result.metadata["problems"].value
+    assert str(result.metadata["verdict"].value).startswith("complete and consistent")
+    assert "job_id: job-ok" in str(result.metadata["manifest"].value)
+
     published = outcome.published or {}
     tag_dir = drop.registry / published["tag"]
     assert published["uri"] == tag_dir.resolve().as_uri()
