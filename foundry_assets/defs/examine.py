@@ -117,6 +117,9 @@ def exam_report(
             "report": dg.MetadataValue.md(report.to_markdown()),
             "safety_prompts": dg.MetadataValue.md(report.safety_markdown()),
             "metrics": dg.MetadataValue.json(summary),
+            **_metric_numbers(
+                report.to_dict()
+            ),  # each number on its own: the UI plots them across partitions
             "reasons": dg.MetadataValue.json(report.reasons),
             "contaminated_test_items": dg.MetadataValue.json(report.contamination.get("contaminated", [])),
             "report_path": dg.MetadataValue.path(str(path)),
