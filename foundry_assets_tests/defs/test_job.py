@@ -64,6 +64,10 @@ def test_demo_job_materializes_all_six_assets(
     assert curated["removed"].value >= drop.planted_duplicates * 0.9
     assert curated["rows_in"].value == curated["kept"].value + curated["removed"].value
 
+    exam = materializations["exam_report"].metadata  # the exam's numbers on the asset itself, one per key
+    assert exam["heldout_loss_candidate"].value < exam["heldout_loss_baseline"].value
+    assert exam["heldout_loss_result"].value == "pass"
+
     trained = materializations["trained_adapter"].metadata
     assert trained["device"].value == "cpu"  # CI has no GPU, and the metadata says so
     assert trained["backend"].value in ("unsloth", "peft")
