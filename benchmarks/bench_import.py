@@ -2,7 +2,7 @@
 
 Each arm imports one module in a fresh interpreter (as a code-location server or a run worker does) and reports the
 median wall time and the peak RSS over `--runs` runs. Peers in the same run: `dagster` alone (the floor any code
-location pays) and `torch` (what the definitions used to pull in, with Unsloth on top). Prints a table.
+location pays), `torch`, and `unsloth` (which the definitions imported first until 2026-11-30). Prints a table.
 """
 
 import argparse
@@ -27,6 +27,7 @@ ARMS = [
     ("foundry_assets.definitions", "the code location"),
     ("dagster", "peer: dagster alone"),
     ("torch", "peer: torch"),
+    ("unsloth", "peer: unsloth (imported first by the definitions until 2026-11-30)"),
 ]
 
 
@@ -40,7 +41,7 @@ def measure(module: str, runs: int) -> dict[str, object]:
             text=True,
             check=True,
         )
-        seconds, mb, heavy = done.stdout.split()
+        seconds, mb, heavy = done.stdout.strip().splitlines()[-1].split()  # the probe prints last
         times.append(float(seconds))
         rss.append(float(mb))
     return {"module": module, "median_s": statistics.median(times), "max_rss_mb": max(rss), "heavy": heavy}
