@@ -41,8 +41,10 @@ def test_definitions_load_with_lineage_and_blocking_check() -> None:
         assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
     for asset in FOUNDRY_ASSETS:
         assert asset.partitions_def == job_partitions
-    check = next(iter(defs.resolve_asset_graph().asset_check_keys))
-    assert check.name == "exam_report_passes_gate"
+    checks = {key.name: key for key in defs.resolve_asset_graph().asset_check_keys}
+    assert sorted(checks) == ["exam_report_passes_gate", "published_artifact_audit_consistent"]
+    assert checks["exam_report_passes_gate"].asset_key == dg.AssetKey("exam_report")
+    assert checks["published_artifact_audit_consistent"].asset_key == dg.AssetKey("published_artifact")
     assert defs.resolve_job_def("foundry_job") is not None
 
 
