@@ -49,6 +49,8 @@ def _run(manifest_path: Path, *, verbose: bool = False) -> int:
         print(f"  {stage.step:<40} {stage.seconds:7.1f} s  {'ok' if stage.ok else 'FAILED'}{where}")
     if not outcome.success:
         return _fail(f"job {outcome.job_id} failed: {outcome.reason}", EXIT_FAILED)
+    for check in outcome.failed_checks:  # published, but a check that does not stop the run disagrees
+        print(f"foundry: warning: {check}", file=sys.stderr)
     published = outcome.published or {}
     print(f"published:  {published.get('uri')}")
     print(f"tag:        {published.get('tag')} ({published.get('status')}, {published.get('artifact')})")

@@ -24,6 +24,8 @@ class RunOutcome:
     reason: str = ""
     failed_steps: list[str] = field(default_factory=list)
     stages: list["StageTime"] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    """Checks that failed without stopping the run (e.g. the audit check after publishing), with their reasons."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,13 @@ def run_manifest(
         run_id=result.run_id,
         success=result.success,
         stages=stage_times(instance, result.run_id),
+        failed_checks=[
+            f"{evaluation.check_name}: {evaluation.description or 'failed'}"
+            for event in result.all_events
+            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            and isinstance(evaluation := event.event_specific_data, dg.AssetCheckEvaluation)
+            and not evaluation.passed
+        ],
     )
     if result.success:
         outcome.published = result.output_for_node("published_artifact")

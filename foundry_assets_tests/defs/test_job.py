@@ -54,6 +54,9 @@ def test_demo_job_materializes_all_six_assets(
     drop = make_drop(demo_root, "job-ok")
     outcome = run_manifest(drop.manifest_path, instance=instance, workspace=workspace)
     assert outcome.success, outcome.reason
+    assert outcome.failed_checks == []  # the audit check after publishing agrees too
+    last_step = outcome.stages[-1].step
+    assert last_step == "published_artifact_published_artifact_audit_consistent"
     assert instance.get_dynamic_partitions(job_partitions.name) == ["job-ok"]
 
     materializations = {name: _latest(instance, name, "job-ok") for name in ASSET_NAMES}
