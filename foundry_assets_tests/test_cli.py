@@ -95,10 +95,11 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
     out = done.stdout.splitlines()
     assert out[0].startswith("run ") and out[-1].startswith("lot number: ")
     stages = [line.split()[0] for line in out if line.startswith("  ")]
+    assert stages[:3] == ["raw_data", "curated_dataset", "trained_adapter"]
     assert (
-        stages[:3] == ["raw_data", "curated_dataset", "trained_adapter"]
-        and stages[-1] == "published_artifact"
+        "published_artifact" in stages and "published_artifact_published_artifact_audit_consistent" in stages
     )
+    assert "foundry: warning" not in done.stderr  # the audit check after publishing agreed
     assert "Unsloth" not in done.stdout
     for noise in ("it/s]", "examples/s]", "{'loss'", "_pytree", "PreviewWarning"):
         assert noise not in done.stderr, noise
