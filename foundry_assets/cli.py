@@ -12,6 +12,8 @@ from foundry_assets.errors import DataError, ManifestError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 VERBOSE_HELP = "show every library's own output (progress bars, notices) and Dagster's debug events"
+GPU_POOL = "gpu"
+"""The Dagster concurrency pool of `trained_adapter`: its limit is how many runs train at once on the node."""
 
 
 def _fail(message: str, code: int) -> int:
@@ -55,6 +57,36 @@ def _run(manifest_path: Path, *, verbose: bool = False) -> int:
     print(f"published:  {published.get('uri')}")
     print(f"tag:        {published.get('tag')} ({published.get('status')}, {published.get('artifact')})")
     print(f"lot number: {outcome.lot_number}")
+    return EXIT_OK
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    """The node's GPUs and the runs holding them, and the instance's `gpu` pool; `--set-pool` sizes the pool to them."""
+    import dagster as dg
+
+    from foundry_assets.gpus import gpu_holders, node_gpus
+    from foundry_assets.runner import ensure_dagster_home
+    from foundry_assets.workspace import default_root
+
+    gpus = node_gpus()
+    home = ensure_dagster_home()
+    lock_dir = default_root() / "locks"
+    print(f"{len(gpus)} GPU(s) on this node" + (f" (claims in {lock_dir})" if gpus else ""))
+    for gpu, holder in gpu_holders(lock_dir, gpus).items():
+        print(f"  GPU {gpu}: {holder or 'free'}")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        if args.set_pool:
+            if not gpus:
+                return _fail("no GPU on this node: the gpu pool keeps its size", EXIT_FAILED)
+            storage.set_concurrency_slots(GPU_POOL, len(gpus))
+        info = storage.get_concurrency_info(GPU_POOL)
+        print(
+            f"Dagster pool {GPU_POOL!r} on {home}: limit {info.limit}, {len(info.claimed_slots)} slot(s) claimed"
+        )
+        for slot in info.claimed_slots:
+            run = instance.get_run_by_id(slot.run_id)
+            print(f"  run {slot.run_id} ({run.status.value if run else 'unknown'}), step {slot.step_key}")
     return EXIT_OK
 
 
@@ -174,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="free memory of the card to plan for, in GB; default: this node's free GPU memory",
     )
     p.set_defaults(func=cmd_preflight)
+    p = sub.add_parser("gpus", help="this node's GPUs, the runs holding them, and the Dagster gpu pool")
+    p.add_argument(
+        "--set-pool", action="store_true", help="set the gpu pool's limit to this node's GPU count"
+    )
+    p.set_defaults(func=cmd_gpus)
     p = sub.add_parser("schema", help="print the manifest's JSON Schema")
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser(

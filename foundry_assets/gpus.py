@@ -107,6 +107,25 @@ def claim_gpu(
         time.sleep(poll_s)
 
 
+def gpu_holders(lock_dir: Path, gpus: list[str]) -> dict[str, str | None]:
+    """Each GPU and who holds it now (the claim file's owner line), None where it is free. Claims nothing."""
+    holders: dict[str, str | None] = {}
+    for gpu in gpus:
+        lock_path = lock_dir / f"gpu-{gpu}.lock"
+        if not lock_path.exists():
+            holders[gpu] = None
+            continue
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted only when no run holds it exclusively
+            holders[gpu] = None
+        except BlockingIOError:
+            holders[gpu] = _holder(lock_path)
+        finally:
+            os.close(fd)
+    return holders
+
+
 def cuda_initialized() -> bool:
     """Whether this process already initialised CUDA (then CUDA_VISIBLE_DEVICES can no longer pin it)."""
     import sys

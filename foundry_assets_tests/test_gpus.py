@@ -71,3 +71,25 @@ def test_a_killed_run_never_keeps_its_gpu(tmp_path: Path) -> None:
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert claim_gpu(tmp_path, [gpu], owner="after the kill", wait_s=0).gpu == gpu  # no one had to free it
+
+
+def test_foundry_gpus_shows_who_holds_each_gpu_and_sizes_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundry_assets.cli import main
+
+    monkeypatch.setenv("FOUNDRY_GPUS", "0,1")
+    monkeypatch.setenv("FOUNDRY_HOME", str(tmp_path / "foundry"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    holder, held = hold(tmp_path / "foundry" / "locks", "0")
+    try:
+        assert held == "0"
+        assert main(["gpus", "--set-pool"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    out = capsys.readouterr().out
+    assert "GPU 0: holder" in out and "GPU 1: free" in out
+    assert "pool 'gpu'" in out and "limit 2" in out  # one training per GPU, two GPUs
+    assert main(["gpus"]) == 0
+    assert "GPU 0: free" in capsys.readouterr().out  # the holder is gone, so is its claim
