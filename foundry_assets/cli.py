@@ -46,9 +46,10 @@ def _run(manifest_path: Path, *, verbose: bool = False) -> int:
     home = ensure_dagster_home()
     outcome = run_manifest(manifest_path, log_level="DEBUG" if verbose else "INFO")
     print(f"run {outcome.run_id} on the instance in {home} (job {outcome.job_id}, lot {outcome.lot_number})")
+    width = max((len(stage.step) for stage in outcome.stages), default=0)
     for stage in outcome.stages:
         where = f"  on {stage.device}" if stage.device else ""
-        print(f"  {stage.step:<40} {stage.seconds:7.1f} s  {'ok' if stage.ok else 'FAILED'}{where}")
+        print(f"  {stage.step:<{width}} {stage.seconds:7.1f} s  {'ok' if stage.ok else 'FAILED'}{where}")
     if not outcome.success:
         return _fail(f"job {outcome.job_id} failed: {outcome.reason}", EXIT_FAILED)
     for check in outcome.failed_checks:  # published, but a check that does not stop the run disagrees
