@@ -72,6 +72,31 @@ def run_child(spec: dict[str, Any], timeout: float = 420) -> dict[str, Any]:
     return {**spec, **json.loads(lines[-1][7:]), "wall_s": round(time.perf_counter() - started, 1)}
 
 
+def vram_table(runs: list[dict[str, Any]], arch_name: str, model_dir: Path) -> None:
+    """Each crucible run's measured peak allocated GiB beside `estimate_vram`'s, as a markdown table."""
+    from foundry_assets.crucible.vram import estimate_vram, resolve_architecture
+
+    arch, _ = resolve_architecture(arch_name, str(model_dir))
+    print("| config | measured GiB | estimate GiB | error % |")
+    print("|---|---|---|---|")
+    for r in runs:
+        label = f"{r['method']} seq {r['seq']} batch {r['batch']}{' gc' if r['gc'] else ''}"
+        if "error" in r:
+            print(f"| {label} | ERROR | | |")
+            continue
+        est = estimate_vram(
+            arch,
+            method=r["method"],
+            rank=16,
+            batch_size=r["batch"],
+            seq_len=r["seq"],
+            gradient_checkpointing=r["gc"],
+        ).total_gib
+        print(
+            f"| {label} | {r['peak_gib']:.2f} | {est:.2f} | {100 * (est - r['peak_gib']) / r['peak_gib']:+.1f} |"
+        )
+
+
 def _peak() -> float | None:
     import torch
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import ROOT, run_child
+from gpu_common import ROOT, run_child, vram_table
 
 OUT = Path(os.environ.get("OUT") or "/tmp/foundry-gpu-out")
 MODEL_DIR = Path(os.environ.get("FOUNDRY_GPU_MODEL_DIR", "/tmp/models/llama-3.2-1b"))
@@ -48,15 +48,6 @@ def spec(method: str, seq: int, batch: int, gc: bool, steps: int = 4) -> dict[st
         "steps": steps,
         "model_dir": str(MODEL_DIR),
     }
-
-
-def estimate(method: str, seq: int, batch: int, gc: bool) -> float:
-    from foundry_assets.crucible.vram import estimate_vram, resolve_architecture
-
-    arch, _ = resolve_architecture("llama-3.2-1b", str(MODEL_DIR))
-    return estimate_vram(
-        arch, method=method, rank=16, batch_size=batch, seq_len=seq, gradient_checkpointing=gc
-    ).total_gib
 
 
 def main() -> int:
@@ -120,17 +111,7 @@ def main() -> int:
     _save(report)
 
     print(f"\n{report['device']} · {report['versions']}")
-    print("| config | measured GiB | estimate GiB | error % |")
-    print("|---|---|---|---|")
-    for r in runs:
-        label = f"{r['method']} seq {r['seq']} batch {r['batch']}{' gc' if r['gc'] else ''}"
-        if "error" in r:
-            print(f"| {label} | ERROR | | |")
-            continue
-        est = estimate(r["method"], r["seq"], r["batch"], r["gc"])
-        print(
-            f"| {label} | {r['peak_gib']:.2f} | {est:.2f} | {100 * (est - r['peak_gib']) / r['peak_gib']:+.1f} |"
-        )
+    vram_table(runs, "llama-3.2-1b", MODEL_DIR)
     for r in [*runs, second]:
         if "error" in r:
             print(f"ERROR {r['method']} {r['seq']} {r['batch']} {r['gc']}:\n{r['error'][-1800:]}")

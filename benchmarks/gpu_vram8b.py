@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import run_child
+from gpu_common import run_child, vram_table
 
 OUT = Path(os.environ.get("OUT") or "/tmp/foundry-gpu-out")
 ARCH = os.environ.get("FOUNDRY_GPU_ARCH", "llama-3.1-8b")
@@ -24,15 +24,6 @@ ROUNDS = [
     [("lora", 1024, 2, False), ("qlora", 1024, 2, False), ("dora", 1024, 2, False), ("orpo", 512, 2, False)],
     [("lora", 2048, 4, True), ("qlora", 2048, 4, True), ("dora", 2048, 2, True), ("orpo", 1024, 2, True)],
 ]
-
-
-def estimate(method: str, seq: int, batch: int, gc: bool) -> float:
-    from foundry_assets.crucible.vram import estimate_vram, resolve_architecture
-
-    arch, _ = resolve_architecture(ARCH, str(MODEL_DIR))
-    return estimate_vram(
-        arch, method=method, rank=16, batch_size=batch, seq_len=seq, gradient_checkpointing=gc
-    ).total_gib
 
 
 def main() -> int:
@@ -61,17 +52,7 @@ def main() -> int:
         print(f"[{time.perf_counter() - t0:5.0f}s] round done", flush=True)
     (OUT / "vram8b.json").write_text(json.dumps(runs, indent=1))
     print(f"\n{ARCH} shape: peak allocated (4 crucible steps, full-length rows) against estimate_vram")
-    print("| config | measured GiB | estimate GiB | error % |")
-    print("|---|---|---|---|")
-    for r in runs:
-        label = f"{r['method']} seq {r['seq']} batch {r['batch']}{' gc' if r['gc'] else ''}"
-        if "error" in r:
-            print(f"| {label} | ERROR | | |")
-            continue
-        est = estimate(r["method"], r["seq"], r["batch"], r["gc"])
-        print(
-            f"| {label} | {r['peak_gib']:.2f} | {est:.2f} | {100 * (est - r['peak_gib']) / r['peak_gib']:+.1f} |"
-        )
+    vram_table(runs, ARCH, MODEL_DIR)
     for r in runs:
         if "error" in r:
             print(f"ERROR {r['method']}: {r['error'][-1500:]}")

@@ -14,6 +14,7 @@ device torch can count. A node with none claims nothing.
 import contextlib
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,7 +129,5 @@ def gpu_holders(lock_dir: Path, gpus: list[str]) -> dict[str, str | None]:
 
 def cuda_initialized() -> bool:
     """Whether this process already initialised CUDA (then CUDA_VISIBLE_DEVICES can no longer pin it)."""
-    import sys
-
     torch = sys.modules.get("torch")
     return bool(torch is not None and torch.cuda.is_initialized())

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,10 @@ class BaseCheckpoint:
         sixteen = [c for c in candidates if c in ("bfloat16", "float16")]
         return cls(folder, config, files, True, _DTYPES[sixteen[0]] if sixteen else torch.bfloat16)
 
+    @cached_property
     def logical_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Tensor names and shapes as the model sees them (a 4-bit base's unpacked shapes), no weights read."""
+        """Tensor names and shapes as the model sees them (a 4-bit base's unpacked shapes), no weights read; computed
+        once per base (validation, the fold's device choice and the merge plan all read it)."""
         if not self.quantized:
             return header_shapes(self.files)
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -78,7 +81,7 @@ class BaseCheckpoint:
 
     def output_plan(self) -> list[tuple[Path, str, tuple[int, ...]]]:
         """(file, name, logical shape) of every tensor a merged model holds, in the base's file order."""
-        logical = self.logical_shapes() if self.quantized else {}
+        logical = self.logical_shapes if self.quantized else {}
         plan = []
         for file, name, shape in _headers(self.files):
             if self.quantized and _is_quant_part(name):

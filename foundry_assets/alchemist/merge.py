@@ -8,7 +8,6 @@ safetensors shards, with no intermediate full copies of the model on disk.
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from foundry_assets.alchemist.dare_ties import stream_dare_ties
 from foundry_assets.alchemist.refs import AdapterRef, read_json
 from foundry_assets.devices import resolve_device
 from foundry_assets.errors import MergeError
+from foundry_assets.folders import replace_dir
 from foundry_assets.lot import sha256_tree
 
 logger = logging.getLogger(__name__)
@@ -129,9 +129,8 @@ def _validate(base_model: Path, adapters: list[AdapterRef]) -> BaseCheckpoint:
     base_config = read_json(base_model / "config.json", f"base model {base_model}")
     base = BaseCheckpoint.open(base_model, base_config)
     try:
-        base_shapes = (
-            base.logical_shapes()
-        )  # a 4-bit base: the unpacked shapes, from its config on the meta device
+        # a 4-bit base: the unpacked shapes, from its config on the meta device
+        base_shapes = base.logical_shapes
     except Exception as e:
         raise MergeError(f"base model {base_model}: its tensor shapes cannot be read: {e}") from e
     labels = [a.label for a in adapters]
@@ -176,17 +175,6 @@ def dare_ties_config(
     }
 
 
-def _publish_folder(tmp: Path, out_dir: Path) -> None:
-    """Move the finished folder into place; an existing `out_dir` is replaced only after the new one is whole."""
-    old: Path | None = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _copy_side_files(donor: Path, out: Path) -> None:
     for name in (*TOKENIZER_FILES, "generation_config.json"):
         if (donor / name).is_file():
@@ -216,7 +204,7 @@ def _fold(base: BaseCheckpoint, adapter: AdapterRef, out: Path, device: str) -> 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    device, note = _fold_device(base, base.logical_shapes(), device)
+    device, note = _fold_device(base, base.logical_shapes, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(base.folder), dtype=base.out_dtype, device_map=device, low_cpu_mem_usage=True
@@ -304,7 +292,7 @@ def merge_adapters(
             method = "dare_ties"
             config = _dare_ties(base, adapters, out, normalize=normalize, seed=seed, device=device)
         files = sha256_tree(out)
-        _publish_folder(out, out_dir)
+        replace_dir(out, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return MergeResult(

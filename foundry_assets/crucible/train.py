@@ -31,6 +31,7 @@ from foundry_assets.crucible.hardware import HardwareReport
 from foundry_assets.crucible.strategies import TrainerSettings, TrainingStrategy, get_strategy
 from foundry_assets.crucible.telemetry import SpeedMeter, peak_memory_gib, plot_losses, reset_peak_memory
 from foundry_assets.errors import DataError, TrainingError
+from foundry_assets.folders import replace_dir
 from foundry_assets.lot import sha256_tree
 
 __all__ = ["CheckpointPlan", "TrainParams", "TrainResult", "ensure_unsloth_first", "train_adapter"]
@@ -241,7 +242,7 @@ def train_adapter(
         tokenizer.save_pretrained(staging)
         _sweep(staging)
         _check_adapter_files(staging)
-        _replace_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     if checkpoints is not None:
         ckpt.clear(checkpoints)
     plot = _plot(losses, out_dir, f"{strategy_name} ({chosen}, {hardware.device})", warnings)
@@ -429,14 +430,3 @@ def _check_adapter_files(folder: Path) -> None:
             raise TrainingError(
                 f"Saving the adapter wrote no {name} (found {sorted(p.name for p in folder.iterdir())})."
             )
-
-
-def _replace_dir(staging: Path, out_dir: Path) -> None:
-    """Move `staging` to `out_dir`; an existing `out_dir` is swapped out first and removed only afterwards."""
-    old: Path | None = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{time.time_ns()}")
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -79,8 +79,9 @@ def exam_report(
         )
     except (OSError, FoundryError) as e:
         raise failure(e, "exam") from e
+    report_dict = report.to_dict()
     document = {
-        **report.to_dict(),
+        **report_dict,
         "job_id": job.job_id,
         **lot_metadata(merged_model),
         "markdown": report.to_markdown(),
@@ -92,13 +93,13 @@ def exam_report(
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(document, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
-    summary = report.to_dict()["metrics"]
+    summary = report_dict["metrics"]
     head = job.audit(
         "exam_verdict",
         passed=report.passed,
         reasons=report.reasons,
         metrics=summary,
-        report=report.to_dict(),
+        report=report_dict,
         **lot_metadata(merged_model),
     )
     context.log.info(
@@ -117,9 +118,7 @@ def exam_report(
             "report": dg.MetadataValue.md(report.to_markdown()),
             "safety_prompts": dg.MetadataValue.md(report.safety_markdown()),
             "metrics": dg.MetadataValue.json(summary),
-            **_metric_numbers(
-                report.to_dict()
-            ),  # each number on its own: the UI plots them across partitions
+            **_metric_numbers(document),  # each number on its own: the UI plots them across partitions
             "reasons": dg.MetadataValue.json(report.reasons),
             "contaminated_test_items": dg.MetadataValue.json(report.contamination.get("contaminated", [])),
             "report_path": dg.MetadataValue.path(str(path)),

@@ -71,9 +71,8 @@ def merged_model(
             adapters.append(by_job[s.job].ref())
         elif s.adapter:
             adapters.append(AdapterRef(Path(s.adapter), s.weight, s.density, Path(s.adapter).name))
-    from foundry_assets.alchemist.merge import (
-        merge_adapters,
-    )  # torch: loaded in the step, not with the code location
+    # torch is loaded here, in the step, not when the code location loads
+    from foundry_assets.alchemist.merge import merge_adapters
 
     try:
         result = merge_adapters(

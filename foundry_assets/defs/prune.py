@@ -25,9 +25,8 @@ def curated_dataset(
     job = job_context(context, workspace, audit_trail)
     curation = job.manifest.curation
     try:
-        device = resolve_device(
-            job.manifest.compute.device
-        )  # "cuda" without a GPU: a Failure without retries
+        # compute.device "cuda" without a GPU: a Failure without retries
+        device = resolve_device(job.manifest.compute.device)
         result = curate_drop(
             raw_data["data_path"],
             job.stage_dir("curated"),

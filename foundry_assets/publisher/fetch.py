@@ -7,7 +7,6 @@ at any step is a `FetchStepError` naming the step (and the files), and leaves th
 """
 
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundry_assets.folders import replace_dir
 from foundry_assets.lot import sha256_tree, tree_digest
 from foundry_assets.publisher.base import (
     HASH_MANIFEST,
@@ -128,26 +128,12 @@ def fetch_artifact(
                 "registry); nothing was placed. Re-publish the tag from its source, or restore the registry copy.",
             )
         fetched = partial / prefix if prefix else partial
-        _fetch_step("place", f"moving the fetched files to {dest}", lambda: _replace_dir(fetched, dest))
+        _fetch_step("place", f"moving the fetched files to {dest}", lambda: replace_dir(fetched, dest))
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     files = {name[len(prefix) :]: digest for name, digest in wanted.items()}
     log.info("Fetched and verified %d files of %s into %s", len(files), uri, dest)
     return FetchResult(dest, uri, tag, prefix.rstrip("/"), files, listing)
-
-
-def _replace_dir(source: Path, dest: Path) -> None:
-    """Rename `source` to `dest`; an existing `dest` is moved aside first and removed only afterwards."""
-    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-    if dest.exists():
-        os.rename(dest, old)
-    try:
-        os.rename(source, dest)
-    except OSError:
-        if old.exists():
-            os.rename(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def verify_artifact(

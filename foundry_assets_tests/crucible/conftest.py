@@ -5,10 +5,24 @@ from pathlib import Path
 
 import pytest
 
-from foundry_assets.crucible.train import ensure_unsloth_first
+from foundry_assets.crucible.train import TrainParams, ensure_unsloth_first
 
 # The root conftest imports Unsloth first and sets one torch thread; this records whether Unsloth imported.
 UNSLOTH = ensure_unsloth_first()
+
+# Hyper-parameters of every CPU training test on the tiny model: 20 steps, a loss record every 10.
+PARAMS = TrainParams(
+    rank=8,
+    alpha=None,
+    dropout=0.0,
+    learning_rate=5e-3,
+    max_steps=20,
+    max_seq_length=64,
+    logging_steps=10,
+    seed=0,
+    batch_size=4,
+    grad_accum=1,
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Training in its own process: results and losses come back, errors keep their type, a dead child is a clean failure,
 and nothing Unsloth does reaches the process that merges and examines afterwards."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,21 +13,10 @@ import torch
 
 from foundry_assets.crucible.hardware import check_hardware
 from foundry_assets.crucible.isolation import train_adapter_isolated
-from foundry_assets.crucible.train import TrainParams, TrainResult
+from foundry_assets.crucible.train import TrainResult
 from foundry_assets.errors import DataError, TrainingError
 
-PARAMS = TrainParams(
-    rank=8,
-    alpha=None,
-    dropout=0.0,
-    learning_rate=5e-3,
-    max_steps=20,
-    max_seq_length=64,
-    logging_steps=10,
-    seed=0,
-    batch_size=4,
-    grad_accum=1,
-)
+from .conftest import PARAMS
 
 
 def _kwargs(
@@ -37,7 +27,7 @@ def _kwargs(
         "strategy_name": "lora",
         "train_examples": examples,
         "out_dir": out_dir,
-        "params": TrainParams(**{**PARAMS.__dict__, **params}),
+        "params": dataclasses.replace(PARAMS, **params),
         "hardware": check_hardware("lora", device="cpu"),
     }
 

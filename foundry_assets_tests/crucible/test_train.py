@@ -13,23 +13,11 @@ from safetensors import safe_open
 from foundry_assets.crucible import train as train_module
 from foundry_assets.crucible.hardware import HardwareReport, check_hardware
 from foundry_assets.crucible.strategies import get_strategy, registered_names
-from foundry_assets.crucible.train import TrainParams, TrainResult, train_adapter
+from foundry_assets.crucible.train import TrainResult, train_adapter
 from foundry_assets.errors import DataError, TrainingError
 
-from .conftest import UNSLOTH
+from .conftest import PARAMS, UNSLOTH
 
-PARAMS = TrainParams(
-    rank=8,
-    alpha=None,
-    dropout=0.0,
-    learning_rate=5e-3,
-    max_steps=20,
-    max_seq_length=64,
-    logging_steps=10,
-    seed=0,
-    batch_size=4,
-    grad_accum=1,
-)
 BACKENDS = ["unsloth", "peft"] if UNSLOTH else ["peft"]
 CASES = [
     pytest.param(name, backend, id=f"{name}-{backend}") for backend in BACKENDS for name in registered_names()
