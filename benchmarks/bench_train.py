@@ -27,6 +27,9 @@ SEQ, BATCH = 2048, 4
 STEPS, WARMUP = int(os.environ.get("BENCH_STEPS", "16")), 3
 BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "490"))  # skip what would not finish inside one device call
 os.environ.setdefault("FOUNDRY_COMPILE_CACHE", "/tmp/foundry-compile-cache")
+# a subset, e.g. after the GPU end-to-end run: BENCH_METHODS=lora,qlora BENCH_ARMS=unsloth_loop,crucible BENCH_EXTRA=0
+METHODS = os.environ.get("BENCH_METHODS", "lora,qlora,dora").split(",")
+ARM_KINDS = os.environ.get("BENCH_ARMS", "hf_trl,unsloth_loop,crucible").split(",")
 
 ARMS = [("hf_trl", "HF+PEFT+TRL"), ("unsloth_loop", "plain Unsloth"), ("crucible", "crucible")]
 EXTRA = [
@@ -55,8 +58,9 @@ def main() -> int:
         f"build: {run_child({'kind': 'build', 'arch': 'llama-3.2-1b', 'model_dir': str(MODEL_DIR)})}",
         flush=True,
     )
-    plan = [(method, kind, label, {}) for method in ("lora", "qlora", "dora") for kind, label in ARMS]
-    plan += [(method, "crucible", label, extra) for method, extra, label in EXTRA]
+    plan = [(method, kind, label, {}) for method in METHODS for kind, label in ARMS if kind in ARM_KINDS]
+    if os.environ.get("BENCH_EXTRA", "1") != "0":
+        plan += [(method, "crucible", label, extra) for method, extra, label in EXTRA]
     results: list[dict[str, Any]] = []
     for method, kind, label, extra in plan:
         if time.perf_counter() - t0 > BUDGET_S:

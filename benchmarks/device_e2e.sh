@@ -6,6 +6,8 @@
 #   call 3 if call 2 ran out of time:                   bash benchmarks/device_e2e.sh poll
 # The job runs from a copy of the sources in /tmp (a later call re-lays the working tree), detached with setsid so it
 # outlives the call that started it; each call waits up to WAIT_S seconds and copies what is done to $OUT.
+# After the table, on GPU 0 alone: the crucible against a plain Unsloth loop (tokens/s, first step) for lora and qlora
+# (benchmarks/bench_train.py; BENCH=0 skips it).
 set -uo pipefail
 export HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export PYTHONPATH=/tmp/site:/tmp/foundry-src
@@ -21,11 +23,13 @@ wait_for() {  # wait_for PIDFILE SECONDS: until the process in PIDFILE ends or S
 report() {
   mkdir -p "${OUT:-/tmp/out}"
   cp /tmp/e2e-out/* /tmp/e2e.log "${OUT:-/tmp/out}/" 2>/dev/null
+  cp /tmp/bench-out/bench.json /tmp/bench.log "${OUT:-/tmp/out}/" 2>/dev/null
   grep -h '^phases\|^base\|^bnb' /tmp/e2e.log 2>/dev/null
   sed -n '/GPU end to end/,$p' /tmp/e2e.log 2>/dev/null
   if ! grep -q 'GPU end to end' /tmp/e2e.log 2>/dev/null; then
     echo "still running; jobs done so far:"; grep -h '^{"job"' /tmp/e2e.log 2>/dev/null | cut -c1-300
   fi
+  grep -h '^\[\|^|' /tmp/bench.log 2>/dev/null
 }
 
 case "${1:-}" in
@@ -51,8 +55,11 @@ case "${1:-}" in
     wait_for /tmp/build.pid 300
     tail -1 /tmp/build.log
     lanes=$(nvidia-smi --list-gpus | wc -l)
-    cd "$SRC" && setsid nohup python3 benchmarks/gpu_e2e.py --lanes "$lanes" --registry /dev/shm/e2e-registry \
-      --out /tmp/e2e-out "$@" > /tmp/e2e.log 2>&1 < /dev/null &
+    bench="true"
+    [ "${BENCH:-1}" = 0 ] || bench="CUDA_VISIBLE_DEVICES=0 OUT=/tmp/bench-out BENCH_METHODS=lora,qlora \
+      BENCH_ARMS=unsloth_loop,crucible BENCH_EXTRA=0 python3 benchmarks/bench_train.py > /tmp/bench.log 2>&1"
+    cd "$SRC" && setsid nohup bash -c 'python3 benchmarks/gpu_e2e.py --lanes "$0" --registry /dev/shm/e2e-registry \
+      --out /tmp/e2e-out "${@:2}" > /tmp/e2e.log 2>&1; eval "$1"' "$lanes" "$bench" "$@" < /dev/null > /dev/null 2>&1 &
     echo $! > /tmp/e2e.pid
     wait_for /tmp/e2e.pid "$WAIT_S"
     report

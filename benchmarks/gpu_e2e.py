@@ -144,11 +144,11 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
 
 
 class Sampler:
-    """Samples device-wide GPU memory (nvidia-smi) and disk use every `every` seconds while a job runs."""
+    """Samples each GPU's device-wide memory (nvidia-smi) and disk use every `every` seconds while a job runs."""
 
-    def __init__(self, disk_root: Path, gpu: int = 0, every: float = 0.5) -> None:
-        self.disk_root, self.gpu, self.every = disk_root, gpu, every
-        self.gpu_peak_mib = 0
+    def __init__(self, disk_root: Path, every: float = 0.5) -> None:
+        self.disk_root, self.every = disk_root, every
+        self.gpu_peak_mib: dict[str, int] = {}  # GPU index -> peak MiB in use while the job ran
         self.disk_start = shutil.disk_usage(disk_root).used
         self.disk_peak = self.disk_start
         self._stop = threading.Event()
@@ -159,18 +159,16 @@ class Sampler:
         while not self._stop.is_set():
             if self._nvidia:
                 out = subprocess.run(
-                    [
-                        "nvidia-smi",
-                        f"--id={self.gpu}",
-                        "--query-gpu=memory.used",
-                        "--format=csv,noheader,nounits",
-                    ],
+                    ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
                     capture_output=True,
                     text=True,
                     check=False,
-                ).stdout.split()
-                if out:
-                    self.gpu_peak_mib = max(self.gpu_peak_mib, max(int(x) for x in out))
+                ).stdout
+                for line in out.splitlines():
+                    index, _, used = line.partition(",")
+                    if used.strip().isdigit():
+                        key = index.strip()
+                        self.gpu_peak_mib[key] = max(self.gpu_peak_mib.get(key, 0), int(used))
             self.disk_peak = max(self.disk_peak, shutil.disk_usage(self.disk_root).used)
             self._stop.wait(self.every)
 
@@ -245,6 +243,7 @@ def run_facts(job_id: str) -> dict[str, Any]:
                 "exam_s",
                 "passed",
                 "method",
+                "gpu",
             ):
                 if key in metadata:
                     step[key] = metadata[key].value
@@ -327,7 +326,7 @@ def main() -> int:
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--device", default="cuda")
     parser.add_argument(
-        "--lanes", type=int, default=1, help="jobs at once, one per GPU (the gpu pool's size)"
+        "--lanes", type=int, default=1, help="jobs at once (the gpu pool's size); each run claims its own GPU"
     )
     parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/_out"))
     args = parser.parse_args()
@@ -370,20 +369,24 @@ def main() -> int:
         )
     rows: list[dict[str, Any]] = []
 
-    def one(job: str, gpu: int) -> dict[str, Any]:
+    def one(job: str) -> dict[str, Any]:
+        # no CUDA_VISIBLE_DEVICES here: each run claims a free GPU itself (GpuResource) and records it as `gpu`
         manifest = write_job(root, job, model_dir, args)
-        lane_env = {**env, "CUDA_VISIBLE_DEVICES": str(gpu)} if args.lanes > 1 else env
-        with Sampler(root, gpu) as sampler:
-            code, wall, rss = run_job(manifest, lane_env, out / f"e2e-{job}.log")
+        with Sampler(root) as sampler:
+            code, wall, rss = run_job(manifest, env, out / f"e2e-{job}.log")
         facts = run_facts(f"e2e-{job}")
+        claimed = {str(s["gpu"]) for s in facts.get("steps", {}).values() if "gpu" in s}
         job_dir = root / "foundry" / "jobs" / f"e2e-{job}"
         tag = registry(args) / f"v1.0.0-e2e-{job}"
         return {
             "job": job,
-            "gpu": gpu,
+            "gpu": ",".join(sorted(claimed)) or "none",
             "exit": code,
             "wall_s": round(wall, 1),
-            "gpu_peak_gib": round(sampler.gpu_peak_mib / 1024, 2),
+            "gpu_peak_gib": round(
+                max((sampler.gpu_peak_mib.get(g, 0) for g in claimed), default=0) / 1024, 2
+            ),
+            "gpu_peak_by_index_gib": {g: round(m / 1024, 2) for g, m in sorted(sampler.gpu_peak_mib.items())},
             "host_rss_peak_gib": round(rss, 2),
             "disk_peak_gib": round((sampler.disk_peak - sampler.disk_start) / GIB, 2),
             "job_dir_after_gib": round(dir_bytes(job_dir) / GIB, 3),
@@ -411,7 +414,7 @@ def main() -> int:
     print(f"phases (lanes {args.lanes}): {phases}", flush=True)
     for phase in phases:
         with ThreadPoolExecutor(len(phase)) as pool:
-            done = list(pool.map(one, phase, range(len(phase))))
+            done = list(pool.map(one, phase))
         for row in done:
             rows.append(row)
             print(json.dumps(row), flush=True)
