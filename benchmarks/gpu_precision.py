@@ -23,9 +23,10 @@ OUT = Path(os.environ.get("OUT") or "/tmp/foundry-bench-out")
 NO_AUTOCAST = {"UNSLOTH_MIXED_PRECISION": "bfloat16"}
 PROFILE = {"FOUNDRY_PROFILE_STEPS": "1"}
 Plan = list[tuple[str, str, dict[str, str], str, dict[str, Any]]]
+PROFILE_METHOD = os.environ.get("PROFILE_METHOD", "dora")  # --profile's method
 PLAN_PROFILE: Plan = [
-    ("dora", "unsloth_loop", PROFILE, "plain Unsloth loop, profiled", {}),
-    ("dora", "crucible", PROFILE, "crucible, profiled", {}),
+    (PROFILE_METHOD, "unsloth_loop", PROFILE, "plain Unsloth loop, profiled", {}),
+    (PROFILE_METHOD, "crucible", PROFILE, "crucible, profiled", {}),
 ]
 PLAN_MASK: Plan = [
     (
