@@ -7,6 +7,7 @@ rate leaves out the warm-up, whose first step carries Unsloth's compile.
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,19 +124,36 @@ def peak_memory_gib() -> float | None:
     return torch.cuda.max_memory_allocated() / GIB
 
 
-def device_memory_held_gib(device: str) -> float | None:
+def device_memory_held_gib(
+    device: str,
+    *,
+    read: Callable[[], tuple[int, int]] | None = None,
+    settle_s: float = 10.0,
+    poll_s: float = 0.5,
+) -> float | None:
     """GPU memory in use on the current CUDA device by every process (total − free), in GiB; None off CUDA.
 
     Measured by the Dagster step after the training process has exited: what is left is this process's CUDA context
-    and anything other processes hold, not the training's tensors or allocator cache.
+    and anything other processes hold, not the training's tensors or allocator cache. The driver returns an exited
+    process's memory asynchronously (an 8B job read 7.2 GiB at once, then its own ~1 GiB), so this reads until two
+    readings `poll_s` apart agree, for at most `settle_s`. `read` stands in for `torch.cuda.mem_get_info`.
     """
-    if device != "cuda":
-        return None
-    import torch
+    if read is None:
+        if device != "cuda":
+            return None
+        import torch
 
-    if not torch.cuda.is_available():
-        return None
-    free, total = torch.cuda.mem_get_info()
+        if not torch.cuda.is_available():
+            return None
+        read = torch.cuda.mem_get_info
+    deadline = time.monotonic() + settle_s
+    free, total = read()
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        now_free, total = read()
+        if now_free == free:
+            break
+        free = now_free
     return round((total - free) / GIB, 3)
 
 
