@@ -59,9 +59,13 @@ def main() -> int:
         flush=True,
     )
     plan = [(method, kind, label, {}) for method in METHODS for kind, label in ARMS if kind in ARM_KINDS]
-    if os.environ.get("BENCH_PADDED") == "1":  # same-call A/B of padding-free batches (Unsloth's choice) vs padded
+    if (
+        os.environ.get("BENCH_PADDED") == "1"
+    ):  # same-call A/B of padding-free batches (Unsloth's choice) vs padded
         plan += [(m, "crucible", "crucible, padded", {"padding_free": False}) for m in METHODS]
-    if os.environ.get("BENCH_REPEAT") == "1":  # the same plan again in reverse order: process-to-process spread
+    if (
+        os.environ.get("BENCH_REPEAT") == "1"
+    ):  # the same plan again in reverse order: process-to-process spread
         plan += plan[::-1]
     if os.environ.get("BENCH_EXTRA", "1") != "0":
         plan += [(method, "crucible", label, extra) for method, extra, label in EXTRA]
