@@ -37,7 +37,7 @@ case "${1:-}" in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
       .whl-pipeline/*.whl || exit 1
     cp .whl-minilm-a/gt.part00 /tmp/
-    rm -rf "$SRC" && mkdir -p "$SRC" && cp -r foundry_assets benchmarks dagster.yaml pyproject.toml "$SRC/"
+    rm -rf "$SRC" && mkdir -p "$SRC" && cp -r foundry_assets benchmarks pyproject.toml "$SRC/"
     cd "$SRC" && setsid nohup python3 benchmarks/gpu_common.py \
       '{"kind":"build","arch":"llama-3.1-8b","model_dir":"/tmp/e2e-base"}' > /tmp/build.log 2>&1 < /dev/null &
     echo $! > /tmp/build.pid

@@ -344,7 +344,7 @@ def main() -> int:
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p),
     }
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    instance_yaml = (ROOT / "dagster.yaml").read_text(encoding="utf-8")
+    instance_yaml = (ROOT / "foundry_assets" / "dagster.yaml").read_text(encoding="utf-8")
     # one training per GPU: the gpu pool holds as many slots as lanes (README: scaling to N GPUs)
     instance_yaml = instance_yaml.replace("default_limit: 1", f"default_limit: {args.lanes}")
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text(instance_yaml, encoding="utf-8")

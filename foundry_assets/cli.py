@@ -1,4 +1,4 @@
-"""The `foundry` console script. Exit codes: 0 success, 1 the job (or check) failed, 2 invalid input."""
+"""The `foundry` console script. Exit codes: 0 success, 1 the job (or check) failed, 2 invalid input, 130 stopped."""
 
 import argparse
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 from foundry_assets.curator.cli import add_curate_parser
 from foundry_assets.errors import DataError, ManifestError
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 VERBOSE_HELP = "show every library's own output (progress bars, notices) and Dagster's debug events"
 GPU_POOL = "gpu"
 """The Dagster concurrency pool of `trained_adapter`: its limit is how many runs train at once on the node."""
@@ -39,25 +39,50 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(manifest_path: Path, *, verbose: bool = False) -> int:
-    from foundry_assets.runner import ensure_dagster_home, run_manifest
+def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
+    """Submit each manifest's job to the instance's queue in turn and follow it to its end (stage lines, the stages'
+    log lines, the published location). SIGTERM or Ctrl-C terminates the run being followed."""
+    import dagster as dg
+
+    from foundry_assets.runner import (
+        ensure_dagster_home,
+        follow_run,
+        instance_daemon,
+        launch_manifest,
+        terminate_on_signals,
+    )
 
     _console(verbose)
     home = ensure_dagster_home()
-    outcome = run_manifest(manifest_path, log_level="DEBUG" if verbose else "INFO")
-    print(f"run {outcome.run_id} on the instance in {home} (job {outcome.job_id}, lot {outcome.lot_number})")
-    width = max((len(stage.step) for stage in outcome.stages), default=0)
-    for stage in outcome.stages:
-        where = f"  on {stage.device}" if stage.device else ""
-        print(f"  {stage.step:<{width}} {stage.seconds:7.1f} s  {'ok' if stage.ok else 'FAILED'}{where}")
-    if not outcome.success:
-        return _fail(f"job {outcome.job_id} failed: {outcome.reason}", EXIT_FAILED)
-    for check in outcome.failed_checks:  # published, but a check that does not stop the run disagrees
-        print(f"foundry: warning: {check}", file=sys.stderr)
-    published = outcome.published or {}
-    print(f"published:  {published.get('uri')}")
-    print(f"tag:        {published.get('tag')} ({published.get('status')}, {published.get('artifact')})")
-    print(f"lot number: {outcome.lot_number}")
+    current: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    def note(line: str) -> None:
+        print(f"foundry: {line}", file=sys.stderr, flush=True)
+
+    with dg.DagsterInstance.get() as instance, instance_daemon(instance, note):
+        terminate_on_signals(instance, lambda: current[-1] if current else None)
+        for path in manifest_paths:
+            if len(manifest_paths) > 1:
+                say(f"\n== {path}")
+            manifest, run_id = launch_manifest(path, instance=instance)
+            current.append(run_id)
+            say(f"run {run_id} queued on the instance in {home} (job {manifest.job_id}); the UI shows it too")
+            outcome = follow_run(instance, run_id, manifest.job_id, say, verbose=verbose)
+            if not outcome.success:
+                return _fail(
+                    f"job {outcome.job_id} failed (run {outcome.run_id}): {outcome.reason}", EXIT_FAILED
+                )
+            for check in outcome.failed_checks:  # published, but a check that does not stop the run disagrees
+                note(f"warning: {check}")
+            published = outcome.published or {}
+            say(f"published:  {published.get('uri')}")
+            say(
+                f"tag:        {published.get('tag')} ({published.get('status')}, {published.get('artifact')})"
+            )
+            say(f"lot number: {outcome.lot_number}")
     return EXIT_OK
 
 
@@ -109,7 +134,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run(Path(args.manifest), verbose=args.verbose)
+    return _run([Path(args.manifest)], verbose=args.verbose)
 
 
 def _console(verbose: bool) -> None:
@@ -135,17 +160,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         story = write_story_c(root, prefix=f"story-c-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
         print("Story C: a logic job and a safety job, merged (DARE-TIES) into one published model")
-        for step, manifest in (("logic", story.logic), ("safety", story.safety), ("merge", story.merge)):
-            print(f"\n== {step}: {manifest}")
-            code = _run(manifest, verbose=args.verbose)
-            if code != EXIT_OK:
-                return code
-        return EXIT_OK
+        return _run([story.logic, story.safety, story.merge], verbose=args.verbose)
     from foundry_assets.demo.drop import write_demo_drop
 
     drop = write_demo_drop(root)
     print(f"demo drop: {drop.manifest_path} ({drop.planted_duplicates} planted near-duplicates)")
-    return _run(drop.manifest_path, verbose=args.verbose)
+    return _run([drop.manifest_path], verbose=args.verbose)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -257,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (ManifestError, DataError) as e:
         return _fail(str(e), EXIT_INVALID)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run being followed was terminated first
+        return _fail(f"{e or 'interrupted'}; the run was terminated", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

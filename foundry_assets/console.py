@@ -20,7 +20,12 @@ _QUIET_ENV = {
     "TQDM_DISABLE": "1",  # tqdm >= 4.66 reads TQDM_* as defaults for every bar
     "TRL_EXPERIMENTAL_SILENCE": "1",
 }
-_QUIET_LOGGERS = ("torch.utils._pytree", "bitsandbytes", "bitsandbytes.cextension")
+_QUIET_LOGGERS = (
+    "torch.utils._pytree",
+    "bitsandbytes",
+    "bitsandbytes.cextension",
+    "dagster.code_server",  # the start/stop lines of the code server `foundry run` loads the job from
+)
 
 
 def verbose() -> bool:

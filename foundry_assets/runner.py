@@ -1,6 +1,21 @@
-"""Run one training job on a Dagster instance: register the manifest, add the partition, materialize the six assets."""
+"""Run one training job on a Dagster instance: register the manifest, add the partition, materialize the six assets.
 
+`launch_manifest` + `follow_run` are what `foundry run` does: the run is submitted to the instance's queue, the
+daemon launches it in a worker process (`launcher.py`), and run monitoring, retries, the UI's Terminate and
+re-execution all apply. `run_manifest` executes in this process instead, with any `Definitions` (tests use it to
+swap resources); such a run is recorded on the instance but no daemon supervises it.
+"""
+
+import contextlib
+import json
+import logging
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,10 +75,21 @@ def stage_times(instance: dg.DagsterInstance, run_id: str) -> list[StageTime]:
     return stages
 
 
+INSTANCE_YAML = Path(__file__).with_name("dagster.yaml")
+"""The foundry's instance settings (queue, run launcher, monitoring, retries, the gpu pool)."""
+CODE_LOCATION = "foundry_assets.definitions"
+"""The module the daemon, the UI (workspace.yaml) and `foundry run` load; its name is the code location's name."""
+
+
 def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME, created if needed; `./.dagster_home` when unset (the UI started by `make ui` uses the same)."""
+    """DAGSTER_HOME, created if needed, with the foundry's dagster.yaml when it has none; `./.dagster_home` when unset
+    (the UI started by `make ui` uses the same)."""
     home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        tmp = home / ".dagster.yaml.tmp"
+        shutil.copyfile(INSTANCE_YAML, tmp)
+        tmp.replace(home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -78,9 +104,9 @@ def register_job(manifest: TrainingManifest, instance: dg.DagsterInstance, works
         instance.add_dynamic_partitions(job_partitions.name, [manifest.job_id])
 
 
-def _failure_reason(result: dg.ExecuteInProcessResult) -> tuple[str, list[str]]:
+def _failure_reason(events: Sequence[dg.DagsterEvent]) -> tuple[str, list[str]]:
     reasons, steps = [], []
-    for event in result.all_events:
+    for event in events:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_key:
             steps.append(event.step_key)
             data = event.step_failure_data
@@ -92,7 +118,33 @@ def _failure_reason(result: dg.ExecuteInProcessResult) -> tuple[str, list[str]]:
             evaluation = event.event_specific_data
             if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed:
                 reasons.append(f"{evaluation.check_name} failed: {evaluation.description or ''}".strip())
+        elif event.event_type == dg.DagsterEventType.ENGINE_EVENT and not event.step_key:
+            engine = event.engine_event_data  # the run itself broke (launch, worker), not a step
+            if engine is not None and engine.error is not None:
+                reasons.append(f"{event.message or 'engine'}: {engine.error.message.strip().splitlines()[0]}")
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE and event.message and not reasons:
+            reasons.append(event.message)
     return "; ".join(reasons) or "the run failed", steps
+
+
+def _checked_manifest(manifest_path: str | Path) -> TrainingManifest:
+    manifest = load_manifest(manifest_path)
+    if not Path(manifest.data.path).is_file():
+        raise DataError(
+            f"data.path {manifest.data.path!r} of job {manifest.job_id!r} is not a file; "
+            "fix data.path in the manifest (relative paths are read from the manifest's folder)."
+        )
+    return manifest
+
+
+def _failed_checks(events: Sequence[dg.DagsterEvent]) -> list[str]:
+    return [
+        f"{evaluation.check_name}: {evaluation.description or 'failed'}"
+        for event in events
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and isinstance(evaluation := event.event_specific_data, dg.AssetCheckEvaluation)
+        and not evaluation.passed
+    ]
 
 
 def run_manifest(
@@ -110,12 +162,7 @@ def run_manifest(
     from foundry_assets.definitions import defs as default_defs
 
     defs = definitions or default_defs
-    manifest = load_manifest(manifest_path)
-    if not Path(manifest.data.path).is_file():
-        raise DataError(
-            f"data.path {manifest.data.path!r} of job {manifest.job_id!r} is not a file; "
-            "fix data.path in the manifest (relative paths are read from the manifest's folder)."
-        )
+    manifest = _checked_manifest(manifest_path)
     workspace = workspace or Workspace(default_root())
     instance = instance or dg.DagsterInstance.get()
     register_job(manifest, instance, workspace)
@@ -131,20 +178,232 @@ def run_manifest(
         run_id=result.run_id,
         success=result.success,
         stages=stage_times(instance, result.run_id),
-        failed_checks=[
-            f"{evaluation.check_name}: {evaluation.description or 'failed'}"
-            for event in result.all_events
-            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
-            and isinstance(evaluation := event.event_specific_data, dg.AssetCheckEvaluation)
-            and not evaluation.passed
-        ],
+        failed_checks=_failed_checks(result.all_events),
     )
     if result.success:
         outcome.published = result.output_for_node("published_artifact")
         outcome.lot_number = outcome.published.get("lot_number")
     else:
-        outcome.reason, outcome.failed_steps = _failure_reason(result)
+        outcome.reason, outcome.failed_steps = _failure_reason(result.all_events)
     for materialization in result.asset_materializations_for_node("raw_data"):
         lot = materialization.metadata.get("lot_number")
         outcome.lot_number = str(lot.value) if lot is not None else outcome.lot_number
     return outcome
+
+
+# ---- through the instance: the queue, the daemon, a worker process per run -------------------------------------------
+
+DAEMONS_NEEDED = ("QUEUED_RUN_COORDINATOR", "MONITORING")
+"""The daemons a submitted run depends on: the queue that launches it and the monitor that fails it if its worker dies."""
+HEARTBEAT_FRESH_S = 45.0
+
+
+def daemon_running(instance: dg.DagsterInstance) -> bool:
+    """Whether a dagster-daemon serving this instance's queue and run monitoring has sent a heartbeat lately."""
+    beats = instance.get_daemon_heartbeats()
+    now = time.time()
+    return all(t in beats and now - beats[t].timestamp < HEARTBEAT_FRESH_S for t in DAEMONS_NEEDED)
+
+
+@contextlib.contextmanager
+def instance_daemon(instance: dg.DagsterInstance, say: Callable[[str], None]) -> Iterator[None]:
+    """The instance's daemon for as long as the block runs: the one already running (`dagster dev`, a service), or a
+    `dagster-daemon run` started here and stopped at the end (it dies with this process if this process is killed)."""
+    if daemon_running(instance):
+        yield
+        return
+    from foundry_assets.processes import die_with_parent
+
+    logs = Path(instance.root_directory) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "daemon.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dagster._daemon", "run", "-m", CODE_LOCATION],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches this process, which stops the run first, then the daemon
+            preexec_fn=die_with_parent,
+        )
+    say(
+        f"no dagster-daemon was serving {instance.root_directory}: started one (pid {process.pid}) for this command"
+    )
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        instance.wipe_daemon_heartbeats()  # so the next command does not take this daemon's last beat for a live one
+
+
+def launch_manifest(
+    manifest_path: str | Path, *, instance: dg.DagsterInstance
+) -> tuple[TrainingManifest, str]:
+    """Validate and register the job, then submit one run of `foundry_job` for its partition to the instance's queue.
+
+    The run is created from the code location (as the UI and `dagster job launch` create runs), so it can be
+    re-executed from the UI and its worker can be launched by the daemon.
+    """
+    from dagster._cli.job import execute_launch_command
+    from dagster_shared.cli import WorkspaceOpts
+
+    manifest = _checked_manifest(manifest_path)
+    register_job(manifest, instance, Workspace(default_root()))
+    with _stdout_to_stderr():  # the code server it starts logs to its stdout; ours is the command's summary
+        run = execute_launch_command(
+            instance=instance,
+            workspace_opts=WorkspaceOpts(module_name=(CODE_LOCATION,)),
+            job_name="foundry_job",
+            tags=json.dumps({"dagster/partition": manifest.job_id}),
+        )
+    return manifest, run.run_id
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _stage_line(step: str, seconds: float, ok: bool, device: str) -> str:
+    where = f"  on {device}" if device else ""
+    return f"  {step:<18} {seconds:7.1f} s  {'ok' if ok else 'FAILED'}{where}"
+
+
+def follow_run(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    job_id: str,
+    say: Callable[[str], None],
+    *,
+    verbose: bool = False,
+    poll_s: float = 0.5,
+    retry_wait_s: float = 120.0,
+) -> RunOutcome:
+    """Print the run's progress (each stage as it ends, the stages' own log lines) until it finishes; follow the
+    automatic retry Dagster starts for a crashed run. Returns the outcome of the last run followed."""
+    from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
+
+    cursor: str | None = None
+    started: dict[str, float] = {}
+    devices: dict[str, str] = {}
+    events: list[dg.DagsterEvent] = []
+    told_queued = False
+    while True:
+        connection = instance.get_records_for_run(run_id, cursor=cursor)
+        cursor = connection.cursor
+        for record in connection.records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                level = entry.level if isinstance(entry.level, int) else logging.getLevelName(entry.level)
+                if isinstance(level, int) and level >= (logging.DEBUG if verbose else logging.INFO):
+                    say(f"    {entry.step_key or 'run'}: {entry.user_message}")
+                continue
+            events.append(event)
+            if verbose:
+                say(f"    [{event.event_type_value}] {entry.step_key or ''} {entry.user_message}".rstrip())
+            if event.event_type == dg.DagsterEventType.STEP_START and event.step_key:
+                started[event.step_key] = entry.timestamp
+            elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.step_key:
+                device = event.step_materialization_data.materialization.metadata.get("device")
+                if device is not None:
+                    devices[event.step_key] = str(device.value)
+            elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+                step = event.step_key or "?"
+                ok = event.event_type == dg.DagsterEventType.STEP_SUCCESS
+                say(
+                    _stage_line(
+                        step, entry.timestamp - started.get(step, entry.timestamp), ok, devices.get(step, "")
+                    )
+                )
+        if connection.has_more:
+            continue
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        if (
+            run.status == dg.DagsterRunStatus.QUEUED
+            and not told_queued
+            and time.time() - run_created(instance, run_id) > 10
+        ):
+            told_queued = True
+            say(
+                f"run {run_id} is queued: waiting for the daemon and the gpu pool (foundry gpus shows who holds it)"
+            )
+        if run.is_finished:
+            if run.status == dg.DagsterRunStatus.FAILURE and run.tags.get(WILL_RETRY_TAG) == "true":
+                retry = _wait_for_tag(instance, run_id, AUTO_RETRY_RUN_ID_TAG, retry_wait_s)
+                if retry:
+                    reason, _ = _failure_reason(events)
+                    say(f"run {run_id} failed ({reason}); Dagster retries it as run {retry}")
+                    run_id, cursor, events, started, devices = retry, None, [], {}, {}
+                    continue
+            return _outcome(instance, run, job_id, events)
+        time.sleep(poll_s)
+
+
+def run_created(instance: dg.DagsterInstance, run_id: str) -> float:
+    record = instance.get_run_record_by_id(run_id)
+    return record.create_timestamp.timestamp() if record is not None else time.time()
+
+
+def _wait_for_tag(instance: dg.DagsterInstance, run_id: str, tag: str, wait_s: float) -> str | None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.tags.get(tag):
+            return run.tags[tag]
+        time.sleep(1.0)
+    return None
+
+
+def _outcome(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, job_id: str, events: list[dg.DagsterEvent]
+) -> RunOutcome:
+    outcome = RunOutcome(
+        job_id=job_id,
+        run_id=run.run_id,
+        success=run.status == dg.DagsterRunStatus.SUCCESS,
+        stages=stage_times(instance, run.run_id),
+        failed_checks=_failed_checks(events),
+    )
+    for event in events:
+        if event.event_type != dg.DagsterEventType.ASSET_MATERIALIZATION:
+            continue
+        materialization = event.step_materialization_data.materialization
+        values = {key: value.value for key, value in materialization.metadata.items()}
+        if "lot_number" in values:
+            outcome.lot_number = str(values["lot_number"])
+        if materialization.asset_key == dg.AssetKey("published_artifact"):
+            outcome.published = values
+    if not outcome.success:
+        outcome.reason, outcome.failed_steps = _failure_reason(events)
+        if run.status == dg.DagsterRunStatus.CANCELED:
+            outcome.reason = "the run was terminated" + (
+                f" ({outcome.reason})" if outcome.failed_steps else ""
+            )
+    return outcome
+
+
+def terminate_on_signals(instance: dg.DagsterInstance, run_id: Callable[[], str | None]) -> None:
+    """Make SIGTERM and Ctrl-C of this command terminate its run (as the UI's Terminate does) before it exits."""
+
+    def stop(signum: int, _frame: object) -> None:
+        current = run_id()
+        if current is not None:
+            instance.run_coordinator.cancel_run(current)
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

@@ -164,7 +164,7 @@ def test_cli_reports_the_demo_job_complete_then_catches_a_truncated_trail(
 ) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(Path(__file__).parents[1] / "foundry_assets" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.delenv("FOUNDRY_HOME", raising=False)
     workspace = Workspace(home / "foundry")

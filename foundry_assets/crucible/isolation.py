@@ -17,7 +17,6 @@ transformers is untouched for merge and exam.
 """
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import queue
@@ -30,19 +29,14 @@ from typing import Any
 from foundry_assets import errors
 from foundry_assets.console import quiet_third_party
 from foundry_assets.errors import FoundryError, TrainingError
+from foundry_assets.processes import die_with_parent
 
 _POLL_S = 0.5
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _child(events: Any, kwargs: dict[str, Any]) -> None:
     """Entry point of the training process: train, then send ("result", TrainResult) or ("error", …)."""
-    _die_with_parent()
+    die_with_parent()
     # stdout is the CLI's summary: what Unsloth, TRL and torch print goes to the step's stderr instead
     os.dup2(2, 1)
     quiet_third_party()

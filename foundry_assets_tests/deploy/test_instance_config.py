@@ -20,7 +20,7 @@ def _instance(tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return dg.DagsterInstance.from_config(str(home))
 
 
-@pytest.mark.parametrize("config", ["dagster.yaml", "deploy/dagster-postgres.yaml"])
+@pytest.mark.parametrize("config", ["foundry_assets/dagster.yaml", "deploy/dagster-postgres.yaml"])
 def test_gpu_pool_retries_and_monitoring_are_configured(config: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from dagster._core.instance.config import dagster_instance_config
 
@@ -40,7 +40,7 @@ def test_embedded_instance_limits_the_gpu_pool_to_one_training(
     from foundry_assets.definitions import defs
 
     assert defs.resolve_assets_def("trained_adapter").op.pool == "gpu"
-    with _instance(tmp_path, REPO / "dagster.yaml", monkeypatch) as instance:
+    with _instance(tmp_path, REPO / "foundry_assets" / "dagster.yaml", monkeypatch) as instance:
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         assert instance.run_retries_max_retries == 1 and not instance.run_retries_retry_on_asset_or_op_failure
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1

@@ -84,7 +84,7 @@ def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A DAGSTER_HOME with the repository's dagster.yaml and one materialized demo job."""
     home = tmp_path_factory.mktemp("ui") / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "foundry_assets" / "dagster.yaml", home / "dagster.yaml")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(home))
         mp.delenv("FOUNDRY_HOME", raising=False)
