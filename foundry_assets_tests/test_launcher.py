@@ -7,21 +7,23 @@ button and Ctrl-C of `foundry run` do) cancels a run cleanly and frees its slot.
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psutil
 import pytest
 import yaml
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG
 
 from foundry_assets.demo.drop import write_demo_drop
-from foundry_assets.launcher import PID_TAG
+from foundry_assets.launcher import HOST_TAG, PID_TAG, STARTED_TAG, ProcessRunLauncher
 from foundry_assets.runner import INSTANCE_YAML, follow_run, instance_daemon, launch_manifest
-
-pytestmark = pytest.mark.slow
 
 
 def _wait(what: str, condition: Callable[[], Any], timeout: float = 120.0) -> Any:
@@ -65,6 +67,7 @@ def _training_started(instance: dg.DagsterInstance, run_id: str, job_dir: Path) 
     return run_id in _gpu_slot_holders(instance) and any(job_dir.glob("**/checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_failed_by_monitoring_its_slot_freed_and_the_retry_resumes(
     instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
@@ -102,6 +105,7 @@ def test_a_killed_worker_is_failed_by_monitoring_its_slot_freed_and_the_retry_re
     assert any(line.startswith("  trained_adapter") and line.endswith("ok  on cpu") for line in lines)
 
 
+@pytest.mark.slow
 def test_terminate_cancels_the_run_and_frees_its_slot(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     manifest_path = _drop(tmp_path / "demo", max_steps=400, checkpoint_steps=10)
     with instance_daemon(instance, lambda line: None):
@@ -118,3 +122,27 @@ def test_terminate_cancels_the_run_and_frees_its_slot(instance: dg.DagsterInstan
 def _finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
     run = instance.get_run_by_id(run_id)
     return run if run is not None and run.is_finished else None
+
+
+def _health(process_tags: dict[str, str]) -> str:
+    launcher = ProcessRunLauncher()
+    run = dg.DagsterRun(job_name="foundry_job", run_id="r1", tags=process_tags)
+    return launcher.check_run_worker_health(run).status.value
+
+
+def test_worker_health_follows_the_recorded_process() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tags = {
+            PID_TAG: str(child.pid),
+            STARTED_TAG: f"{psutil.Process(child.pid).create_time():.3f}",
+            HOST_TAG: socket.gethostname(),
+        }
+        assert _health(tags) == "RUNNING"
+        assert _health({**tags, STARTED_TAG: "1000.0"}) == "FAILED"  # the pid now names another process
+        child.kill()
+        child.wait()
+        assert _health(tags) == "FAILED"
+    finally:
+        child.kill()
+    assert _health({}) == "RUNNING"  # executed in process (tests): no worker of ours to check

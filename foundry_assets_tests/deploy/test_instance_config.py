@@ -31,6 +31,7 @@ def test_gpu_pool_retries_and_monitoring_are_configured(config: str, monkeypatch
     assert validated["run_retries"]["enabled"] is True
     assert validated["run_retries"]["max_retries"] >= 1
     assert validated["run_retries"]["retry_on_asset_or_op_failure"] is False  # a failed exam is never retried
+    assert validated["run_monitoring"]["free_slots_after_run_end_seconds"] > 0  # a dead run's slot comes back
     assert document["concurrency"]["pools"]["default_limit"] == 1
 
 
@@ -42,6 +43,10 @@ def test_embedded_instance_limits_the_gpu_pool_to_one_training(
     assert defs.resolve_assets_def("trained_adapter").op.pool == "gpu"
     with _instance(tmp_path, REPO / "foundry_assets" / "dagster.yaml", monkeypatch) as instance:
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_launcher).__name__ == "ProcessRunLauncher"
+        assert instance.run_launcher.supports_check_run_worker_health
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
         assert instance.run_retries_max_retries == 1 and not instance.run_retries_retry_on_asset_or_op_failure
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         storage = instance.event_log_storage
