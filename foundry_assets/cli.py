@@ -116,6 +116,36 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_drops(args: argparse.Namespace) -> int:
+    """What the drop sensor did with each drop it saw: requested as a job (run key), or invalid and why."""
+    import dagster as dg
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    from foundry_assets.drops import DropLedger
+    from foundry_assets.runner import ensure_dagster_home
+
+    home = ensure_dagster_home()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        states = [
+            state
+            for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            if state.instigator_name == "drop_sensor"
+        ]
+    cursor = next((getattr(s.instigator_data, "cursor", None) for s in states if s.instigator_data), None)
+    ledger = DropLedger.loads(cursor)
+    if not ledger.drops:
+        print(
+            f"the drop sensor has recorded no drops on {home} (is it running? `dagster sensor start drop_sensor`)"
+        )
+        return EXIT_OK
+    for name, entry in sorted(ledger.drops.items()):
+        if entry.get("status") == "invalid":
+            print(f"{name}: invalid: {entry.get('reason')}")
+        else:
+            print(f"{name}: requested as job {entry.get('job_id')} (run key {entry.get('run_key')})")
+    return EXIT_INVALID if args.invalid_exit and ledger.rejected() else EXIT_OK
+
+
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Would the manifest's job fit on a card with --vram-gb GB free (or this node's GPU)? Loads no model."""
     from foundry_assets.crucible.hardware import preflight
@@ -232,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--set-pool", action="store_true", help="set the gpu pool's limit to this node's GPU count"
     )
     p.set_defaults(func=cmd_gpus)
+    p = sub.add_parser(
+        "drops", help="the drop sensor's record: each drop requested as a job, or invalid and why"
+    )
+    p.add_argument("--invalid-exit", action="store_true", help="exit 2 when any drop is invalid")
+    p.set_defaults(func=cmd_drops)
+
     p = sub.add_parser("schema", help="print the manifest's JSON Schema")
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser(

@@ -1,13 +1,15 @@
 """Data drops: folders (local, or under an S3 prefix) that each hold a `manifest.yaml` and the data it names.
 
-A drop is received in three moves: list it (cheap fingerprint of its files), validate it (the manifest parses, its
-data lies inside the drop and is JSONL), then copy manifest and data into the workspace under a content-addressed
-folder and register the manifest. Registering the copy (whose path holds the content hash) makes a `job_id` reused
-with different data *or* a different manifest a refusal of `Workspace.register`, not a silent second job.
+A drop goes through three moves: list it (cheap fingerprint of its files) and inspect it (the manifest parses, its
+data lies inside the drop and is JSONL, its job_id is free) — the sensor does these and writes nothing, so a preview
+of the sensor is a dry run — then, as the first step of the run the sensor requested, receive it: copy manifest and
+data into the workspace under a content-addressed folder and register the manifest. Registering the copy (whose path
+holds the content hash) makes a `job_id` reused with different data *or* a different manifest a refusal of
+`Workspace.register`, not a silent second job.
 
-The ledger remembers every drop by fingerprint, so a drop is evaluated once per content: a valid one requests one
-run, an invalid one is reported once and then left alone until its files change. No Dagster in here; the sensor in
-`defs/sensors.py` is the thin layer that turns a `DropOutcome` into partitions, run requests and log lines.
+The ledger (the sensor's cursor) remembers every drop by fingerprint, so a drop is evaluated once per content: a
+valid one requests one run, an invalid one is reported once (with its reason, kept in the ledger) and then left alone
+until its files change. No Dagster in here; `defs/sensors.py` and `defs/select.py` are the thin layers over it.
 """
 
 import json
@@ -16,24 +18,23 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
 
 import yaml
 
-from foundry_assets.errors import DataError, FoundryError, ManifestError
+from foundry_assets.errors import DataError, ManifestError
 from foundry_assets.lot import sha256_file, sha256_text
-from foundry_assets.manifest import parse_manifest
+from foundry_assets.manifest import TrainingManifest, load_manifest, parse_manifest
 from foundry_assets.workspace import Workspace
+
+DROP_SHA256_TAG = "foundry/drop_sha256"
+"""Run tag: the content the sensor inspected; the run's first step receives the drop only if it still has it."""
 
 MANIFEST_NAME = "manifest.yaml"
 """The file that makes a folder a drop; producers write it last (after the data), so a half-written drop is unseen."""
-
-REJECTED_LOG = "rejected_drops.jsonl"
-"""Workspace file that lists every invalid drop once (name, fingerprint, reason), for operators and auditors."""
 
 
 @dataclass(frozen=True)
@@ -181,14 +182,34 @@ def _check_jsonl(path: Path, relative: str) -> None:
         raise DataError(f"data {relative!r} holds no records")
 
 
-def receive_drop(
+@dataclass(frozen=True)
+class DropPlan:
+    """A valid drop, inspected but not received: what `receive_drop` copies and registers, and under which key."""
+
+    name: str
+    job_id: str
+    content_sha256: str
+    manifest_bytes: bytes
+    data_relative: str
+    data_source: Path
+    dest: Path
+    registered: TrainingManifest
+    """The manifest as it will be registered: relative paths resolved, data pointing at the received copy."""
+
+    @property
+    def run_key(self) -> str:
+        """One run per job and content: a re-listed or re-uploaded identical drop never starts a second run."""
+        return f"{self.job_id}@{self.content_sha256[:16]}"
+
+
+def inspect_drop(
     drop_dir: Path, workspace: Workspace, *, name: str, paths_relative_to: Path | None = None
-) -> ReceivedDrop:
-    """Validate a drop folder, copy it into `received/<job_id>/<content>/` and register its manifest.
+) -> DropPlan:
+    """Validate a drop folder without writing anything: the manifest parses, its data lies inside the drop and is
+    JSONL, and its job_id is not registered with other content. Raises ManifestError or DataError naming the problem.
 
     `paths_relative_to`: where the manifest's other relative paths (model_path, merge sources, registry) are read
     from; the drop's own folder for a local drop, the received copy (default) for one downloaded from S3.
-    Raises ManifestError or DataError naming the problem; a drop that raises is invalid until its files change.
     """
     manifest_file = drop_dir / MANIFEST_NAME
     try:
@@ -208,39 +229,127 @@ def receive_drop(
         raise DataError(f"data.path {relative!r} is not in the drop (looked for {data})")
     _check_jsonl(data, relative)
     content = sha256_text(f"{sha256_text(manifest_bytes.decode('utf-8'))}:{sha256_file(data)}")
-
     dest = workspace.root / "received" / manifest.job_id / content[:16]
-    created = not dest.exists()
-    if created:
-        tmp = Path(tempfile.mkdtemp(dir=_mkdir(dest.parent), prefix=".tmp-"))
-        (tmp / Path(relative)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(data, tmp / relative)
-        (tmp / MANIFEST_NAME).write_bytes(manifest_bytes)
-        os.replace(tmp, dest)
     registered = manifest.resolve(paths_relative_to or dest)
     registered = registered.model_copy(
         update={"data": registered.data.model_copy(update={"path": str((dest / relative).resolve())})}
     )
+    current = workspace.manifest_path(manifest.job_id)
+    if (
+        current.exists()
+        and load_manifest(current, resolve_paths=False).canonical_json() != registered.canonical_json()
+    ):
+        raise _reused(manifest.job_id)
+    return DropPlan(name, manifest.job_id, content, manifest_bytes, relative, data, dest, registered)
+
+
+def _reused(job_id: str) -> ManifestError:
+    return ManifestError(
+        f"job_id {job_id!r} is already registered with different content (manifest or data); "
+        "a job_id names one job: give this drop its own job_id"
+    )
+
+
+def receive_drop(
+    drop_dir: Path,
+    workspace: Workspace,
+    *,
+    name: str,
+    paths_relative_to: Path | None = None,
+    job_id: str | None = None,
+    content_sha256: str | None = None,
+) -> ReceivedDrop:
+    """Inspect a drop folder, then copy it into `received/<job_id>/<content>/` and register its manifest.
+
+    `job_id` / `content_sha256`, when given, must match the drop (the run's partition; the content the sensor saw),
+    else nothing is written and a ManifestError / DataError says what differs.
+    """
+    plan = inspect_drop(drop_dir, workspace, name=name, paths_relative_to=paths_relative_to)
+    if job_id is not None and plan.job_id != job_id:
+        raise ManifestError(
+            f"drop {name!r} holds job_id {plan.job_id!r}, but this run is for job {job_id!r}: launch it for "
+            f"partition {plan.job_id!r}, or fix job_id in its {MANIFEST_NAME}"
+        )
+    if content_sha256 is not None and plan.content_sha256 != content_sha256:
+        raise DataError(
+            f"drop {name!r} changed after the sensor requested this run (content {plan.content_sha256[:16]} now, "
+            f"{content_sha256[:16]} then); the sensor requests a new run for the new content"
+        )
+    created = not plan.dest.exists()
+    if created:
+        tmp = Path(tempfile.mkdtemp(dir=_mkdir(plan.dest.parent), prefix=".tmp-"))
+        (tmp / Path(plan.data_relative)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plan.data_source, tmp / plan.data_relative)
+        (tmp / MANIFEST_NAME).write_bytes(plan.manifest_bytes)
+        os.replace(tmp, plan.dest)
     try:
-        manifest_path = workspace.register(registered)
+        manifest_path = workspace.register(plan.registered)
     except ManifestError:
         if created:
-            shutil.rmtree(dest, ignore_errors=True)
-        raise ManifestError(
-            f"job_id {manifest.job_id!r} is already registered with different content (manifest or data); "
-            "a job_id names one job: give this drop its own job_id"
-        ) from None
-    return ReceivedDrop(name, manifest.job_id, content, manifest_path, dest / relative)
+            shutil.rmtree(plan.dest, ignore_errors=True)
+        raise _reused(plan.job_id) from None
+    return ReceivedDrop(name, plan.job_id, plan.content_sha256, manifest_path, plan.dest / plan.data_relative)
 
 
-def receive(source: DropSource, ref: DropRef, workspace: Workspace) -> ReceivedDrop:
-    """Open a listed drop (an S3 drop is downloaded to scratch first) and receive it into the workspace.
-
-    A local drop's other relative paths are read from its own folder; an S3 drop's from the received copy.
-    """
+def inspect_listed(source: DropSource, ref: DropRef, workspace: Workspace) -> DropPlan:
+    """Open a listed drop (an S3 drop is downloaded to a scratch folder, removed after) and inspect it."""
     with source.open(ref) as folder:
         in_place = isinstance(source, LocalDrops)
-        return receive_drop(folder, workspace, name=ref.name, paths_relative_to=folder if in_place else None)
+        return inspect_drop(folder, workspace, name=ref.name, paths_relative_to=folder if in_place else None)
+
+
+def receive_location(
+    location: str,
+    workspace: Workspace,
+    *,
+    s3_client: Callable[[], Any],
+    job_id: str | None = None,
+    content_sha256: str | None = None,
+) -> ReceivedDrop:
+    """Receive the one drop at `location` (a folder, file:///folder or s3://bucket/prefix/drop/): what a run started
+    by the sensor or from the launchpad does first. A local drop's other relative paths are read from its folder."""
+    parent, _, name = location.rstrip("/").rpartition("/")
+    source = drop_source(parent or ".", workspace=workspace, s3_client=s3_client)
+    ref = next((r for r in source.list_drops() if r.name == name), None)
+    if ref is None:
+        raise DataError(f"no drop at {location!r}: expected a folder holding {MANIFEST_NAME} and its data")
+    with source.open(ref) as folder:
+        in_place = isinstance(source, LocalDrops)
+        return receive_drop(
+            folder,
+            workspace,
+            name=ref.name,
+            paths_relative_to=folder if in_place else None,
+            job_id=job_id,
+            content_sha256=content_sha256,
+        )
+
+
+def receive_manifest_text(text: str, workspace: Workspace, *, job_id: str) -> TrainingManifest:
+    """Register a manifest given as YAML text (pasted in the launchpad) for job `job_id`, with the same field-named
+    validation as a manifest file. Its data must already be on the node: `data.path` absolute, a JSONL file."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ManifestError(f"manifest_yaml is not YAML: {e}") from None
+    manifest = parse_manifest(document, source="manifest_yaml")
+    if manifest.job_id != job_id:
+        raise ManifestError(
+            f"manifest_yaml holds job_id {manifest.job_id!r}, but this run is for job {job_id!r}: launch it for "
+            f"partition {manifest.job_id!r} (add the partition first), or fix job_id"
+        )
+    data = Path(manifest.data.path)
+    if not data.is_absolute():
+        raise DataError(
+            f"data.path {manifest.data.path!r} is relative: a pasted manifest needs the data's absolute path on the "
+            "node (or launch with `drop`, whose data travels with its manifest)"
+        )
+    if not data.is_file():
+        raise DataError(f"data.path {str(data)!r} is not a file on this node")
+    _check_jsonl(data, str(data))
+    manifest = manifest.resolve(data.parent)
+    workspace.register(manifest)
+    return manifest
 
 
 def _mkdir(path: Path) -> Path:
@@ -281,35 +390,23 @@ class DropLedger:
     def mark(self, ref: DropRef, status: DropStatus, **details: Any) -> None:
         self.drops[ref.name] = {"fingerprint": ref.fingerprint, "status": status, **details}
 
+    def claimant(self, job_id: str, run_key: str) -> str | None:
+        """The drop already requested as `job_id` with other content (another run key), if any."""
+        for name, entry in self.drops.items():
+            if (
+                entry.get("status") == "requested"
+                and entry.get("job_id") == job_id
+                and entry.get("run_key") != run_key
+            ):
+                return name
+        return None
+
+    def rejected(self) -> dict[str, str]:
+        """Each invalid drop and why, as last evaluated."""
+        return {
+            name: str(e.get("reason", "")) for name, e in self.drops.items() if e.get("status") == "invalid"
+        }
+
     def forget_missing(self, present: set[str]) -> None:
         """Drop entries of drops that are gone, so the cursor stays the size of the drop location."""
         self.drops = {name: entry for name, entry in self.drops.items() if name in present}
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """An invalid drop, as written once to the workspace's `rejected_drops.jsonl`."""
-
-    name: str
-    location: str
-    fingerprint: str
-    reason: str
-    ts: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-
-def record_rejection(workspace: Workspace, ref: DropRef, error: FoundryError) -> Rejection:
-    """Append the rejection to `rejected_drops.jsonl` in the workspace and return it."""
-    rejection = Rejection(ref.name, ref.location, ref.fingerprint, str(error))
-    path = workspace.root / REJECTED_LOG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(asdict(rejection), sort_keys=True) + "\n")
-    return rejection
-
-
-def rejected_drops(workspace: Workspace) -> list[dict[str, Any]]:
-    """Every rejection recorded in the workspace, oldest first."""
-    path = workspace.root / REJECTED_LOG
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

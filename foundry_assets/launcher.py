@@ -139,7 +139,9 @@ class ProcessRunLauncher(RunLauncher, ConfigurableClass):
         host = run.tags.get(HOST_TAG)
         if host and host != socket.gethostname():
             # only the daemon launches runs, so this is a second daemon elsewhere: do not fail what it cannot see
-            return CheckRunHealthResult(WorkerStatus.RUNNING, f"the worker runs on {host}; not checked from here")
+            return CheckRunHealthResult(
+                WorkerStatus.RUNNING, f"the worker runs on {host}; not checked from here"
+            )
         if PID_TAG not in run.tags:  # e.g. a run executed in process by a test: nothing here to check
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no worker pid recorded")
         process, why = self._worker(run)

@@ -104,3 +104,25 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
     for noise in ("it/s]", "examples/s]", "{'loss'", "_pytree", "PreviewWarning"):
         assert noise not in done.stderr, noise
     assert "step 10/40: loss" in done.stderr  # the training's progress, from the run log
+
+
+def test_drops_lists_what_the_sensor_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundry_assets.drops import DropLedger, DropRef
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert main(["drops"]) == 0 and "no drops" in capsys.readouterr().out
+    ledger = DropLedger()
+    ledger.mark(DropRef("good", "/in/good", "f1"), "requested", job_id="good", run_key="good@0123")
+    ledger.mark(DropRef("bad", "/in/bad", "f2"), "invalid", reason="data.path 'x.jsonl' is not in the drop")
+    dagster = [str(Path(sys.executable).with_name("dagster")), "sensor"]
+    target = ["-m", "foundry_assets.definitions"]
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    for command in (["start", "drop_sensor"], ["cursor", "drop_sensor", "--set", ledger.dumps()]):
+        subprocess.run([*dagster, *command, *target], env=env, check=True, capture_output=True)
+    assert main(["drops", "--invalid-exit"]) == 2
+    out = capsys.readouterr().out
+    assert "good: requested as job good (run key good@0123)" in out
+    assert "bad: invalid: data.path 'x.jsonl' is not in the drop" in out

@@ -6,8 +6,8 @@ import dagster as dg
 
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import PublisherResource, WorkspaceResource
-from foundry_assets.drops import DropLedger, drop_source, receive, record_rejection
-from foundry_assets.errors import FoundryError
+from foundry_assets.drops import DROP_SHA256_TAG, DropLedger, drop_source, inspect_listed
+from foundry_assets.errors import FoundryError, ManifestError
 
 DROP_LOCATION_ENV = "FOUNDRY_DROP_LOCATION"
 """Where drops appear: a folder, file:///folder or s3://bucket/prefix; default `<workspace>/inbox`."""
@@ -21,15 +21,16 @@ MAX_DROPS_PER_TICK = 20
     minimum_interval_seconds=30,
     description=(
         "Watches FOUNDRY_DROP_LOCATION (a folder, or s3://bucket/prefix through the publisher's S3 resource) for "
-        "drops: folders holding manifest.yaml and its data. A valid drop is registered, gets its job_id partition "
-        "and one run (run key = job_id@content hash); an invalid one is logged and recorded in "
-        "rejected_drops.jsonl once, and left alone until its files change."
+        "drops: folders holding manifest.yaml and its data. A valid drop gets its job_id partition and one run "
+        "(run key = job_id@content hash), whose first step receives and registers it; an invalid one is logged "
+        "once (its reason kept in the cursor) and left alone until its files change. Evaluating writes nothing, "
+        "so 'Preview tick result' is a dry run."
     ),
 )
 def drop_sensor(
     context: dg.SensorEvaluationContext, workspace: WorkspaceResource, publisher: PublisherResource
 ) -> dg.SensorResult:
-    """Turns each new drop into a registered job, its partition and one run request."""
+    """Turns each new drop into its partition and one run request; writes nothing itself."""
     ws = workspace.workspace
     location = os.environ.get(DROP_LOCATION_ENV) or str(ws.root / "inbox")
     source = drop_source(location, workspace=ws, s3_client=publisher.s3.get_client)
@@ -43,9 +44,14 @@ def drop_sensor(
     for ref in [ref for ref in refs if not ledger.is_handled(ref)][:MAX_DROPS_PER_TICK]:
         # Only a FoundryError makes a drop invalid; a transient one (S3 unreachable) fails the tick, retried next tick.
         try:
-            drop = receive(source, ref, ws)
+            drop = inspect_listed(source, ref, ws)
+            taken = ledger.claimant(drop.job_id, drop.run_key)
+            if taken is not None:
+                raise ManifestError(
+                    f"job_id {drop.job_id!r} is already requested by drop {taken!r} with different content; "
+                    "a job_id names one job: give this drop its own job_id"
+                )
         except FoundryError as e:
-            record_rejection(ws, ref, e)
             ledger.mark(ref, "invalid", reason=str(e))
             rejected.append(f"{ref.name}: {e}")
             context.log.warning(f"Skipped invalid drop {ref.name!r} ({ref.location}): {e}")
@@ -61,10 +67,11 @@ def drop_sensor(
             dg.RunRequest(
                 partition_key=drop.job_id,
                 run_key=drop.run_key,
-                tags={"foundry/drop": ref.name, "foundry/drop_sha256": drop.content_sha256},
+                run_config={"ops": {"raw_data": {"config": {"drop": ref.location}}}},
+                tags={"foundry/drop": ref.name, DROP_SHA256_TAG: drop.content_sha256},
             )
         )
-        context.log.info(f"Drop {ref.name!r} registered as job {drop.job_id} (run key {drop.run_key})")
+        context.log.info(f"Drop {ref.name!r} requested as job {drop.job_id} (run key {drop.run_key})")
 
     skip_reason = None
     if not run_requests:

@@ -1,4 +1,8 @@
-"""The drop sensor on a real instance: one run per drop, invalid drops reported once, local folders and S3."""
+"""The drop sensor on a real instance: one run per drop, invalid drops reported once, local folders and S3.
+
+Evaluating the sensor writes nothing (the UI's "Preview tick result" is a dry run); the requested run's first step
+receives and registers the drop.
+"""
 
 import json
 import shutil
@@ -13,7 +17,7 @@ from foundry_assets.definitions import FOUNDRY_ASSETS, build_definitions, build_
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.select import raw_data
 from foundry_assets.defs.sensors import DROP_LOCATION_ENV
-from foundry_assets.drops import DropLedger, rejected_drops
+from foundry_assets.drops import DropLedger
 from foundry_assets.lot import sha256_file
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
@@ -55,6 +59,10 @@ def tick(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None)
     return result
 
 
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
 def added_partitions(result: dg.SensorResult) -> list[str]:
     return [key for request in result.dynamic_partitions_requests or [] for key in request.partition_keys]
 
@@ -64,6 +72,7 @@ def test_new_drop_adds_partition_and_requests_one_run_that_never_repeats(
 ) -> None:
     defs = build_definitions()
     put_drop(inbox, template, "drop-a")
+    before = files_under(workspace.root)
 
     first = tick(instance, defs, None)
     assert added_partitions(first) == ["drop-a"]
@@ -71,11 +80,8 @@ def test_new_drop_adds_partition_and_requests_one_run_that_never_repeats(
     assert request.partition_key == "drop-a"
     assert request.run_key and request.run_key.startswith("drop-a@")
     assert request.tags["foundry/drop"] == "drop-a"
-
-    registered = workspace.load("drop-a")
-    received = Path(registered.data.path)
-    assert received.is_relative_to(workspace.root / "received" / "drop-a")
-    assert sha256_file(received) == sha256_file(inbox / "drop-a" / "data.jsonl")
+    assert request.run_config == {"ops": {"raw_data": {"config": {"drop": str(inbox / "drop-a")}}}}
+    assert files_under(workspace.root) == before  # a dry run: nothing received, nothing registered
 
     # The next tick, with the cursor the daemon stored, requests nothing.
     second = tick(instance, defs, first.cursor)
@@ -88,7 +94,7 @@ def test_new_drop_adds_partition_and_requests_one_run_that_never_repeats(
     assert [r.run_key for r in again.run_requests or []] == [request.run_key]
     assert not added_partitions(again)  # the partition exists now
 
-    # The requested run's first asset reads the received copy; its lot number is fixed from it.
+    # The requested run's first asset receives the drop, registers it and fixes the lot number from the copy.
     result = dg.materialize(
         FOUNDRY_ASSETS,
         selection=[raw_data],
@@ -96,10 +102,39 @@ def test_new_drop_adds_partition_and_requests_one_run_that_never_repeats(
         instance=instance,
         resources=build_resources(),
         tags=request.tags,
+        run_config=request.run_config,
     )
     assert result.success
+    received = Path(workspace.load("drop-a").data.path)
+    assert received.is_relative_to(workspace.root / "received" / "drop-a")
+    assert sha256_file(received) == sha256_file(inbox / "drop-a" / "data.jsonl")
     [materialization] = result.asset_materializations_for_node("raw_data")
     assert materialization.metadata["dataset_sha256"].value == sha256_file(received)
+
+
+def test_a_drop_changed_after_its_run_was_requested_is_refused_by_the_run(
+    inbox: Path, template: Path, workspace: Workspace, instance: dg.DagsterInstance
+) -> None:
+    defs = build_definitions()
+    folder = put_drop(inbox, template, "drop-b")
+    [request] = tick(instance, defs, None).run_requests or []
+    with open(folder / "data.jsonl", "a") as handle:
+        handle.write(json.dumps({"instruction": "Added later?", "output": "Yes."}) + "\n")
+    instance.add_dynamic_partitions(str(job_partitions.name), ["drop-b"])
+    result = dg.materialize(
+        FOUNDRY_ASSETS,
+        selection=[raw_data],
+        partition_key="drop-b",
+        instance=instance,
+        resources=build_resources(),
+        tags=request.tags,
+        run_config=request.run_config,
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "changed after the sensor requested this run" in str(failure.step_failure_data.user_failure_data)
+    assert not workspace.manifest_path("drop-b").exists()
 
 
 def test_invalid_drops_are_skipped_reported_once_and_reconsidered_only_when_changed(
@@ -122,35 +157,36 @@ def test_invalid_drops_are_skipped_reported_once_and_reconsidered_only_when_chan
     with open(reused / "data.jsonl", "a") as handle:
         handle.write(json.dumps({"instruction": "One more?", "output": "Yes."}) + "\n")
 
+    before = files_under(workspace.root)
     first = tick(instance, defs, None)
     assert [r.partition_key for r in first.run_requests or []] == ["good"]
-    reasons = {r["name"]: r["reason"] for r in rejected_drops(workspace)}
+    reasons = DropLedger.loads(first.cursor).rejected()  # kept in the cursor; `foundry drops` lists them
     assert set(reasons) == {"bad-manifest", "missing-data", "escapes", "not-jsonl", "reused"}
     assert "unknown training method 'lora-magic'" in reasons["bad-manifest"]
     assert "data.path 'data.jsonl' is not in the drop" in reasons["missing-data"]
     assert "outside the drop" in reasons["escapes"]
     assert "line 2 is not JSON" in reasons["not-jsonl"]
-    assert "job_id 'good' is already registered with different content" in reasons["reused"]
+    assert "job_id 'good' is already requested by drop 'good' with different content" in reasons["reused"]
     logged = capfd.readouterr().err  # the sensor's log (shown on the tick in the UI)
     for name in reasons:
         assert f"Skipped invalid drop {name!r}" in logged
     assert (
-        not (workspace.root / "received" / "good").exists()
-        or len(list((workspace.root / "received" / "good").iterdir())) == 1
-    )  # the refused copy was removed
+        files_under(workspace.root) == before
+    )  # evaluation wrote nothing, for valid and invalid drops alike
 
     # The same files again: nothing is retried, nothing is reported twice.
     second = tick(instance, defs, first.cursor)
     assert not second.run_requests
     assert "No new drops" in str(second.skip_reason)
-    assert len(rejected_drops(workspace)) == 5
+    assert "Skipped invalid drop" not in capfd.readouterr().err
+    assert DropLedger.loads(second.cursor).rejected() == reasons
 
     # A fixed drop (its files changed) is evaluated again and accepted.
     shutil.copyfile(template / "data.jsonl", missing / "data.jsonl")
     third = tick(instance, defs, second.cursor)
     assert [r.partition_key for r in third.run_requests or []] == ["missing-data"]
     assert added_partitions(third) == ["missing-data"]
-    assert [r["name"] for r in rejected_drops(workspace)].count("missing-data") == 1  # reported once
+    assert "missing-data" not in DropLedger.loads(third.cursor).rejected()
 
 
 def test_no_drop_location_yet_is_a_skip_not_an_error(
@@ -190,10 +226,8 @@ def test_s3_drop_is_downloaded_registered_and_its_run_completes(
     first = tick(instance, defs, None)
     [request] = first.run_requests or []
     assert request.partition_key == "s3-job" and added_partitions(first) == ["s3-job"]
-    registered = workspace.load("s3-job")
-    assert Path(registered.data.path).is_file()
-    assert sha256_file(registered.data.path) == sha256_file(staging / "s3-job" / "data.jsonl")
-    assert not list((workspace.root / "received").glob(".incoming-*"))  # the download scratch is gone
+    assert request.run_config["ops"]["raw_data"]["config"]["drop"] == "s3://drops/synthesis/s3-job/"
+    assert not files_under(workspace.root / "received")  # inspected in a scratch folder, gone again
 
     # The manifest arrives last: only then is the second drop seen.
     s3_drops.upload_file(str(half / "manifest.yaml"), "drops", "synthesis/s3-half/manifest.yaml")
@@ -203,9 +237,15 @@ def test_s3_drop_is_downloaded_registered_and_its_run_completes(
     # Run what the sensor requested, as the daemon would: the whole job, on the received copy.
     instance.add_dynamic_partitions(str(job_partitions.name), added_partitions(first))
     result = defs.resolve_job_def("foundry_job").execute_in_process(
-        instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        run_config=request.run_config,
+        raise_on_error=False,
     )
     assert result.success
+    registered = workspace.load("s3-job")  # received (downloaded) and registered by the run's first step
+    assert sha256_file(registered.data.path) == sha256_file(staging / "s3-job" / "data.jsonl")
     published = result.output_for_node("published_artifact")
     assert published["tag"] == registered.publish_target.tag
     run = instance.get_run_by_id(result.run_id)
