@@ -39,7 +39,9 @@ test: $(STAMP) services
 	$(BIN)/mypy foundry_assets
 	$(BIN)/python -m pytest
 
+# the drop sensor is off by default (Dagster's default); the UI of a foundry node watches for drops
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster sensor start drop_sensor -m foundry_assets.definitions
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
