@@ -60,9 +60,9 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
         print(line, flush=True)
 
     def note(line: str) -> None:
-        print(f"foundry: {line}", file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
 
-    with dg.DagsterInstance.get() as instance, instance_daemon(instance, note):
+    with dg.DagsterInstance.get() as instance, instance_daemon(instance, lambda line: note(f"note: {line}")):
         terminate_on_signals(instance, lambda: current[-1] if current else None)
         for path in manifest_paths:
             if len(manifest_paths) > 1:
@@ -70,13 +70,13 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
             manifest, run_id = launch_manifest(path, instance=instance)
             current.append(run_id)
             say(f"run {run_id} queued on the instance in {home} (job {manifest.job_id}); the UI shows it too")
-            outcome = follow_run(instance, run_id, manifest.job_id, say, verbose=verbose)
+            outcome = follow_run(instance, run_id, manifest.job_id, say, log=note, verbose=verbose)
             if not outcome.success:
                 return _fail(
                     f"job {outcome.job_id} failed (run {outcome.run_id}): {outcome.reason}", EXIT_FAILED
                 )
             for check in outcome.failed_checks:  # published, but a check that does not stop the run disagrees
-                note(f"warning: {check}")
+                note(f"foundry: warning: {check}")
             published = outcome.published or {}
             say(f"published:  {published.get('uri')}")
             say(

@@ -287,12 +287,15 @@ def follow_run(
     job_id: str,
     say: Callable[[str], None],
     *,
+    log: Callable[[str], None] | None = None,
     verbose: bool = False,
     poll_s: float = 0.5,
     retry_wait_s: float = 120.0,
 ) -> RunOutcome:
-    """Print the run's progress (each stage as it ends, the stages' own log lines) until it finishes; follow the
-    automatic retry Dagster starts for a crashed run. Returns the outcome of the last run followed."""
+    """Report the run's progress until it finishes: each stage as it ends to `say`, the stages' own log lines (and,
+    `verbose`, Dagster's events) to `log` (default `say`); follow the automatic retry Dagster starts for a crashed
+    run. Returns the outcome of the last run followed."""
+    log = log or say
     from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
 
     cursor: str | None = None
@@ -309,11 +312,11 @@ def follow_run(
             if event is None:
                 level = entry.level if isinstance(entry.level, int) else logging.getLevelName(entry.level)
                 if isinstance(level, int) and level >= (logging.DEBUG if verbose else logging.INFO):
-                    say(f"    {entry.step_key or 'run'}: {entry.user_message}")
+                    log(f"{entry.step_key or 'run'}: {entry.user_message}")
                 continue
             events.append(event)
             if verbose:
-                say(f"    [{event.event_type_value}] {entry.step_key or ''} {entry.user_message}".rstrip())
+                log(f"[{event.event_type_value}] {entry.step_key or ''} {entry.user_message}".rstrip())
             if event.event_type == dg.DagsterEventType.STEP_START and event.step_key:
                 started[event.step_key] = entry.timestamp
             elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.step_key:
@@ -346,7 +349,7 @@ def follow_run(
                 retry = _wait_for_tag(instance, run_id, AUTO_RETRY_RUN_ID_TAG, retry_wait_s)
                 if retry:
                     reason, _ = _failure_reason(events)
-                    say(f"run {run_id} failed ({reason}); Dagster retries it as run {retry}")
+                    log(f"run {run_id} failed ({reason}); Dagster retries it as run {retry}")
                     run_id, cursor, events, started, devices = retry, None, [], {}, {}
                     continue
             return _outcome(instance, run, job_id, events)

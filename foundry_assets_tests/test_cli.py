@@ -97,6 +97,9 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
     stages = [line.split()[0] for line in out if line.startswith("  ")]
     assert stages[:3] == ["raw_data", "curated_dataset", "trained_adapter"]
     assert (
+        "note: no dagster-daemon was serving" in done.stderr
+    )  # none ran: the command started one for itself
+    assert (
         "published_artifact" in stages and "published_artifact_published_artifact_audit_consistent" in stages
     )
     assert "foundry: warning" not in done.stderr  # the audit check after publishing agreed

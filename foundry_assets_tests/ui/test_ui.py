@@ -5,6 +5,7 @@ missing the test fails with the command that installs it — it never skips, so 
 Screenshots land in `test-artifacts/ui/`.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import yaml
 
 from foundry_assets.runner import run_manifest
 from foundry_assets.workspace import Workspace
@@ -178,3 +180,49 @@ def test_materialized_job_partition_shows_its_lot_number(ui_url: str, dagster_ho
     page.get_by_text("lot_number", exact=True).first.wait_for()
     page.get_by_text(lot, exact=True).first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "raw-data-partition.png"), full_page=True)
+
+
+def _wait_for_run(home: Path, job_id: str, timeout: float = 420.0) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": job_id}), limit=1)
+            if runs and runs[0].is_finished:
+                return runs[0]
+            time.sleep(2)
+    pytest.fail(f"no finished run for partition {job_id} within {timeout:.0f} s")
+
+
+def test_a_new_job_launched_from_the_ui_with_a_pasted_manifest_publishes(
+    ui_url: str, dagster_home: Path, page: Any, tmp_path: Path
+) -> None:
+    """Materialize all → Add a partition (the job_id) → Add config (the manifest, pasted) → Launch 1 run."""
+    job_id = "job-ui-pasted"
+    drop = make_drop(tmp_path, job_id)
+    manifest = yaml.safe_load(drop.manifest_path.read_text())
+    manifest["data"]["path"] = str(drop.manifest_path.parent / manifest["data"]["path"])
+    config = {"ops": {"raw_data": {"config": {"manifest_yaml": yaml.safe_dump(manifest, sort_keys=False)}}}}
+
+    _open(page, f"{ui_url}/locations/foundry_assets.definitions/jobs/foundry_job")
+    page.get_by_role("button", name="Materialize all").click()
+    page.get_by_text("Add a partition", exact=True).click()
+    page.keyboard.type(job_id)
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.get_by_text(job_id, exact=True).first.wait_for()
+    page.get_by_text("Config", exact=True).click()
+    page.get_by_role("button", name="Add config").click()
+    page.locator(".CodeMirror").last.click()
+    page.keyboard.insert_text(json.dumps(config))  # pasted: JSON is YAML
+    page.get_by_text("No errors", exact=True).last.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "launch-pasted-config.png"))
+    page.get_by_role("button", name="Save config").click()
+    page.get_by_role("button", name="Launch 1 run").click()
+
+    run = _wait_for_run(dagster_home, job_id)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
+    assert run.tags.get("foundry/worker_pid")  # launched by the daemon in a worker of its own
+    published = Path(manifest["publish_target"]["registry"]) / manifest["publish_target"]["tag"]
+    assert (published / "MANIFEST.sha256").is_file()
+    _open(page, f"{ui_url}/runs/{run.run_id}")
+    page.get_by_text("published_artifact", exact=True).first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "launch-pasted-run.png"))
