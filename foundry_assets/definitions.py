@@ -11,6 +11,7 @@ import dagster as dg
 from foundry_assets.defs.audit import published_artifact_audit_consistent
 from foundry_assets.defs.distribute import published_artifact
 from foundry_assets.defs.examine import exam_report, exam_report_passes_gate
+from foundry_assets.defs.executor import build_executor, gpu_lock_dir, io_dir
 from foundry_assets.defs.merge import merged_model
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.prune import curated_dataset
@@ -25,6 +26,7 @@ from foundry_assets.defs.resources import (
 from foundry_assets.defs.select import raw_data
 from foundry_assets.defs.sensors import drop_sensor
 from foundry_assets.defs.train import trained_adapter
+from foundry_assets.workspace import default_root
 
 FOUNDRY_ASSETS = [raw_data, curated_dataset, trained_adapter, merged_model, exam_report, published_artifact]
 
@@ -42,10 +44,10 @@ def build_resources() -> dict[str, Any]:
         "workspace": WorkspaceResource(),
         "audit_trail": AuditTrailResource(),
         "embedder": EmbedderResource(),
-        "gpu": GpuResource(),
+        "gpu": GpuResource(lock_dir=gpu_lock_dir()),
         "publisher": PublisherResource(s3=s3_resource_from_env()),
         # explicit, so a later run (or the UI) can load any partition's upstream values from DAGSTER_HOME
-        "io_manager": dg.FilesystemIOManager(),
+        "io_manager": dg.FilesystemIOManager(base_dir=io_dir(default_root())),
     }
 
 
@@ -57,7 +59,7 @@ def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions
         jobs=[foundry_job],
         sensors=[drop_sensor],
         resources=resources or build_resources(),
-        executor=dg.in_process_executor,
+        executor=build_executor(),
     )
 
 

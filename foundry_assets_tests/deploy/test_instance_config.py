@@ -65,17 +65,18 @@ def _values() -> dict[str, Any]:
     return values
 
 
-def test_helm_values_use_the_k8s_run_launcher_on_gpu_nodes() -> None:
+def test_helm_values_run_each_step_in_a_pod_of_its_own_on_cpu_run_pods() -> None:
     values = _values()
     launcher = values["runLauncher"]
     assert launcher["type"] == "K8sRunLauncher"
     run_config = launcher["config"]["k8sRunLauncher"]["runK8sConfig"]
-    limits = run_config["containerConfig"]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == 1
-    pod = run_config["podSpecConfig"]
-    assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert (
+        "nvidia.com/gpu" not in run_config["containerConfig"]["resources"]["limits"]
+    )  # it only orchestrates
+    assert run_config["podSpecConfig"]["nodeSelector"] == {"node-role/cpu": "true"}
     [deployment] = values["dagster-user-deployments"]["deployments"]
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "foundry_assets.definitions"]
+    assert {"name": "FOUNDRY_EXECUTOR", "value": "k8s"} in deployment["env"]
     assert values["postgresql"]["enabled"] is False and values["postgresql"]["postgresqlHost"]
     daemon = values["dagsterDaemon"]
     assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
@@ -112,10 +113,71 @@ def test_helm_run_launcher_config_validates_with_dagster_k8s() -> None:
         return k8s_model_from_dict(model_class, k8s_snake_case_dict(model_class, fragment))
 
     container = model(kubernetes.client.V1Container, {"name": "run", **run_config["containerConfig"]})
-    assert container.resources.limits["nvidia.com/gpu"] == "1"  # quantities are strings to Kubernetes
+    assert container.resources.requests["cpu"] == "1"
     pod = model(kubernetes.client.V1PodSpec, {"containers": [], **run_config["podSpecConfig"]})
-    assert pod.node_selector and pod.tolerations[0].effect == "NoSchedule"
+    assert pod.node_selector == {"node-role/cpu": "true"}
     for volume in launcher["volumes"]:
         model(kubernetes.client.V1Volume, volume)
     for mount in launcher["volumeMounts"]:
         model(kubernetes.client.V1VolumeMount, mount)
+
+
+def test_on_kubernetes_gpu_stages_get_gpu_pods_and_the_rest_cpu_pods(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FOUNDRY_EXECUTOR=k8s: the code location's executor is dagster-k8s's step executor, its config valid for it,
+    each stage's pod sized for it (validated with the kubernetes client's models), step outputs on FOUNDRY_HOME."""
+    import kubernetes
+    from dagster._config import process_config
+    from dagster_k8s import k8s_job_executor
+    from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
+
+    from foundry_assets.defs.executor import (
+        CPU_POD,
+        GPU_POD,
+        GPU_STEPS,
+        K8S_STEP_EXECUTOR_CONFIG,
+        build_executor,
+    )
+
+    monkeypatch.setenv("FOUNDRY_EXECUTOR", "k8s")
+    monkeypatch.setenv("FOUNDRY_HOME", "/foundry")
+    from foundry_assets.definitions import build_definitions, build_resources
+
+    assert build_executor().name == "foundry_k8s_step_executor"
+    config = process_config(k8s_job_executor.config_schema.as_field().config_type, K8S_STEP_EXECUTOR_CONFIG)
+    assert config.success, [e.message for e in config.errors or []]
+    per_step = config.value["per_step_k8s_config"]
+    assert (
+        set(per_step)
+        == set(GPU_STEPS)
+        == {"curated_dataset", "trained_adapter", "merged_model", "exam_report"}
+    )
+    defs = build_definitions()
+    steps = {node.name for node in defs.resolve_job_def("foundry_job").graph.node_dict.values()}
+    assert set(GPU_STEPS) <= steps  # the names are the job's step keys
+    for fragment, gpus in ((GPU_POD, "1"), (CPU_POD, None)):
+        container = k8s_model_from_dict(
+            kubernetes.client.V1Container,
+            k8s_snake_case_dict(
+                kubernetes.client.V1Container, {"name": "step", **fragment["container_config"]}
+            ),
+        )
+        assert (container.resources.limits or {}).get("nvidia.com/gpu") == gpus
+        k8s_model_from_dict(
+            kubernetes.client.V1PodSpec,
+            k8s_snake_case_dict(
+                kubernetes.client.V1PodSpec, {"containers": [], **fragment["pod_spec_config"]}
+            ),
+        )
+    resources = build_resources()
+    assert resources["io_manager"].base_dir == "/foundry/io"  # step pods share outputs through FOUNDRY_HOME
+    assert resources["gpu"].lock_dir.startswith("/tmp/")  # the device plugin hands each pod its GPU
+
+
+def test_one_machine_runs_steps_in_the_run_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from foundry_assets.defs.executor import build_executor
+
+    monkeypatch.delenv("FOUNDRY_EXECUTOR", raising=False)
+    assert build_executor().name == "in_process"
+    monkeypatch.setenv("FOUNDRY_EXECUTOR", "slurm")
+    with pytest.raises(ValueError, match="FOUNDRY_EXECUTOR='slurm': use in_process"):
+        build_executor()
