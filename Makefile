@@ -41,8 +41,8 @@ test: $(STAMP) services
 
 # the drop sensor is off by default (Dagster's default); the UI of a foundry node watches for drops
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster sensor start drop_sensor -m foundry_assets.definitions
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/dagster sensor start drop_sensor -w foundry_assets/workspace.yaml
+	$(BIN)/dagster dev -w foundry_assets/workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(DAGSTER_HOME) .foundry

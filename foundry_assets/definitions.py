@@ -54,7 +54,7 @@ def build_resources() -> dict[str, Any]:
 def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions:
     """The foundry's Definitions; `resources` defaults to `build_resources()`."""
     return dg.Definitions(
-        assets=FOUNDRY_ASSETS,
+        assets=dg.with_source_code_references(FOUNDRY_ASSETS),  # "Open source code" in the UI
         asset_checks=[exam_report_passes_gate, published_artifact_audit_consistent],
         jobs=[foundry_job],
         sensors=[drop_sensor],

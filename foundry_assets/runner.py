@@ -77,8 +77,8 @@ def stage_times(instance: dg.DagsterInstance, run_id: str) -> list[StageTime]:
 
 INSTANCE_YAML = Path(__file__).with_name("dagster.yaml")
 """The foundry's instance settings (queue, run launcher, monitoring, retries, the gpu pool)."""
-CODE_LOCATION = "foundry_assets.definitions"
-"""The module the daemon, the UI (workspace.yaml) and `foundry run` load; its name is the code location's name."""
+WORKSPACE_YAML = Path(__file__).with_name("workspace.yaml")
+"""The code location (foundry_assets.definitions, named foundry_assets) as the daemon, the UI and `foundry run` load it."""
 
 
 def ensure_dagster_home() -> Path:
@@ -218,7 +218,7 @@ def instance_daemon(instance: dg.DagsterInstance, say: Callable[[str], None]) ->
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / "daemon.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dagster._daemon", "run", "-m", CODE_LOCATION],
+            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(WORKSPACE_YAML)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -256,7 +256,7 @@ def launch_manifest(
     with _stdout_to_stderr():  # the code server it starts logs to its stdout; ours is the command's summary
         run = execute_launch_command(
             instance=instance,
-            workspace_opts=WorkspaceOpts(module_name=(CODE_LOCATION,)),
+            workspace_opts=WorkspaceOpts(workspace=(str(WORKSPACE_YAML),)),
             job_name="foundry_job",
             tags=json.dumps({"dagster/partition": manifest.job_id}),
         )

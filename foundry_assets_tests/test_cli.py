@@ -121,10 +121,16 @@ def test_drops_lists_what_the_sensor_recorded(
     ledger.mark(DropRef("good", "/in/good", "f1"), "requested", job_id="good", run_key="good@0123")
     ledger.mark(DropRef("bad", "/in/bad", "f2"), "invalid", reason="data.path 'x.jsonl' is not in the drop")
     dagster = [str(Path(sys.executable).with_name("dagster")), "sensor"]
-    target = ["-m", "foundry_assets.definitions"]
+    target = ["-w", "foundry_assets/workspace.yaml"]
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     for command in (["start", "drop_sensor"], ["cursor", "drop_sensor", "--set", ledger.dumps()]):
-        subprocess.run([*dagster, *command, *target], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [*dagster, *command, *target],
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd=Path(__file__).parents[1],
+        )
     assert main(["drops", "--invalid-exit"]) == 2
     out = capsys.readouterr().out
     assert "good: requested as job good (run key good@0123)" in out

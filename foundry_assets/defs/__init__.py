@@ -15,3 +15,7 @@ quiet_third_party()
 warnings.filterwarnings(
     "ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*"
 )
+# "Open source code" links on each asset (with_source_code_references) use a metadata class Dagster 1.13 marks beta.
+warnings.filterwarnings(
+    "ignore", category=dg.BetaWarning, message=".*(CodeReferencesMetadataValue|with_source_code_references).*"
+)

@@ -11,6 +11,11 @@ from foundry_assets.errors import FoundryError
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.workspace import Workspace
 
+OWNERS = ["team:ml-platform"]
+"""Who answers for the foundry's assets (shown in the UI's catalog, filterable)."""
+STAGE_TAGS = {"compliance": "gxp", "product": "model-foundry"}
+"""Every stage feeds the GxP lot; the catalog filters on these."""
+
 STAGE_GROUPS = {
     "raw_data": "select",
     "curated_dataset": "prune",
@@ -52,6 +57,29 @@ def job_context(
 def lot_metadata(upstream: dict[str, Any]) -> dict[str, Any]:
     """The lot number travels with every stage's output and metadata, from raw_data on."""
     return {"lot_number": upstream["lot_number"]}
+
+
+def table(columns: list[str], rows: list[list[Any]]) -> dg.TableMetadataValue:
+    """Rows for the UI's table view (typed columns, sortable), in place of JSON or markdown in asset metadata."""
+
+    def cell(value: Any) -> str | int | float | bool | None:
+        return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+    kinds = {bool: "bool", int: "int", float: "float"}
+    first = rows[0] if rows else [None] * len(columns)
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: cell(v) for c, v in zip(columns, row, strict=True)}) for row in rows],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(c, kinds.get(type(v), "string")) for c, v in zip(columns, first, strict=True)
+            ]
+        ),
+    )
+
+
+def file_hashes(files: dict[str, str]) -> dg.TableMetadataValue:
+    """A folder's files and their SHA256, as recorded in the audit trail."""
+    return table(["file", "sha256"], [[name, digest] for name, digest in sorted(files.items())])
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -7,7 +7,15 @@ from typing import Any
 
 import dagster as dg
 
-from foundry_assets.defs.common import JobContext, failure, job_context, lot_metadata
+from foundry_assets.defs.common import (
+    OWNERS,
+    STAGE_TAGS,
+    JobContext,
+    failure,
+    file_hashes,
+    job_context,
+    lot_metadata,
+)
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
@@ -80,7 +88,13 @@ def _remove_weights(job: JobContext, after: str) -> tuple[str, dict[str, Any]]:
     return head, summary
 
 
-@dg.asset(partitions_def=job_partitions, group_name="distribute", kinds={"folder"})
+@dg.asset(
+    partitions_def=job_partitions,
+    group_name="distribute",
+    kinds={"folder"},
+    owners=OWNERS,
+    tags=STAGE_TAGS,
+)
 def published_artifact(
     context: dg.AssetExecutionContext,
     exam_report: dict[str, Any],
@@ -172,7 +186,7 @@ def published_artifact(
             "status": result.status,
             "artifact": kind,
             "artifact_sha256": result.artifact_sha256,
-            "files": dg.MetadataValue.json(result.files),
+            "files": file_hashes(result.files),
             "weights_removed": dg.MetadataValue.json(removed),
             "bytes_freed": removed["bytes_freed"],
             "audit_head": head,

@@ -9,7 +9,7 @@ import dagster as dg
 
 from foundry_assets.curator.formats import eval_text
 from foundry_assets.curator.readers import read_drop
-from foundry_assets.defs.common import failure, job_context, lot_metadata
+from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, lot_metadata, table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.devices import resolve_device
@@ -34,7 +34,18 @@ def _metric_numbers(report: dict[str, Any]) -> dict[str, Any]:
     return numbers
 
 
-@dg.asset(partitions_def=job_partitions, group_name="examine", kinds={"json"})
+def _metrics_table(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
+    columns = ["name", "baseline", "candidate", "required", "result"]
+    return table(columns, [[row.get(c) for c in columns] for row in rows])
+
+
+@dg.asset(
+    partitions_def=job_partitions,
+    group_name="examine",
+    kinds={"json"},
+    owners=OWNERS,
+    tags=STAGE_TAGS,
+)
 def exam_report(
     context: dg.AssetExecutionContext,
     raw_data: dict[str, Any],
@@ -117,7 +128,7 @@ def exam_report(
             "passed": report.passed,
             "report": dg.MetadataValue.md(report.to_markdown()),
             "safety_prompts": dg.MetadataValue.md(report.safety_markdown()),
-            "metrics": dg.MetadataValue.json(summary),
+            "metrics": _metrics_table(summary),
             **_metric_numbers(document),  # each number on its own: the UI plots them across partitions
             "reasons": dg.MetadataValue.json(report.reasons),
             "contaminated_test_items": dg.MetadataValue.json(report.contamination.get("contaminated", [])),

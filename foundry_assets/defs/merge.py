@@ -6,7 +6,15 @@ from typing import Any
 import dagster as dg
 
 from foundry_assets.alchemist import AdapterRef, resolve_job_sources
-from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
+from foundry_assets.defs.common import (
+    OWNERS,
+    STAGE_TAGS,
+    failure,
+    file_hashes,
+    job_context,
+    lot_metadata,
+    table,
+)
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import (
     AuditTrailResource,
@@ -32,7 +40,13 @@ def _recorded_lot(instance: dg.DagsterInstance, job_id: str) -> str | None:
     return None
 
 
-@dg.asset(partitions_def=job_partitions, group_name="merge", kinds={"safetensors"})
+@dg.asset(
+    partitions_def=job_partitions,
+    group_name="merge",
+    kinds={"safetensors"},
+    owners=OWNERS,
+    tags=STAGE_TAGS,
+)
 def merged_model(
     context: dg.AssetExecutionContext,
     trained_adapter: dict[str, Any],
@@ -95,7 +109,7 @@ def merged_model(
         files=result.files,
     )
     jobs_by_name = {source.job_id: source for source in jobs}
-    sources = markdown_table(
+    sources = table(
         ["source", "job lot", "adapter sha256", "weight", "density"],
         [
             [
@@ -128,12 +142,12 @@ def merged_model(
             **device_metadata(result.device),  # where it ran: CUDA, or the CPU when the model did not fit
             "gpu": gpu.gpu,
             "dtype": result.dtype,
-            "sources": dg.MetadataValue.md(sources),
+            "sources": sources,
             "source_jobs": dg.MetadataValue.json(lineage),
             "source_job_ids": ", ".join(s.job_id for s in jobs) or "none",
             "include_own_adapter": merge.include_own_adapter,
             "config": dg.MetadataValue.json(result.config),
-            "files": dg.MetadataValue.json(result.files),
+            "files": file_hashes(result.files),
             "model_dir": dg.MetadataValue.path(str(result.out_dir)),
             "audit_head": head,
         },

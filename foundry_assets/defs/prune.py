@@ -5,14 +5,20 @@ from typing import Any
 import dagster as dg
 
 from foundry_assets.curator.pipeline import curate_drop
-from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
+from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, lot_metadata, table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, EmbedderResource, GpuResource, WorkspaceResource
 from foundry_assets.devices import device_metadata, resolve_device
 from foundry_assets.errors import FoundryError
 
 
-@dg.asset(partitions_def=job_partitions, group_name="prune", kinds={"jsonl"})
+@dg.asset(
+    partitions_def=job_partitions,
+    group_name="prune",
+    kinds={"jsonl"},
+    owners=OWNERS,
+    tags=STAGE_TAGS,
+)
 def curated_dataset(
     context: dg.AssetExecutionContext,
     raw_data: dict[str, Any],
@@ -47,9 +53,9 @@ def curated_dataset(
     context.log.info(
         f"Curated {result.rows_in} rows on {device}: kept {result.kept}, removed {result.removed}"
     )
-    examples = markdown_table(
+    examples = table(
         ["removed", "kept (representative)", "cosine"],
-        [[e["removed"][:120], e["kept"][:120], f"{e['similarity']:.4f}"] for e in result.removed_examples],
+        [[e["removed"][:120], e["kept"][:120], round(e["similarity"], 4)] for e in result.removed_examples],
     )
     value = {
         **lot_metadata(raw_data),
@@ -66,7 +72,7 @@ def curated_dataset(
             "threshold": curation.similarity_threshold,
             **device_metadata(device),
             "gpu": gpu.gpu,
-            "removed_examples": dg.MetadataValue.md(examples or "none removed"),
+            "removed_examples": examples,
             "similarity_histogram": dg.MetadataValue.md(str(counts.get("similarity_histogram_md", ""))),
             "train_path": dg.MetadataValue.path(str(result.train_path)),
             "audit_head": head,

@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from foundry_assets.crucible.strategies import get_strategy
-from foundry_assets.defs.common import job_context
+from foundry_assets.defs.common import OWNERS, STAGE_TAGS, job_context
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.drops import DROP_SHA256_TAG, receive_location, receive_manifest_text
@@ -55,7 +55,13 @@ def _receive(
         raise dg.Failure(description=str(e), allow_retries=False) from e
 
 
-@dg.asset(partitions_def=job_partitions, group_name="select", kinds={"jsonl"})
+@dg.asset(
+    partitions_def=job_partitions,
+    group_name="select",
+    kinds={"jsonl"},
+    owners=OWNERS,
+    tags=STAGE_TAGS,
+)
 def raw_data(
     context: dg.AssetExecutionContext,
     config: LaunchConfig,

@@ -13,7 +13,15 @@ from foundry_assets.crucible.hardware import check_hardware, manifest_job_shape
 from foundry_assets.crucible.isolation import train_adapter_isolated
 from foundry_assets.crucible.telemetry import device_memory_held_gib
 from foundry_assets.crucible.train import TrainParams
-from foundry_assets.defs.common import failure, job_context, lot_metadata, markdown_table
+from foundry_assets.defs.common import (
+    OWNERS,
+    STAGE_TAGS,
+    failure,
+    file_hashes,
+    job_context,
+    lot_metadata,
+    markdown_table,
+)
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.errors import FoundryError, HardwareIncompatibleError
@@ -24,7 +32,14 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-@dg.asset(partitions_def=job_partitions, group_name="train", kinds={"pytorch", "safetensors"}, pool="gpu")
+@dg.asset(
+    partitions_def=job_partitions,
+    group_name="train",
+    kinds={"pytorch", "safetensors"},
+    owners=OWNERS,
+    tags=STAGE_TAGS,
+    pool="gpu",
+)
 def trained_adapter(
     context: dg.AssetExecutionContext,
     curated_dataset: dict[str, Any],
@@ -161,7 +176,7 @@ def trained_adapter(
             "trainable_params": result.trainable_params,
             "changed_params": result.changed_params,
             "runtime_s": round(result.runtime_s, 2),
-            "files": dg.MetadataValue.json(result.files),
+            "files": file_hashes(result.files),
             "adapter_dir": dg.MetadataValue.path(str(result.adapter_dir)),
             "audit_head": head,
         },

@@ -77,6 +77,14 @@ def test_metric_below_the_required_improvement_blocks_publishing_and_the_report_
             metric["required"],
             metric["result"],
         ]
+    metrics = {
+        record.data["name"]: record.data for record in exam.metadata["metrics"].records
+    }  # the UI's table
+    assert list(metrics) == [m["name"] for m in report["metrics"]]
+    assert (
+        metrics["logic_score"]["result"] == "FAIL"
+        and metrics["logic_score"]["candidate"] == logic["candidate"]
+    )
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key([CHECK])[CHECK]
     evaluation = check.event.dagster_event.event_specific_data  # type: ignore[union-attr]
     assert evaluation.passed is False

@@ -105,7 +105,8 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
     trained = _latest(story.instance, "trained_adapter", job_id)
     assert trained is not None and trained.metadata["skipped"].value == "merge-only job"  # nothing trained
     assert not story.workspace.stage_dir(job_id, "adapter").exists()
-    assert "story-c-logic" in merged.metadata["sources"].value  # the markdown table names both sources
+    sources = [record.data["source"] for record in merged.metadata["sources"].records]  # the UI's table
+    assert sorted(sources) == ["story-c-logic", "story-c-safety"], sources
     config = merged.metadata["config"].value
     assert config["parameters"]["normalize"] is True and config["random_seed"] == 0
     assert [m["parameters"]["density"] for m in config["models"]] == [0.7, 0.7]
@@ -114,7 +115,8 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
     assert published["artifact"] == "merged_model"
     assert not [stage for stage in WEIGHT_STAGES if story.workspace.stage_dir(job_id, stage).exists()]
     model_dir = story.drops.registry / published["tag"] / "merged_model"  # the node keeps no copy
-    assert sha256_file(model_dir / "model.safetensors") == merged.metadata["files"].value["model.safetensors"]
+    files = {record.data["file"]: record.data["sha256"] for record in merged.metadata["files"].records}
+    assert sha256_file(model_dir / "model.safetensors") == files["model.safetensors"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     inputs = tokenizer(render_prompt("Pip is red. Is Pip red?"), return_tensors="pt")

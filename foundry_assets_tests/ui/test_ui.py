@@ -1,4 +1,4 @@
-"""The Dagster UI as a person uses it: `dagster dev` over workspace.yaml/dagster.yaml, driven in headless Chromium.
+"""The Dagster UI as a person uses it: `dagster dev` over foundry_assets/workspace.yaml and dagster.yaml, driven in headless Chromium.
 
 Needs Debian's `chromium` and PyPI's `playwright` (installed by `.ci/services.sh` and the dev extra); where either is
 missing the test fails with the command that installs it — it never skips, so CI cannot pass without a browser.
@@ -109,7 +109,7 @@ def ui_url(dagster_home: Path) -> Iterator[str]:
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
     env.pop("FOUNDRY_HOME", None)
     dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    command = [str(dagster), "dev", "-w", "foundry_assets/workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with open(log, "wb") as output:
         server = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
@@ -203,7 +203,7 @@ def test_a_new_job_launched_from_the_ui_with_a_pasted_manifest_publishes(
     manifest["data"]["path"] = str(drop.manifest_path.parent / manifest["data"]["path"])
     config = {"ops": {"raw_data": {"config": {"manifest_yaml": yaml.safe_dump(manifest, sort_keys=False)}}}}
 
-    _open(page, f"{ui_url}/locations/foundry_assets.definitions/jobs/foundry_job")
+    _open(page, f"{ui_url}/locations/foundry_assets/jobs/foundry_job")
     page.get_by_role("button", name="Materialize all").click()
     page.get_by_text("Add a partition", exact=True).click()
     page.keyboard.type(job_id)
