@@ -167,8 +167,18 @@ def _tree(folder: str | None) -> dict[str, str] | None:
     return {name: digest for name, digest in sha256_tree(folder).items() if name != HASH_MANIFEST}
 
 
+def _file_hashes(value: Any) -> Any:
+    """{file: sha256} from the trail's dict or the event log's table rows ({"file": …, "sha256": …})."""
+    if isinstance(value, list) and all(
+        isinstance(row, dict) and {"file", "sha256"} <= row.keys() for row in value
+    ):
+        return {row["file"]: row["sha256"] for row in value}
+    return value
+
+
 def _files(label: str, trail: dict[str, str] | None, events: Any, folder: str | None) -> Item:
     """A folder's file hashes, shown as a count and one digest; the differing file names on a mismatch."""
+    events = _file_hashes(events)
     disk = _tree(folder)
     item = compare(label, _digest(trail), _digest(events), _digest(disk))
     if item.status == "MISMATCH":
@@ -192,6 +202,8 @@ def _loss_table(markdown: Any) -> list[list[float]] | None:
 
 
 def _names_in_table(markdown: Any) -> list[str] | None:
+    if isinstance(markdown, list):  # the event log's table rows
+        return [str(row.get("source")) for row in markdown if isinstance(row, dict)]
     if not isinstance(markdown, str):
         return None
     rows = [line for line in markdown.splitlines() if line.startswith("|")][2:]

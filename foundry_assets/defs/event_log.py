@@ -8,6 +8,8 @@ from foundry_assets.audit_report import STAGES
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, dg.TableMetadataValue):  # a table's rows, each a {column: value} dict
+        return [dict(record.data) for record in value.records]
     value = getattr(value, "value", value)
     return value if isinstance(value, str | int | float | bool | list | dict | None) else str(value)
 
