@@ -134,9 +134,10 @@ def device_memory_held_gib(
     """GPU memory in use on the current CUDA device by every process (total − free), in GiB; None off CUDA.
 
     Measured by the Dagster step after the training process has exited: what is left is this process's CUDA context
-    and anything other processes hold, not the training's tensors or allocator cache. The driver returns an exited
-    process's memory asynchronously (an 8B job read 7.2 GiB at once, then its own ~1 GiB), so this reads until two
-    readings `poll_s` apart agree, for at most `settle_s`. `read` stands in for `torch.cuda.mem_get_info`.
+    and anything other processes hold, not the training's tensors or allocator cache. Two of five 8B jobs read 7.2 GiB
+    right after the training process was joined (the others their own ~1 GiB), while a bare child's memory is back by
+    the time it is joined (`benchmarks/gpu_memory_after_child.py`); so this reads until two readings `poll_s` apart
+    agree, for at most `settle_s`, and what it still reads is reported. `read` stands in for `torch.cuda.mem_get_info`.
     """
     if read is None:
         if device != "cuda":
