@@ -241,12 +241,12 @@ def instance_daemon(instance: dg.DagsterInstance, say: Callable[[str], None]) ->
 
 
 def launch_manifest(
-    manifest_path: str | Path, *, instance: dg.DagsterInstance
+    manifest_path: str | Path, *, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
 ) -> tuple[TrainingManifest, str]:
     """Validate and register the job, then submit one run of `foundry_job` for its partition to the instance's queue.
 
     The run is created from the code location (as the UI and `dagster job launch` create runs), so it can be
-    re-executed from the UI and its worker can be launched by the daemon.
+    re-executed from the UI and its worker can be launched by the daemon. `tags` are added to the run's.
     """
     from dagster._cli.job import execute_launch_command
     from dagster_shared.cli import WorkspaceOpts
@@ -258,7 +258,7 @@ def launch_manifest(
             instance=instance,
             workspace_opts=WorkspaceOpts(workspace=(str(WORKSPACE_YAML),)),
             job_name="foundry_job",
-            tags=json.dumps({"dagster/partition": manifest.job_id}),
+            tags=json.dumps({**(tags or {}), "dagster/partition": manifest.job_id}),
         )
     return manifest, run.run_id
 

@@ -226,3 +226,54 @@ def test_a_new_job_launched_from_the_ui_with_a_pasted_manifest_publishes(
     _open(page, f"{ui_url}/runs/{run.run_id}")
     page.get_by_text("published_artifact", exact=True).first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "launch-pasted-run.png"))
+
+
+def test_a_killed_run_is_failed_and_re_executed_from_failure_in_the_ui_resuming_training(
+    ui_url: str, dagster_home: Path, page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker of a run (automatic retries off for it) is SIGKILLed after a checkpoint; run monitoring fails the
+    run; the run page's Re-execute → From failure starts a run whose training resumes from the checkpoint."""
+    from foundry_assets.launcher import PID_TAG
+    from foundry_assets.runner import launch_manifest
+
+    job_id = "job-ui-reexec"
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    monkeypatch.delenv("FOUNDRY_HOME", raising=False)
+    drop = make_drop(tmp_path, job_id, method_config={"max_steps": 160, "checkpoint_steps": 10})
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        _, run_id = launch_manifest(drop.manifest_path, instance=instance, tags={"dagster/max_retries": "0"})
+        checkpoints = dagster_home / "foundry" / "jobs" / job_id
+        deadline = time.monotonic() + 300
+        while not any(checkpoints.glob("**/checkpoint-*")):
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.5)
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+        failed = _wait_for_run(dagster_home, job_id, timeout=120)
+        assert failed.run_id == run_id and failed.status == dg.DagsterRunStatus.FAILURE
+
+    _open(page, f"{ui_url}/runs/{run_id}")
+    page.get_by_text("Failure", exact=True).first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "reexecute-failed-run.png"))
+    page.locator(
+        'button:has-text("Re-execute") + button, button:has-text("Re-execute all") ~ button'
+    ).first.click()
+    page.get_by_role("menuitem", name="From failure").click()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        deadline = time.monotonic() + 420
+        while True:
+            children = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run_id}), limit=1)
+            if children and children[0].is_finished:
+                break
+            assert time.monotonic() < deadline, "the re-execution did not finish within 420 s"
+            time.sleep(2)
+        child = children[0]
+        assert child.status == dg.DagsterRunStatus.SUCCESS, child.run_id
+        trained = instance.get_latest_materialization_event(dg.AssetKey("trained_adapter"))
+        assert trained is not None and trained.run_id == child.run_id
+        metadata = trained.asset_materialization.metadata  # type: ignore[union-attr]
+        assert metadata["resumed_from_step"].value >= 10 and metadata["steps"].value == 160
+    _open(page, f"{ui_url}/runs/{child.run_id}")
+    page.get_by_text("Success", exact=True).first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "reexecute-from-failure-run.png"))
