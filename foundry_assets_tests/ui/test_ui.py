@@ -256,9 +256,9 @@ def test_a_killed_run_is_failed_and_re_executed_from_failure_in_the_ui_resuming_
     _open(page, f"{ui_url}/runs/{run_id}")
     page.get_by_text("Failure", exact=True).first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "reexecute-failed-run.png"))
-    page.locator(
-        'button:has-text("Re-execute") + button, button:has-text("Re-execute all") ~ button'
-    ).first.click()
+    page.locator("button", has_text="Re-execute all").locator(
+        "xpath=following::button[1]"
+    ).click()  # its menu
     page.get_by_role("menuitem", name="From failure").click()
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         deadline = time.monotonic() + 420
