@@ -206,9 +206,22 @@ def test_a_new_job_launched_from_the_ui_with_a_pasted_manifest_publishes(
     _open(page, f"{ui_url}/locations/foundry_assets/jobs/foundry_job")
     page.get_by_role("button", name="Materialize all").click()
     page.get_by_text("Add a partition", exact=True).click()
-    page.keyboard.type(job_id)
+    page.get_by_text("Add a partition for training_jobs").wait_for()
+    page.locator('[role="dialog"] input').last.fill(job_id)
     page.get_by_role("button", name="Save", exact=True).click()
-    page.get_by_text(job_id, exact=True).first.wait_for()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        deadline = time.monotonic() + 60
+        while not instance.has_dynamic_partition("training_jobs", job_id):
+            assert time.monotonic() < deadline, "the UI did not add the partition"
+            time.sleep(0.5)
+    chip = page.get_by_text(job_id, exact=True).first
+    with suppress(Exception):  # under load the dialog may not select the new partition itself: pick it
+        chip.wait_for(timeout=15_000)
+    if not chip.is_visible():
+        page.get_by_placeholder("Select a partition or create one").click()
+        page.get_by_text(job_id, exact=True).last.click()
+        page.get_by_text("Launch runs to materialize").click()  # closes the list, not the dialog
+        chip.wait_for()
     page.get_by_text("Config", exact=True).click()
     page.get_by_role("button", name="Add config").click()
     page.locator(".CodeMirror").last.click()
