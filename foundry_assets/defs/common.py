@@ -16,15 +16,6 @@ OWNERS = ["team:ml-platform"]
 STAGE_TAGS = {"compliance": "gxp", "product": "model-foundry"}
 """Every stage feeds the GxP lot; the catalog filters on these."""
 
-STAGE_GROUPS = {
-    "raw_data": "select",
-    "curated_dataset": "prune",
-    "trained_adapter": "train",
-    "merged_model": "merge",
-    "exam_report": "examine",
-    "published_artifact": "distribute",
-}
-
 
 @dataclass
 class JobContext:

@@ -33,11 +33,12 @@ def curated_dataset(
     try:
         # compute.device "cuda" without a GPU: a Failure without retries
         device = resolve_device(job.manifest.compute.device)
+        encoder = embedder.embedder(curation.embedding_model, device, curation.batch_size)
         result = curate_drop(
             raw_data["data_path"],
             job.stage_dir("curated"),
             data_format=raw_data["data_format"],
-            embedder=embedder.embedder(curation.embedding_model, device=device),
+            embedder=encoder,
             threshold=curation.similarity_threshold,
             test_fraction=job.manifest.data.test_fraction,
             split_seed=job.manifest.data.split_seed,
@@ -70,6 +71,7 @@ def curated_dataset(
             **lot_metadata(raw_data),
             **{k: v for k, v in counts.items() if isinstance(v, int | float | str) and not k.endswith("_md")},
             "threshold": curation.similarity_threshold,
+            "embedding_batch_size": encoder.batch_size,
             **device_metadata(device),
             "gpu": gpu.gpu,
             "removed_examples": examples,

@@ -114,19 +114,21 @@ class EmbedderResource(dg.ConfigurableResource):
     batch_size: int = 0
     """Texts per encode batch; 0 picks by device (64 on the CPU, 256 on CUDA)."""
 
-    _cache: dict[tuple[str, str], Any] = PrivateAttr(default_factory=dict)
+    _cache: dict[tuple[str, str, int | None], Any] = PrivateAttr(default_factory=dict)
 
-    def embedder(self, override: str | None = None, device: str | None = None) -> Any:
-        """The embedder for `override` (a model folder) or the configured model, on `device` or the configured one."""
+    def embedder(
+        self, override: str | None = None, device: str | None = None, batch_size: int | None = None
+    ) -> Any:
+        """The embedder for `override` (a model folder) or the configured model, on `device` or the configured one,
+        encoding `batch_size` texts at a time (the manifest's curation.batch_size) or the configured number."""
         from foundry_assets.curator.embed import MiniLMEmbedder
 
         path = override or self.model_path or None
         where = device or self.device
-        key = (path or "<default>", where)
+        size = batch_size or self.batch_size or None
+        key = (path or "<default>", where, size)
         if key not in self._cache:
-            self._cache[key] = MiniLMEmbedder(
-                model_path=path, device=where, batch_size=self.batch_size or None
-            )
+            self._cache[key] = MiniLMEmbedder(model_path=path, device=where, batch_size=size)
         return self._cache[key]
 
 
