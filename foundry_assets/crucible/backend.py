@@ -8,14 +8,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from foundry_assets.crucible.hardware import HardwareReport
+from foundry_assets.crucible.params import TrainParams
 from foundry_assets.crucible.strategies import TrainingStrategy
 from foundry_assets.errors import TrainingError
-
-if TYPE_CHECKING:
-    from foundry_assets.crucible.train import TrainParams
 
 logger = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from foundry_assets.crucible.backend import (
     load_with_adapters,
 )
 from foundry_assets.crucible.hardware import HardwareReport
+from foundry_assets.crucible.params import TrainParams
 from foundry_assets.crucible.strategies import TrainerSettings, TrainingStrategy, get_strategy
 from foundry_assets.crucible.telemetry import SpeedMeter, peak_memory_gib, plot_losses, reset_peak_memory
 from foundry_assets.errors import DataError, TrainingError
@@ -44,31 +45,6 @@ _REQUIRED_KEYS = {"sft": ("text",), "preference": ("prompt", "chosen", "rejected
 # What an adapter folder may hold: the adapter, its config and the tokenizer files. Everything else (trainer
 # checkpoints, optimizer/scheduler state, pickled training args) is removed before the folder is published.
 _KEEP_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja", ".md")
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Hyper-parameters of one run, as resolved from the manifest's method section."""
-
-    rank: int
-    alpha: int | None
-    dropout: float
-    learning_rate: float
-    max_steps: int
-    max_seq_length: int
-    logging_steps: int
-    seed: int
-    batch_size: int
-    grad_accum: int
-    orpo_beta: float = 0.1
-    optim: str = "adamw_torch_fused"
-    """AdamW as one fused kernel on CUDA; the CPU runs `adamw_torch` whatever is asked."""
-    max_grad_norm: float = 1.0
-    token_metrics: bool = False
-    """Let TRL compute per-step entropy and token accuracy for SFT (an extra pass over the vocabulary, slower)."""
-    padding_free: bool | None = None
-    """SFT batching: True unpadded (flattened) batches, False padded ones; None the crucible's choice
-    (`_padding_free`: padded for DoRA on Unsloth, the stack's own choice otherwise)."""
 
 
 @dataclass
