@@ -12,12 +12,11 @@ from foundry_assets.publisher.base import (
     PublishResult,
     PublishStepError,
     RegistryBackend,
-    backend_for,
-    push_artifact,
-    registered_schemes,
 )
 from foundry_assets.publisher.fetch import FetchResult, fetch_artifact, verify_artifact
 from foundry_assets.publisher.layout import stage_artifact, write_model_card
+from foundry_assets.publisher.push import push_artifact
+from foundry_assets.publisher.registry import backend_for, registered_schemes
 from foundry_assets.publisher.webhook import (
     DeliveryError,
     DeliveryResult,

@@ -25,8 +25,8 @@ from foundry_assets.publisher.base import (
     RegistryBackend,
     _differing,
     _step,
-    backend_for,
 )
+from foundry_assets.publisher.registry import backend_for
 
 log = logging.getLogger(__name__)
 
