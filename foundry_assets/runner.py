@@ -53,26 +53,40 @@ class StageTime:
     device: str = ""
 
 
-def stage_times(instance: dg.DagsterInstance, run_id: str) -> list[StageTime]:
-    """Each step of the run in the order it ended, with its duration (and device, for the stages that record one)."""
-    started: dict[str, float] = {}
-    devices: dict[str, str] = {}
-    stages: list[StageTime] = []
-    for entry in instance.all_logs(run_id):
+class StageClock:
+    """Each step's duration and device, from the run's event log entries fed in order."""
+
+    def __init__(self) -> None:
+        self.stages: list[StageTime] = []
+        self._started: dict[str, float] = {}
+        self._devices: dict[str, str] = {}
+
+    def feed(self, entry: dg.EventLogEntry) -> StageTime | None:
+        """Take one entry; the step's StageTime when the entry ends a step, else None."""
         event = entry.dagster_event
         if event is None or not event.step_key:
-            continue
+            return None
         if event.event_type == dg.DagsterEventType.STEP_START:
-            started[event.step_key] = entry.timestamp
+            self._started[event.step_key] = entry.timestamp
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             device = event.step_materialization_data.materialization.metadata.get("device")
             if device is not None:
-                devices[event.step_key] = str(device.value)
+                self._devices[event.step_key] = str(device.value)
         elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-            seconds = entry.timestamp - started.get(event.step_key, entry.timestamp)
+            seconds = entry.timestamp - self._started.get(event.step_key, entry.timestamp)
             ok = event.event_type == dg.DagsterEventType.STEP_SUCCESS
-            stages.append(StageTime(event.step_key, seconds, ok, devices.get(event.step_key, "")))
-    return stages
+            stage = StageTime(event.step_key, seconds, ok, self._devices.get(event.step_key, ""))
+            self.stages.append(stage)
+            return stage
+        return None
+
+
+def stage_times(instance: dg.DagsterInstance, run_id: str) -> list[StageTime]:
+    """Each step of the run in the order it ended, with its duration (and device, for the stages that record one)."""
+    clock = StageClock()
+    for entry in instance.all_logs(run_id):
+        clock.feed(entry)
+    return clock.stages
 
 
 INSTANCE_YAML = Path(__file__).with_name("dagster.yaml")
@@ -276,9 +290,9 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _stage_line(step: str, seconds: float, ok: bool, device: str) -> str:
-    where = f"  on {device}" if device else ""
-    return f"  {step:<18} {seconds:7.1f} s  {'ok' if ok else 'FAILED'}{where}"
+def _stage_line(stage: StageTime) -> str:
+    where = f"  on {stage.device}" if stage.device else ""
+    return f"  {stage.step:<18} {stage.seconds:7.1f} s  {'ok' if stage.ok else 'FAILED'}{where}"
 
 
 def follow_run(
@@ -299,8 +313,7 @@ def follow_run(
     from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
 
     cursor: str | None = None
-    started: dict[str, float] = {}
-    devices: dict[str, str] = {}
+    clock = StageClock()
     events: list[dg.DagsterEvent] = []
     told_queued = False
     while True:
@@ -317,20 +330,9 @@ def follow_run(
             events.append(event)
             if verbose:
                 log(f"[{event.event_type_value}] {entry.step_key or ''} {entry.user_message}".rstrip())
-            if event.event_type == dg.DagsterEventType.STEP_START and event.step_key:
-                started[event.step_key] = entry.timestamp
-            elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.step_key:
-                device = event.step_materialization_data.materialization.metadata.get("device")
-                if device is not None:
-                    devices[event.step_key] = str(device.value)
-            elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-                step = event.step_key or "?"
-                ok = event.event_type == dg.DagsterEventType.STEP_SUCCESS
-                say(
-                    _stage_line(
-                        step, entry.timestamp - started.get(step, entry.timestamp), ok, devices.get(step, "")
-                    )
-                )
+            stage = clock.feed(entry)
+            if stage is not None:
+                say(_stage_line(stage))
         if connection.has_more:
             continue
         run = instance.get_run_by_id(run_id)
@@ -350,9 +352,9 @@ def follow_run(
                 if retry:
                     reason, _ = _failure_reason(events)
                     log(f"run {run_id} failed ({reason}); Dagster retries it as run {retry}")
-                    run_id, cursor, events, started, devices = retry, None, [], {}, {}
+                    run_id, cursor, events, clock = retry, None, [], StageClock()
                     continue
-            return _outcome(instance, run, job_id, events)
+            return _outcome(run, job_id, events, clock.stages)
         time.sleep(poll_s)
 
 
@@ -372,13 +374,13 @@ def _wait_for_tag(instance: dg.DagsterInstance, run_id: str, tag: str, wait_s: f
 
 
 def _outcome(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, job_id: str, events: list[dg.DagsterEvent]
+    run: dg.DagsterRun, job_id: str, events: list[dg.DagsterEvent], stages: list[StageTime]
 ) -> RunOutcome:
     outcome = RunOutcome(
         job_id=job_id,
         run_id=run.run_id,
         success=run.status == dg.DagsterRunStatus.SUCCESS,
-        stages=stage_times(instance, run.run_id),
+        stages=stages,  # as followed: the event log is not read again
         failed_checks=_failed_checks(events),
     )
     for event in events:
