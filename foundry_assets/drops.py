@@ -13,7 +13,6 @@ until its files change. No Dagster in here; `defs/sensors.py` and `defs/select.p
 """
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from urllib.parse import urlparse
 import yaml
 
 from foundry_assets.errors import DataError, ManifestError
+from foundry_assets.fsio import build_dir, copy_file, write_bytes
 from foundry_assets.lot import sha256_file, sha256_text
 from foundry_assets.manifest import TrainingManifest, load_manifest, parse_manifest
 from foundry_assets.workspace import Workspace
@@ -277,11 +277,12 @@ def receive_drop(
         )
     created = not plan.dest.exists()
     if created:
-        tmp = Path(tempfile.mkdtemp(dir=_mkdir(plan.dest.parent), prefix=".tmp-"))
-        (tmp / Path(plan.data_relative)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plan.data_source, tmp / plan.data_relative)
-        (tmp / MANIFEST_NAME).write_bytes(plan.manifest_bytes)
-        os.replace(tmp, plan.dest)
+
+        def build(tmp: Path) -> None:
+            copy_file(plan.data_source, tmp / plan.data_relative)
+            write_bytes(tmp / MANIFEST_NAME, plan.manifest_bytes)
+
+        build_dir(_mkdir(plan.dest.parent) / plan.dest.name, build, replace=False)
     try:
         manifest_path = workspace.register(plan.registered)
     except ManifestError:

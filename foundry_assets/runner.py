@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import dagster as dg
 
 from foundry_assets.errors import DataError
+from foundry_assets.fsio import copy_file
 from foundry_assets.manifest import TrainingManifest, load_manifest
 from foundry_assets.workspace import Workspace, default_root
 
@@ -101,9 +101,7 @@ def ensure_dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        tmp = home / ".dagster.yaml.tmp"
-        shutil.copyfile(INSTANCE_YAML, tmp)
-        tmp.replace(home / "dagster.yaml")
+        copy_file(INSTANCE_YAML, home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from foundry_assets.errors import ManifestError
+from foundry_assets.fsio import write_text
 from foundry_assets.manifest import TrainingManifest, load_manifest
 
 
@@ -132,11 +133,7 @@ class Workspace:
                     "give the new job its own job_id."
                 )
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text(path, text)
 
     def load(self, job_id: str) -> TrainingManifest:
         path = self.manifest_path(job_id)

@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from foundry_assets.fsio import write_json
+
 logger = logging.getLogger(__name__)
 
 LOT_FILE = "lot.json"
@@ -83,9 +85,7 @@ def prepare(plan: CheckpointPlan) -> tuple[ResumePoint | None, str | None]:
             logger.warning(warning)
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        tmp = plan.folder / f".{LOT_FILE}.tmp"
-        tmp.write_text(json.dumps({"lot_number": plan.lot_number}), encoding="utf-8")
-        tmp.replace(plan.folder / LOT_FILE)
+        write_json(plan.folder / LOT_FILE, {"lot_number": plan.lot_number})
     return find_resume_point(plan), warning
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundry_assets.fsio import atomic_file
+
 logger = logging.getLogger(__name__)
 
 GIB = 1024**3
@@ -173,10 +175,8 @@ def plot_losses(losses: list[tuple[int, float]], path: Path, *, title: str) -> P
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format="png")
-        tmp.replace(path)
+        with atomic_file(path) as handle:
+            fig.savefig(handle, format="png")
     finally:
         plt.close(fig)
     return path

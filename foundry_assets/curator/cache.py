@@ -8,15 +8,15 @@ sha256(model name + NUL + text), so changing the model (or its name) never retur
 """
 
 import hashlib
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from foundry_assets.fsio import atomic_file
 
 
 class Embedder(Protocol):
@@ -80,10 +80,8 @@ class EmbeddingCache:
         stem = uuid.uuid4().hex
         key_array = np.array(keys, dtype="S32")
         for suffix, array in ((".vecs.npy", vectors), (".keys.npy", key_array)):
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{stem}", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_file(self.folder / f"{stem}{suffix}") as f:
                 np.save(f, array)
-            os.replace(tmp, self.folder / f"{stem}{suffix}")
         shard = len(self._shards)
         self._shards.append(vectors)
         for row, k in enumerate(keys):

@@ -21,10 +21,6 @@ complete, so a failure leaves the previous outputs (or nothing) rather than a ha
 """
 
 import hashlib
-import json
-import os
-import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +40,7 @@ from foundry_assets.curator.readers import FileFormat, ReadResult, read_drop
 from foundry_assets.curator.report import removed_examples, similarity_histogram_md
 from foundry_assets.curator.semdedup import KeepPolicy, semdedup
 from foundry_assets.errors import DataError
+from foundry_assets.fsio import jsonl_bytes, write_files
 
 TRAIN_FILE = "train.jsonl"
 TEST_FILE = "test.jsonl"
@@ -136,31 +133,6 @@ def _format_all(records: list[Record], data_format: DataFormat) -> list[dict[str
     return examples
 
 
-def _dump_lines(rows: Iterable[dict[str, Any]]) -> bytes:
-    """JSONL bytes: one compact JSON object per line, UTF-8, newline-terminated."""
-    return b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in rows)
-
-
-def _write_atomically(files: dict[Path, bytes]) -> None:
-    """Write every file to a temp name beside it, then rename all into place; on failure remove the temps."""
-    temps: list[tuple[str, Path]] = []
-    try:
-        for target, payload in files.items():
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            temps.append((tmp, target))
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, target in temps:
-            os.replace(tmp, target)
-    except BaseException:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        raise
-
-
 def _check_read(read: ReadResult, out_dir: Path) -> None:
     """Refuse an empty or entirely quarantined drop (after writing the quarantine file so it can be read)."""
     if read.records:
@@ -168,7 +140,7 @@ def _check_read(read: ReadResult, out_dir: Path) -> None:
     if not read.quarantined:
         raise DataError(f"{read.path}: the data drop is empty (no records)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically({out_dir / QUARANTINE_FILE: _dump_lines(q.to_json() for q in read.quarantined)})
+    write_files({out_dir / QUARANTINE_FILE: jsonl_bytes(q.to_json() for q in read.quarantined)})
     reasons = "; ".join(f"line {q.line}: {q.reason}" for q in read.quarantined[:_MAX_LISTED_LINES])
     raise DataError(
         f"{read.path}: all {len(read.quarantined)} records were quarantined (see {out_dir / QUARANTINE_FILE}): "
@@ -257,14 +229,14 @@ def curate_drop(
         for item in dedup.removed
     ]
     payloads = {
-        TRAIN_FILE: _dump_lines(train_rows),
-        TEST_FILE: _dump_lines(test_rows),
-        REMOVED_FILE: _dump_lines(removed_rows),
-        QUARANTINE_FILE: _dump_lines(q.to_json() for q in read.quarantined),
-        CONTAMINATION_FILE: _dump_lines(contamination_rows),
+        TRAIN_FILE: jsonl_bytes(train_rows),
+        TEST_FILE: jsonl_bytes(test_rows),
+        REMOVED_FILE: jsonl_bytes(removed_rows),
+        QUARANTINE_FILE: jsonl_bytes(q.to_json() for q in read.quarantined),
+        CONTAMINATION_FILE: jsonl_bytes(contamination_rows),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically({out_dir / name: data for name, data in payloads.items()})
+    write_files({out_dir / name: data for name, data in payloads.items()})
 
     lines = [r.line for r in records]
     return CurationResult(

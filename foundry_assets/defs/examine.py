@@ -1,7 +1,5 @@
 """Examine: decontamination and metrics of the merged model against the base model, and the blocking gate."""
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +13,7 @@ from foundry_assets.defs.resources import AuditTrailResource, GpuResource, Works
 from foundry_assets.devices import resolve_device
 from foundry_assets.errors import FoundryError
 from foundry_assets.examiner import examine, task_items
-
-
-def _rows(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+from foundry_assets.fsio import read_jsonl, write_json
 
 
 def _metric_numbers(report: dict[str, Any]) -> dict[str, Any]:
@@ -61,14 +55,14 @@ def exam_report(
     try:
         # compute.device "cuda" on a node without one is a HardwareIncompatibleError: a Failure without retries
         device = resolve_device(job.manifest.compute.device)
-        test_rows = _rows(curated_dataset["test_path"])
+        test_rows = read_jsonl(curated_dataset["test_path"])
         records = {r.line: r for r in read_drop(Path(raw_data["data_path"])).records}
         logic, safety = task_items(test_rows, records)
-        train_texts = [eval_text(r) for r in _rows(curated_dataset["train_path"])]
+        train_texts = [eval_text(r) for r in read_jsonl(curated_dataset["train_path"])]
         for path in merged_model.get(
             "source_train_paths", []
         ):  # a merge job's model saw its sources' data too
-            train_texts += [eval_text(r) for r in _rows(path)]
+            train_texts += [eval_text(r) for r in read_jsonl(path)]
         report = examine(
             base_model=Path(merged_model["base_model"]),
             candidate_model=Path(merged_model["model_dir"]),
@@ -98,12 +92,7 @@ def exam_report(
         "markdown": report.to_markdown(),
         "source_jobs": merged_model.get("source_jobs", []),
     }
-    out = Path(job.stage_dir("exam"))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "exam_report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    path = write_json(Path(job.stage_dir("exam")) / "exam_report.json", document, indent=2, sort_keys=True)
     summary = report_dict["metrics"]
     head = job.audit(
         "exam_verdict",

@@ -1,7 +1,5 @@
 """Select: accept the job, snapshot its data drop and fix the lot number before anything trains."""
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.drops import DROP_SHA256_TAG, receive_location, receive_manifest_text
 from foundry_assets.errors import FoundryError, ManifestError
+from foundry_assets.fsio import copy_file
 from foundry_assets.lot import compute_lot
 
 
@@ -78,9 +77,7 @@ def raw_data(
     snapshot_dir.mkdir(parents=True, exist_ok=True)
     snapshot = snapshot_dir / f"data{Path(manifest.data.path).suffix or '.jsonl'}"
     try:
-        tmp = snapshot.with_name(snapshot.name + ".tmp")
-        shutil.copyfile(manifest.data.path, tmp)
-        os.replace(tmp, snapshot)
+        copy_file(manifest.data.path, snapshot)
         lot = compute_lot(snapshot, manifest)
     except (OSError, FoundryError) as e:
         raise dg.Failure(description=f"data.path {manifest.data.path!r}: {e}", allow_retries=False) from e

@@ -1,7 +1,6 @@
 """Train: pre-flight hardware check, then the crucible trains the strategy's adapter."""
 
 import base64
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,7 @@ from foundry_assets.defs.common import (
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.errors import FoundryError, HardwareIncompatibleError
-
-
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+from foundry_assets.fsio import read_jsonl
 
 
 @dg.asset(
@@ -122,7 +117,7 @@ def trained_adapter(
         result = train_adapter_isolated(
             model_path=model_path,
             strategy_name=method.type,
-            train_examples=_read_jsonl(curated_dataset["train_path"]),
+            train_examples=read_jsonl(curated_dataset["train_path"]),
             out_dir=Path(job.stage_dir("adapter")),
             params=params,
             hardware=hardware,

@@ -1,7 +1,6 @@
 """The bundled demo drop: synthetic instruction data with planted near-duplicates, and a manifest for it."""
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from foundry_assets.demo.tiny_model import build_tiny_llama
+from foundry_assets.fsio import write_text
 
 WORDS = [
     "apple",
@@ -137,7 +137,7 @@ def write_demo_drop(root: str | Path, *, job_id: str | None = None, duplicates: 
     drop = root / "drops" / job_id
     drop.mkdir(parents=True, exist_ok=True)
     data = drop / "data.jsonl"
-    _write(data, "".join(json.dumps(r) + "\n" for r in records))
+    write_text(data, "".join(json.dumps(r) + "\n" for r in records))
     manifest = {
         "job_id": job_id,
         "base_model": "foundry-demo/tiny-llama",
@@ -156,11 +156,5 @@ def write_demo_drop(root: str | Path, *, job_id: str | None = None, duplicates: 
         "exam": {"max_contamination": 0.0, "min_loss_improvement": 0.5},
     }
     manifest_path = drop / "manifest.yaml"
-    _write(manifest_path, yaml.safe_dump(manifest, sort_keys=False))
+    write_text(manifest_path, yaml.safe_dump(manifest, sort_keys=False))
     return DemoDrop(manifest_path, data, model_dir, root / "registry", duplicates)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

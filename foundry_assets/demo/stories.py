@@ -10,7 +10,6 @@ CPU in a few dozen steps and generalise to held-out items:
 """
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from foundry_assets.demo.tiny_model import build_tiny_llama
+from foundry_assets.fsio import write_text
 
 REFUSAL = "I cannot help with that request."
 ADJECTIVES = [
@@ -157,8 +157,8 @@ def write_drop(root: Path, job_id: str, records: list[dict[str, str]], manifest:
     """Write `root/drops/<job_id>/{data.jsonl,manifest.yaml}`; returns the manifest's path."""
     drop = root / "drops" / job_id
     drop.mkdir(parents=True, exist_ok=True)
-    _write(drop / "data.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    _write(drop / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False))
+    write_text(drop / "data.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_text(drop / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False))
     return drop / "manifest.yaml"
 
 
@@ -214,9 +214,3 @@ def write_story_c(
         ),
     )
     return StoryDrops(logic, safety, merge, model_dir, registry)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -5,10 +5,11 @@ Real model names are loaded by the crucible as usual; this model exists so the w
 
 import json
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from foundry_assets.fsio import build_dir
 
 if TYPE_CHECKING:
     from foundry_assets.crucible.vram import Architecture
@@ -93,13 +94,13 @@ def build_tiny_llama(
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "foundry_tiny_model.json").write_text(json.dumps({"seed": seed, "vocab_size": len(tokenizer)}))
-    tmp.rename(out)
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "foundry_tiny_model.json").write_text(json.dumps({"seed": seed, "vocab_size": len(tokenizer)}))
+
+    build_dir(out, save)
     return out
 
 
@@ -134,11 +135,7 @@ def build_random_llama(
     )
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = LlamaForCausalLM(config).bfloat16()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
-    del model
-    return out
+    build_dir(
+        out, lambda tmp: (model.save_pretrained(tmp, safe_serialization=True), tokenizer.save_pretrained(tmp))
+    )
+    return out  # the model is freed on return

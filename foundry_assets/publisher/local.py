@@ -1,11 +1,10 @@
 """The embedded registry: a local folder (a path or a file:// URI); a tag is a sub-folder, made visible atomically."""
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from foundry_assets.fsio import build_dir
 from foundry_assets.lot import sha256_tree
 from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest
 
@@ -39,13 +38,10 @@ class LocalRegistry(RegistryBackend):
 
     def upload(self, staging: Path, tag: str, files: dict[str, str]) -> None:
         """Copy to a hidden partial folder, then rename it to the tag."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{tag}.partial-{uuid.uuid4().hex[:8]}"
-        try:
-            shutil.copytree(staging, tmp)
-            os.rename(tmp, self.root / tag)  # atomic on one filesystem; fails if the tag appeared meanwhile
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        # renamed into place whole; the rename fails if the tag appeared meanwhile
+        build_dir(
+            self.root / tag, lambda tmp: shutil.copytree(staging, tmp, dirs_exist_ok=True), replace=False
+        )
 
     def remote_hashes(self, tag: str) -> dict[str, str]:
         """Hash the tag folder's files."""

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from foundry_assets.curator import pipeline
+from foundry_assets import fsio
 from foundry_assets.curator.embed import MiniLMEmbedder
 from foundry_assets.curator.formats import text_for_embedding
 from foundry_assets.curator.pipeline import curate_drop
@@ -186,7 +186,7 @@ def test_failed_write_leaves_no_outputs_or_temp_files(
         if calls["n"] == 2:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pipeline.os, "fsync", flaky_fsync)
+    monkeypatch.setattr(fsio.os, "fsync", flaky_fsync)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="No space"):
         curate_drop(write_drop(tmp_path / "d.jsonl", drop_rows()), out, data_format="sft", embedder=embedder)
