@@ -16,23 +16,10 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 from foundry_assets.audit import verify_audit_log
+from foundry_assets.audit_events import STAGE_EVENTS, Event
 from foundry_assets.lot import sha256_file, sha256_text, sha256_tree, tree_digest
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.publisher.base import HASH_MANIFEST
-from foundry_assets.workspace import WEIGHTS_REMOVED_EVENT
-
-STAGES = {
-    "raw_data": "job_accepted",
-    "curated_dataset": "data_curated",
-    "trained_adapter": "adapter_saved",
-    "merged_model": "merged",
-    "exam_report": "exam_verdict",
-    "published_artifact": "published",
-}
-"""Each asset, in lineage order, and the audit event its `audit_head` metadata must point at."""
-
-TRAINING_SKIPPED = "training_skipped"
-"""What `trained_adapter` records instead of `adapter_saved` for a merge-only job (`merge.include_own_adapter: false`)."""
 
 GATE_CHECK = "exam_report_passes_gate"
 Status = Literal["ok", "MISMATCH", "MISSING", "info"]
@@ -250,7 +237,7 @@ def build_report(
     records, chain = read_trail(trail_path)
     by_hash = {r.get("sha256"): r for r in records}
     merge_only = manifest is not None and not manifest.merge.include_own_adapter
-    expected = {**STAGES, **({"trained_adapter": TRAINING_SKIPPED} if merge_only else {})}
+    expected = {**STAGE_EVENTS, **({"trained_adapter": Event.TRAINING_SKIPPED} if merge_only else {})}
     meta = {name: m.get("metadata", {}) for name, m in materializations.items()}
     trail: dict[str, dict[str, Any]] = {}
     links = Section("Audit trail and event log", [chain])
@@ -258,7 +245,7 @@ def build_report(
     for asset, event in expected.items():
         head = meta.get(asset, {}).get("audit_head")
         record = by_hash.get(head)
-        if record is not None and record.get("event") == WEIGHTS_REMOVED_EVENT:
+        if record is not None and record.get("event") == Event.NODE_WEIGHTS_REMOVED:
             # the publish step's last record: the node cleanup, which names the `published` record it follows
             cleanup, record = record, by_hash.get(record.get("data", {}).get("after"))
         if asset not in materializations:
@@ -273,7 +260,7 @@ def build_report(
         else:
             run = materializations[asset].get("run_id", "")
             then = (
-                f" → #{cleanup['seq']} {WEIGHTS_REMOVED_EVENT}"
+                f" → #{cleanup['seq']} {Event.NODE_WEIGHTS_REMOVED}"
                 if cleanup and asset == "published_artifact"
                 else ""
             )
@@ -334,7 +321,7 @@ def build_report(
                 compare("lot number", lot, m_raw.get("lot_number")),
                 *[
                     compare(f"lot number of {a}", lot, meta.get(a, {}).get("lot_number"))
-                    for a in list(STAGES)[1:]
+                    for a in list(STAGE_EVENTS)[1:]
                 ],
                 compare(
                     f"lot number of check {GATE_CHECK}",
@@ -439,9 +426,9 @@ def _trail_losses(records: list[dict[str, Any]], saved_seq: int | None) -> list[
         return None
     losses: list[list[float]] = []
     for record in records[: saved_seq - 1]:
-        if record.get("event") == "preflight_passed":
+        if record.get("event") == Event.PREFLIGHT_PASSED:
             losses = []
-        elif record.get("event") == "training_loss":
+        elif record.get("event") == Event.TRAINING_LOSS:
             losses.append([int(record["data"]["step"]), round(float(record["data"]["loss"]), 4)])
     return losses
 

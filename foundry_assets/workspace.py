@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from foundry_assets.audit_events import Event, latest
 from foundry_assets.errors import ManifestError
 from foundry_assets.fsio import write_text
 from foundry_assets.manifest import TrainingManifest, load_manifest
@@ -29,12 +30,22 @@ def default_root() -> Path:
     return Path(".foundry").resolve()
 
 
-WEIGHT_STAGES = ("adapter", "checkpoints", "sources", "merge-cache", "merged", "staging")
+RAW, CURATED, EXAM = "raw", "curated", "exam"
+ADAPTER, CHECKPOINTS, SOURCES, MERGE_CACHE, MERGED, STAGING = (
+    "adapter",
+    "checkpoints",
+    "sources",
+    "merge-cache",
+    "merged",
+    "staging",
+)
+WEIGHT_STAGES = (ADAPTER, CHECKPOINTS, SOURCES, MERGE_CACHE, MERGED, STAGING)
 """Stage folders that hold model weights (or copies of them): removed from the node after a verified publish."""
-RECORD_STAGES = ("raw", "curated", "exam")
+RECORD_STAGES = (RAW, CURATED, EXAM)
 """Stage folders that hold the job's records: kept on the node for ever (with the manifest and the audit trail)."""
-WEIGHTS_REMOVED_EVENT = "node_weights_removed"
-"""Audit event written after the weight folders are removed; its `after` is the `published` record it follows."""
+TRAIN_SPLIT, TEST_SPLIT, QUARANTINE = "train.jsonl", "test.jsonl", "quarantine.jsonl"
+"""The curated folder's files: the training split, the held-out split (the exam's items) and the quarantined lines."""
+EXAM_REPORT = "exam_report.json"
 
 
 @dataclass(frozen=True)
@@ -55,12 +66,12 @@ class RemovedWeights:
 
 def missing_weights_reason(folder: str | Path, records: list[dict[str, Any]]) -> str:
     """Why a weight folder a stage needs is not on the node, and what to do, from the job's audit records."""
-    removed = next((r for r in reversed(records) if r.get("event") == WEIGHTS_REMOVED_EVENT), None)
+    removed = latest(records, Event.NODE_WEIGHTS_REMOVED)
     if removed is None:
         return f"{folder} does not exist; run the job again (`foundry run MANIFEST`) to rebuild it"
     return (
         f"{folder} was removed from this node after the job's artifact was published and verified (audit record "
-        f"#{removed.get('seq')} {WEIGHTS_REMOVED_EVENT}); the weights live in the registry only. Run the whole job "
+        f"#{removed.get('seq')} {Event.NODE_WEIGHTS_REMOVED}); the weights live in the registry only. Run the whole job "
         "again (`foundry run MANIFEST`) to rebuild them, or fetch the published artifact from its registry"
     )
 
@@ -81,9 +92,42 @@ class Workspace:
     def stage_dir(self, job_id: str, stage: str) -> Path:
         return self.job_dir(job_id) / stage
 
+    def snapshot_path(self, job_id: str, suffix: str) -> Path:
+        """The job's copy of its data drop (`raw/data<suffix>`), hashed into the lot number."""
+        return self.stage_dir(job_id, RAW) / f"data{suffix or '.jsonl'}"
+
+    def curated_dir(self, job_id: str) -> Path:
+        return self.stage_dir(job_id, CURATED)
+
+    def train_split(self, job_id: str) -> Path:
+        return self.curated_dir(job_id) / TRAIN_SPLIT
+
+    def test_split(self, job_id: str) -> Path:
+        return self.curated_dir(job_id) / TEST_SPLIT
+
+    def embedding_cache_dir(self) -> Path:
+        """MiniLM embeddings by text hash, shared by every job on this node."""
+        return self.root / "cache" / "embeddings"
+
+    def adapter_dir(self, job_id: str) -> Path:
+        return self.stage_dir(job_id, ADAPTER)
+
+    def checkpoints_dir(self, job_id: str) -> Path:
+        return self.stage_dir(job_id, CHECKPOINTS)
+
     def source_dir(self, job_id: str, source_job: str) -> Path:
         """Where job `job_id` keeps the adapter of merge source `source_job`, fetched from its registry."""
-        return self.stage_dir(job_id, "sources") / source_job
+        return self.stage_dir(job_id, SOURCES) / source_job
+
+    def merged_dir(self, job_id: str) -> Path:
+        return self.stage_dir(job_id, MERGED)
+
+    def exam_report_path(self, job_id: str) -> Path:
+        return self.stage_dir(job_id, EXAM) / EXAM_REPORT
+
+    def staging_dir(self, job_id: str, tag: str) -> Path:
+        """Where the artifact for registry tag `tag` is assembled before its push (removed once verified)."""
+        return self.stage_dir(job_id, STAGING) / tag
 
     def weight_dirs(self, job_id: str) -> list[Path]:
         """The job's weight folders on this node (see `WEIGHT_STAGES`), and hidden leftovers of interrupted writes

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from foundry_assets.alchemist.refs import AdapterRef, read_json
 from foundry_assets.audit import AuditTrail
+from foundry_assets.audit_events import Event, latest
 from foundry_assets.errors import FoundryError, MergeError
 from foundry_assets.lot import sha256_tree
 from foundry_assets.manifest import TrainingManifest
@@ -74,14 +75,6 @@ class JobSource:
         }
 
 
-def _latest(records: list[dict[str, Any]], event: str, *, before: int | None = None) -> dict[str, Any] | None:
-    """The last record of `event` (before sequence number `before`, when given)."""
-    for record in reversed(records):
-        if record["event"] == event and (before is None or record["seq"] < before):
-            return record
-    return None
-
-
 def _same_path(a: str | None, b: str | None) -> bool:
     if not a or not b:
         return a == b
@@ -128,14 +121,14 @@ def _job_source(
         records = trail.records()
     except FoundryError as e:
         raise MergeError(f"{what}: its audit trail cannot be trusted: {e}") from e
-    saved = _latest(records, "adapter_saved")
+    saved = latest(records, Event.ADAPTER_SAVED)
     if saved is None:
         raise MergeError(
             f"{what} has no trained adapter (no adapter_saved record in {trail.path}); run it first"
         )
-    accepted = _latest(records, "job_accepted", before=saved["seq"])
+    accepted = latest(records, Event.JOB_ACCEPTED, before=saved["seq"])
     lot = str((accepted or {}).get("data", {}).get("lot_number") or "")
-    verdicts = [r for r in records if r["event"] == "exam_verdict" and r["seq"] > saved["seq"]]
+    verdicts = [r for r in records if r["event"] == Event.EXAM_VERDICT and r["seq"] > saved["seq"]]
     if not verdicts:
         raise MergeError(
             f"{what}: its latest adapter (lot {lot[:12]}…) has not been examined; run its exam first"
@@ -185,7 +178,7 @@ def _job_source(
         raise MergeError(
             f"{what}: its adapter_config.json says it was trained on {claimed}, not this job's base {manifest.model_path}"
         )
-    train_path = workspace.stage_dir(job_id, "curated") / "train.jsonl"
+    train_path = workspace.train_split(job_id)
     exam = {k: verdict.get(k) for k in ("passed", "lot_number", "metrics") if k in verdict}
     exam["seq"] = verdicts[-1]["seq"]
     return JobSource(
@@ -216,7 +209,7 @@ def _published_adapter(
     passed = [
         r["seq"]
         for r in records
-        if r["event"] == "exam_verdict"
+        if r["event"] == Event.EXAM_VERDICT
         and r["seq"] > saved["seq"]
         and r["data"].get("passed")
         and r["data"].get("lot_number", lot) == lot
@@ -225,7 +218,7 @@ def _published_adapter(
         (
             r
             for r in reversed(records)
-            if r["event"] == "published"
+            if r["event"] == Event.PUBLISHED
             and passed
             and r["seq"] > passed[0]
             and r["data"].get("lot_number", lot) == lot

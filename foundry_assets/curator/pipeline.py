@@ -41,11 +41,9 @@ from foundry_assets.curator.report import removed_examples, similarity_histogram
 from foundry_assets.curator.semdedup import KeepPolicy, semdedup
 from foundry_assets.errors import DataError
 from foundry_assets.fsio import jsonl_bytes, write_files
+from foundry_assets.workspace import QUARANTINE, TEST_SPLIT, TRAIN_SPLIT
 
-TRAIN_FILE = "train.jsonl"
-TEST_FILE = "test.jsonl"
 REMOVED_FILE = "removed.jsonl"
-QUARANTINE_FILE = "quarantine.jsonl"
 CONTAMINATION_FILE = "contamination.jsonl"
 _MAX_LISTED_LINES = 5
 
@@ -140,10 +138,10 @@ def _check_read(read: ReadResult, out_dir: Path) -> None:
     if not read.quarantined:
         raise DataError(f"{read.path}: the data drop is empty (no records)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_files({out_dir / QUARANTINE_FILE: jsonl_bytes(q.to_json() for q in read.quarantined)})
+    write_files({out_dir / QUARANTINE: jsonl_bytes(q.to_json() for q in read.quarantined)})
     reasons = "; ".join(f"line {q.line}: {q.reason}" for q in read.quarantined[:_MAX_LISTED_LINES])
     raise DataError(
-        f"{read.path}: all {len(read.quarantined)} records were quarantined (see {out_dir / QUARANTINE_FILE}): "
+        f"{read.path}: all {len(read.quarantined)} records were quarantined (see {out_dir / QUARANTINE}): "
         f"{reasons}"
     )
 
@@ -229,10 +227,10 @@ def curate_drop(
         for item in dedup.removed
     ]
     payloads = {
-        TRAIN_FILE: jsonl_bytes(train_rows),
-        TEST_FILE: jsonl_bytes(test_rows),
+        TRAIN_SPLIT: jsonl_bytes(train_rows),
+        TEST_SPLIT: jsonl_bytes(test_rows),
         REMOVED_FILE: jsonl_bytes(removed_rows),
-        QUARANTINE_FILE: jsonl_bytes(q.to_json() for q in read.quarantined),
+        QUARANTINE: jsonl_bytes(q.to_json() for q in read.quarantined),
         CONTAMINATION_FILE: jsonl_bytes(contamination_rows),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,11 +243,11 @@ def curate_drop(
         removed=len(dedup.removed),
         train_rows=len(train_rows),
         test_rows=len(test_rows),
-        train_path=out_dir / TRAIN_FILE,
-        test_path=out_dir / TEST_FILE,
+        train_path=out_dir / TRAIN_SPLIT,
+        test_path=out_dir / TEST_SPLIT,
         removed_path=out_dir / REMOVED_FILE,
-        train_sha256=hashlib.sha256(payloads[TRAIN_FILE]).hexdigest(),
-        test_sha256=hashlib.sha256(payloads[TEST_FILE]).hexdigest(),
+        train_sha256=hashlib.sha256(payloads[TRAIN_SPLIT]).hexdigest(),
+        test_sha256=hashlib.sha256(payloads[TEST_SPLIT]).hexdigest(),
         removed_examples=removed_examples(dedup.removed, texts, lines),
         threshold=threshold,
         embedder=embedder.name,
@@ -265,7 +263,7 @@ def curate_drop(
         removed_in_boundary_pass=dedup.removed_in_boundary_pass,
         embedded_new=embedded_new,
         embedded_cached=len(texts) - embedded_new,
-        quarantine_path=out_dir / QUARANTINE_FILE,
+        quarantine_path=out_dir / QUARANTINE,
         contamination_path=out_dir / CONTAMINATION_FILE,
         nn_similarity_quantiles=_quantiles(dedup.nn_similarity),
         similarity_histogram_md=similarity_histogram_md(

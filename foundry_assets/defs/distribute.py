@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.audit_events import Event
 from foundry_assets.defs.common import (
     OWNERS,
     STAGE_TAGS,
@@ -21,7 +22,7 @@ from foundry_assets.defs.resources import AuditTrailResource, PublisherResource,
 from foundry_assets.errors import FoundryError
 from foundry_assets.manifest import PublishTarget
 from foundry_assets.publisher import PublishResult, PublishStepError, deployment_payload, stage_artifact
-from foundry_assets.workspace import WEIGHTS_REMOVED_EVENT, missing_weights_reason
+from foundry_assets.workspace import missing_weights_reason
 
 
 def _published_record(
@@ -31,7 +32,7 @@ def _published_record(
     latest exam verdict (then this publish step is running again for the same exam)."""
     start = 0
     if since_latest_exam:
-        verdict = next((r for r in reversed(records) if r["event"] == "exam_verdict"), None)
+        verdict = next((r for r in reversed(records) if r["event"] == Event.EXAM_VERDICT), None)
         if verdict is None or verdict["data"].get("lot_number") != lot:
             return None
         start = verdict["seq"]
@@ -40,7 +41,7 @@ def _published_record(
             return None
         data = record["data"]
         if (
-            record["event"] == "published"
+            record["event"] == Event.PUBLISHED
             and data.get("tag") == target.tag
             and data.get("registry", target.registry) == target.registry
             and data.get("lot_number", lot) == lot
@@ -77,7 +78,7 @@ def _remove_weights(job: JobContext, after: str) -> tuple[str, dict[str, Any]]:
     summary = removed.to_metadata()
     if not removed.folders and not removed.failed:
         return after, summary
-    head = job.audit(WEIGHTS_REMOVED_EVENT, after=after, **summary)
+    head = job.audit(Event.NODE_WEIGHTS_REMOVED, after=after, **summary)
     if removed.failed:
         raise dg.Failure(
             description=f"node cleanup: the artifact is published, but {sorted(removed.failed)} could not be removed "
@@ -107,7 +108,7 @@ def published_artifact(
     job = job_context(context, workspace, audit_trail)
     # The blocking check stops this step inside one run; this guard holds the gate across runs as well.
     if not exam_report.get("passed"):
-        job.audit("publish_refused", reasons=exam_report.get("reasons", []))
+        job.audit(Event.PUBLISH_REFUSED, reasons=exam_report.get("reasons", []))
         raise dg.Failure(
             description=f"Exam for job {job.job_id} did not pass; nothing is published: "
             + "; ".join(exam_report.get("reasons", [])),
@@ -130,7 +131,7 @@ def published_artifact(
     def record(result: PublishResult) -> None:  # after verification, before staging is removed
         heads.append(
             job.audit(
-                "published",
+                Event.PUBLISHED,
                 uri=result.uri,
                 tag=result.tag,
                 registry=target.registry,
@@ -155,7 +156,7 @@ def published_artifact(
             source_dir = merged_model["model_dir"] if kind == "merged_model" else merged_model["adapter_dir"]
             if not source_dir or not Path(source_dir).is_dir():
                 reason = missing_weights_reason(source_dir, records)
-                job.audit("publish_failed", registry=target.registry, tag=target.tag, reason=reason)
+                job.audit(Event.PUBLISH_FAILED, registry=target.registry, tag=target.tag, reason=reason)
                 raise dg.Failure(description=f"publish: the {kind}: {reason}", allow_retries=False)
             staging = stage_artifact(
                 Path(source_dir),
@@ -166,7 +167,7 @@ def published_artifact(
             )
             result = publisher.push(staging, target.tag, registry=target.registry, on_verified=record)
     except FoundryError as e:
-        job.audit("publish_failed", registry=target.registry, tag=target.tag, reason=str(e))
+        job.audit(Event.PUBLISH_FAILED, registry=target.registry, tag=target.tag, reason=str(e))
         before = _published_record(records, target, lot, since_latest_exam=False)
         if isinstance(e, PublishStepError) and e.step == "compare" and before is not None:
             _refuse_rebuilt_weights(job, publisher, target, before)
@@ -198,9 +199,9 @@ def published_artifact(
             delivery = publisher.notify(target.webhook_url, payload)
         except FoundryError as e:
             # The artifact stays published; the failed notice fails this step so an operator sees it.
-            job.audit("deployment_notice_failed", uri=result.uri, reason=str(e))
+            job.audit(Event.DEPLOYMENT_NOTICE_FAILED, uri=result.uri, reason=str(e))
             raise failure(e, "deployment notice") from e
-        job.audit("deployment_notified", **delivery.to_metadata())
+        job.audit(Event.DEPLOYMENT_NOTIFIED, **delivery.to_metadata())
         context.log.info(
             f"Deployment notice delivered ({delivery.status_code}, {delivery.attempts} attempt(s))"
         )

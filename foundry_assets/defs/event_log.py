@@ -4,7 +4,7 @@ from typing import Any
 
 import dagster as dg
 
-from foundry_assets.audit_report import STAGES
+from foundry_assets.audit_events import STAGE_EVENTS
 
 
 def _plain(value: Any) -> Any:
@@ -19,7 +19,7 @@ def job_event_log(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """(asset → latest materialization of the job's partition, check → its latest evaluation for the partition)."""
     materializations: dict[str, dict[str, Any]] = {}
-    for asset in STAGES:
+    for asset in STAGE_EVENTS:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[job_id]), limit=1
         ).records

@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.audit_events import Event
 from foundry_assets.curator.formats import eval_text
 from foundry_assets.curator.readers import read_drop
 from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, lot_metadata, table
@@ -95,7 +96,7 @@ def exam_report(
     path = write_json(Path(job.stage_dir("exam")) / "exam_report.json", document, indent=2, sort_keys=True)
     summary = report_dict["metrics"]
     head = job.audit(
-        "exam_verdict",
+        Event.EXAM_VERDICT,
         passed=report.passed,
         reasons=report.reasons,
         metrics=summary,

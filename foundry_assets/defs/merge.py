@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 
 from foundry_assets.alchemist import AdapterRef, resolve_job_sources
+from foundry_assets.audit_events import Event
 from foundry_assets.defs.common import (
     OWNERS,
     STAGE_TAGS,
@@ -68,7 +69,7 @@ def merged_model(
             fetch=publisher.fetch,  # source adapters come from the registry they were published to
         )
     except FoundryError as e:
-        job.audit("merge_refused", reason=str(e))
+        job.audit(Event.MERGE_REFUSED, reason=str(e))
         raise dg.Failure(description=f"merge sources: {e}", allow_retries=False) from e
     adapters = []
     if merge.include_own_adapter:
@@ -76,7 +77,7 @@ def merged_model(
         # The stored value may name a folder that left the node after the job's publish.
         if not own.is_dir():
             reason = f"this job's adapter: {missing_weights_reason(own, job.trail.records())}"
-            job.audit("merge_refused", reason=reason)
+            job.audit(Event.MERGE_REFUSED, reason=reason)
             raise dg.Failure(description=reason, allow_retries=False)
         adapters.append(AdapterRef(own, merge.weight, merge.density, job.job_id))
     by_job = {source.job_id: source for source in jobs}
@@ -101,7 +102,7 @@ def merged_model(
         raise failure(e, "merge") from e
     lineage = [source.to_metadata() for source in jobs]
     head = job.audit(
-        "merged",
+        Event.MERGED,
         method=result.method,
         sources=result.sources,
         source_jobs=lineage,

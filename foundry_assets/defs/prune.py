@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.audit_events import Event
 from foundry_assets.curator.pipeline import curate_drop
 from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, lot_metadata, table
 from foundry_assets.defs.partitions import job_partitions
@@ -50,7 +51,7 @@ def curated_dataset(
     except FoundryError as e:
         raise failure(e, "curation") from e
     counts = result.to_metadata()
-    head = job.audit("data_curated", **counts)
+    head = job.audit(Event.DATA_CURATED, **counts)
     context.log.info(
         f"Curated {result.rows_in} rows on {device}: kept {result.kept}, removed {result.removed}"
     )

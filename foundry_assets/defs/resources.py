@@ -46,8 +46,9 @@ class AuditTrailResource(dg.ConfigurableResource):
     """Folder of the audit logs; empty means the workspace's `audit/` folder."""
 
     def trail(self, job_id: str) -> AuditTrail:
-        folder = Path(self.directory) if self.directory else default_root() / "audit"
-        return AuditTrail(folder / f"{job_id}.jsonl")
+        if self.directory:
+            return AuditTrail(Path(self.directory) / f"{job_id}.jsonl")
+        return AuditTrail(Workspace(default_root()).audit_path(job_id))
 
 
 class GpuResource(dg.ConfigurableResource):

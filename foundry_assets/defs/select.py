@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from foundry_assets.audit_events import Event
 from foundry_assets.crucible.strategies import get_strategy
 from foundry_assets.defs.common import OWNERS, STAGE_TAGS, job_context
 from foundry_assets.defs.partitions import job_partitions
@@ -84,7 +85,7 @@ def raw_data(
     with open(snapshot, "rb") as handle:
         lines = sum(1 for line in handle if line.strip())
     head = job.audit(
-        "job_accepted",
+        Event.JOB_ACCEPTED,
         manifest=manifest.model_dump(mode="json"),
         source_data=manifest.data.path,
         lines=lines,

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.audit_events import Event
 from foundry_assets.crucible.checkpoints import CheckpointPlan, prepare
 from foundry_assets.crucible.hardware import check_hardware, manifest_job_shape
 from foundry_assets.crucible.isolation import train_adapter_isolated
@@ -49,7 +50,7 @@ def trained_adapter(
     model_path = manifest.model_path or manifest.base_model
     if not manifest.merge.include_own_adapter:
         # A merge-only job: its merged model is made of the source jobs' adapters, so nothing is trained here.
-        head = job.audit("training_skipped", reason="merge.include_own_adapter is false")
+        head = job.audit(Event.TRAINING_SKIPPED, reason="merge.include_own_adapter is false")
         context.log.info(
             "merge-only job: no adapter is trained; merged_model combines the source jobs' adapters"
         )
@@ -71,11 +72,11 @@ def trained_adapter(
             job=manifest_job_shape(manifest),
         )
     except HardwareIncompatibleError as e:
-        job.audit("preflight_failed", reason=str(e))
+        job.audit(Event.PREFLIGHT_FAILED, reason=str(e))
         raise dg.Failure(description=str(e), allow_retries=False) from e
     for warning in hardware.warnings:
         context.log.warning(warning)
-    job.audit("preflight_passed", **hardware.to_metadata())
+    job.audit(Event.PREFLIGHT_PASSED, **hardware.to_metadata())
 
     started = time.monotonic()
 
@@ -84,7 +85,7 @@ def trained_adapter(
         context.log.info(
             f"step {step}/{method.max_steps}: loss {loss:.4f} ({elapsed:.0f} s, {step / elapsed:.2f} steps/s)"
         )
-        job.audit("training_loss", step=step, loss=loss)
+        job.audit(Event.TRAINING_LOSS, step=step, loss=loss)
 
     params = TrainParams(
         rank=method.rank,
@@ -108,11 +109,11 @@ def trained_adapter(
         if dropped:
             context.log.warning(dropped)
         if resume is not None:
-            job.audit("training_resumed", from_step=resume.step, checkpoint=str(resume.path))
+            job.audit(Event.TRAINING_RESUMED, from_step=resume.step, checkpoint=str(resume.path))
         else:
-            job.audit("training_started", checkpoint_steps=plan.every_steps, discarded=dropped)
+            job.audit(Event.TRAINING_STARTED, checkpoint_steps=plan.every_steps, discarded=dropped)
     else:
-        job.audit("training_started", checkpoint_steps=0)
+        job.audit(Event.TRAINING_STARTED, checkpoint_steps=0)
     try:  # in a child process: Unsloth's process-wide patches and the training's GPU memory end with it
         result = train_adapter_isolated(
             model_path=model_path,
@@ -131,7 +132,7 @@ def trained_adapter(
     held = device_memory_held_gib(result.device)
     summary = result.to_metadata()
     head = job.audit(
-        "adapter_saved",
+        Event.ADAPTER_SAVED,
         adapter_dir=str(result.adapter_dir),
         files=result.files,
         **{k: v for k, v in summary.items() if k not in ("files", "adapter_dir", "losses")},

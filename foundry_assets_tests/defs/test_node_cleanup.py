@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 
 from foundry_assets.audit import AuditTrail, verify_audit_log
+from foundry_assets.audit_events import Event
 from foundry_assets.audit_report import build_report
 from foundry_assets.cli import main
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
@@ -23,7 +24,7 @@ from foundry_assets.defs.merge import merged_model
 from foundry_assets.lot import sha256_tree
 from foundry_assets.publisher.base import HASH_MANIFEST
 from foundry_assets.runner import RunOutcome, run_manifest
-from foundry_assets.workspace import RECORD_STAGES, WEIGHT_STAGES, WEIGHTS_REMOVED_EVENT, Workspace
+from foundry_assets.workspace import RECORD_STAGES, WEIGHT_STAGES, Workspace
 from foundry_assets_tests.defs.conftest import make_drop
 
 pytestmark = pytest.mark.slow
@@ -86,7 +87,7 @@ def test_weights_leave_the_node_and_the_records_stay(published: Published) -> No
     saved = next(r for r in records if r["event"] == "adapter_saved")
     publish = next(r for r in records if r["event"] == "published")
     cleanup = records[-1]
-    assert cleanup["event"] == WEIGHTS_REMOVED_EVENT and cleanup["data"]["after"] == publish["sha256"]
+    assert cleanup["event"] == Event.NODE_WEIGHTS_REMOVED and cleanup["data"]["after"] == publish["sha256"]
     assert {"adapter", "merged"} <= set(cleanup["data"]["folders"]) and cleanup["data"]["failed"] == {}
     assert cleanup["data"]["bytes_freed"] == sum(cleanup["data"]["folders"].values()) > 0
     assert publish["data"]["lot_number"] == published.outcome.lot_number
@@ -121,7 +122,7 @@ def test_the_audit_chain_and_report_still_hold_without_the_weights(
     )
     assert report.ok, report.problems
     markdown = report.to_markdown()
-    assert f"published → #{published.records()[-1]['seq']} {WEIGHTS_REMOVED_EVENT}" in markdown
+    assert f"published → #{published.records()[-1]['seq']} {Event.NODE_WEIGHTS_REMOVED}" in markdown
     assert "weights removed from the node" in markdown
 
 
@@ -166,7 +167,7 @@ def test_running_the_whole_job_again_succeeds_or_explains_and_leaves_no_weights(
     again = run_manifest(published.manifest, instance=published.instance, workspace=published.workspace)
     assert not [stage for stage in WEIGHT_STAGES if published.workspace.stage_dir(JOB, stage).exists()]
     records = published.records()[len(before) :]
-    assert records[-1]["event"] == WEIGHTS_REMOVED_EVENT and records[-1]["data"]["bytes_freed"] > 0
+    assert records[-1]["event"] == Event.NODE_WEIGHTS_REMOVED and records[-1]["data"]["bytes_freed"] > 0
     if again.success:  # the rebuilt weights hashed the same: the tag holds them already
         assert (again.published or {})["status"] == "unchanged"
     else:  # training is not bit-reproducible: the rebuilt weights are not published over the verified tag

@@ -1,0 +1,119 @@
+"""The audit trail's vocabulary: every event a stage writes and what its record holds, shared by writers and readers.
+
+Writers (the stage assets) append `Event` members; readers (the merge's source checks, the publish guard, the auditor's
+report) look them up with `latest`/`after` here, never with string literals of their own. Each read-back payload has a
+TypedDict naming its fields.
+"""
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, TypedDict
+
+
+class Event(StrEnum):
+    """Every audit event, in the order a job writes them."""
+
+    JOB_ACCEPTED = "job_accepted"
+    DATA_CURATED = "data_curated"
+    PREFLIGHT_PASSED = "preflight_passed"
+    PREFLIGHT_FAILED = "preflight_failed"
+    TRAINING_STARTED = "training_started"
+    TRAINING_RESUMED = "training_resumed"
+    TRAINING_LOSS = "training_loss"
+    TRAINING_SKIPPED = "training_skipped"
+    """Written instead of ADAPTER_SAVED by a merge-only job (`merge.include_own_adapter: false`)."""
+    ADAPTER_SAVED = "adapter_saved"
+    MERGE_REFUSED = "merge_refused"
+    MERGED = "merged"
+    EXAM_VERDICT = "exam_verdict"
+    PUBLISH_REFUSED = "publish_refused"
+    PUBLISH_FAILED = "publish_failed"
+    PUBLISHED = "published"
+    NODE_WEIGHTS_REMOVED = "node_weights_removed"
+    """Written after the weight folders are removed; its `after` is the `published` record it follows."""
+    DEPLOYMENT_NOTIFIED = "deployment_notified"
+    DEPLOYMENT_NOTICE_FAILED = "deployment_notice_failed"
+
+
+STAGE_EVENTS: dict[str, Event] = {
+    "raw_data": Event.JOB_ACCEPTED,
+    "curated_dataset": Event.DATA_CURATED,
+    "trained_adapter": Event.ADAPTER_SAVED,
+    "merged_model": Event.MERGED,
+    "exam_report": Event.EXAM_VERDICT,
+    "published_artifact": Event.PUBLISHED,
+}
+"""Each asset, in lineage order, and the audit event its `audit_head` metadata points at."""
+
+
+class JobAccepted(TypedDict, total=False):
+    manifest: dict[str, Any]
+    source_data: str
+    lines: int
+    lot_number: str
+    dataset_sha256: str
+    manifest_sha256: str
+
+
+class TrainingLoss(TypedDict):
+    step: int
+    loss: float
+
+
+class AdapterSaved(TypedDict, total=False):
+    adapter_dir: str
+    files: dict[str, str]
+    backend: str
+    device: str
+
+
+class Merged(TypedDict, total=False):
+    method: str
+    sources: list[dict[str, Any]]
+    source_jobs: list[dict[str, Any]]
+    include_own_adapter: bool
+    files: dict[str, str]
+
+
+class ExamVerdict(TypedDict, total=False):
+    passed: bool
+    reasons: list[str]
+    metrics: list[dict[str, Any]]
+    report: dict[str, Any]
+    lot_number: str
+
+
+class Published(TypedDict, total=False):
+    uri: str
+    tag: str
+    registry: str
+    status: str
+    artifact: str
+    artifact_sha256: str
+    files: dict[str, str]
+    lot_number: str
+
+
+class WeightsRemoved(TypedDict, total=False):
+    after: str
+    folders: dict[str, int]
+    bytes_freed: int
+    failed: dict[str, str]
+
+
+Record = dict[str, Any]
+"""An audit record as `AuditTrail.records()` returns it: seq, event, job_id, data, prev/sha256."""
+
+
+def latest(records: Iterable[Record], event: Event, *, before: int | None = None) -> Record | None:
+    """The last record of `event` (only those with seq below `before`, when given)."""
+    found = None
+    for record in records:
+        if record.get("event") == event and (before is None or record["seq"] < before):
+            found = record
+    return found
+
+
+def after(records: Iterable[Record], event: Event, seq: int) -> list[Record]:
+    """Every record of `event` written after record `seq`, oldest first."""
+    return [r for r in records if r.get("event") == event and r["seq"] > seq]
