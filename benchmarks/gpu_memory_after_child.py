@@ -1,4 +1,4 @@
-"""GPU memory "held after training", read as `defs/train.py` reads it, once a child process that held the memory
+"""GPU memory "held after training", read as `defs/crucible.py` reads it, once a child process that held the memory
 has exited: at once (the reading before 2026-11-30) against `device_memory_held_gib` (waits until two readings agree).
 
     python benchmarks/gpu_memory_after_child.py     # one GPU machine; table on stdout

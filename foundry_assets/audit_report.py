@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 
 from foundry_assets.audit import verify_audit_log
 from foundry_assets.audit_events import STAGE_EVENTS, Event
-from foundry_assets.lot import sha256_file, sha256_text, sha256_tree, tree_digest
+from foundry_assets.hashing import sha256_file, sha256_text, sha256_tree, tree_digest
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.publisher.base import HASH_MANIFEST
 

@@ -8,13 +8,15 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.defs.alchemist import merged_model
 from foundry_assets.defs.audit import published_artifact_audit_consistent
-from foundry_assets.defs.distribute import published_artifact
-from foundry_assets.defs.examine import exam_report, exam_report_passes_gate
+from foundry_assets.defs.crucible import trained_adapter
+from foundry_assets.defs.curator import curated_dataset
+from foundry_assets.defs.examiner import exam_report, exam_report_passes_gate
 from foundry_assets.defs.executor import build_executor, gpu_lock_dir, io_dir
-from foundry_assets.defs.merge import merged_model
+from foundry_assets.defs.intake import raw_data
 from foundry_assets.defs.partitions import job_partitions
-from foundry_assets.defs.prune import curated_dataset
+from foundry_assets.defs.publisher import published_artifact
 from foundry_assets.defs.resources import (
     AuditTrailResource,
     EmbedderResource,
@@ -23,9 +25,7 @@ from foundry_assets.defs.resources import (
     WorkspaceResource,
     s3_resource_from_env,
 )
-from foundry_assets.defs.select import raw_data
 from foundry_assets.defs.sensors import drop_sensor
-from foundry_assets.defs.train import trained_adapter
 from foundry_assets.workspace import default_root
 
 FOUNDRY_ASSETS = [raw_data, curated_dataset, trained_adapter, merged_model, exam_report, published_artifact]

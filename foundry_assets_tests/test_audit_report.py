@@ -11,7 +11,7 @@ import pytest
 from foundry_assets.audit import AuditTrail
 from foundry_assets.audit_report import GATE_CHECK, build_report
 from foundry_assets.cli import main
-from foundry_assets.lot import sha256_text
+from foundry_assets.hashing import sha256_text
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.runner import run_manifest
 from foundry_assets.workspace import Workspace

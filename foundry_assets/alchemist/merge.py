@@ -28,7 +28,7 @@ from foundry_assets.alchemist.refs import AdapterRef, read_json
 from foundry_assets.devices import resolve_device
 from foundry_assets.errors import MergeError
 from foundry_assets.fsio import replace_dir
-from foundry_assets.lot import sha256_tree
+from foundry_assets.hashing import sha256_tree
 
 logger = logging.getLogger(__name__)
 

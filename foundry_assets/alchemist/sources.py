@@ -20,7 +20,7 @@ from foundry_assets.alchemist.refs import AdapterRef, read_json
 from foundry_assets.audit import AuditTrail
 from foundry_assets.audit_events import Event, latest
 from foundry_assets.errors import FoundryError, MergeError
-from foundry_assets.lot import sha256_tree
+from foundry_assets.hashing import sha256_tree
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.publisher import FetchResult, fetch_artifact
 from foundry_assets.workspace import Workspace

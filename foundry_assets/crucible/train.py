@@ -33,7 +33,7 @@ from foundry_assets.crucible.strategies import TrainerSettings, TrainingStrategy
 from foundry_assets.crucible.telemetry import SpeedMeter, peak_memory_gib, plot_losses, reset_peak_memory
 from foundry_assets.errors import DataError, TrainingError
 from foundry_assets.fsio import replace_dir
-from foundry_assets.lot import sha256_tree
+from foundry_assets.hashing import sha256_tree
 
 __all__ = ["CheckpointPlan", "TrainParams", "TrainResult", "ensure_unsloth_first", "train_adapter"]
 CheckpointPlan = ckpt.CheckpointPlan

@@ -17,5 +17,7 @@ warnings.filterwarnings(
 )
 # "Open source code" links on each asset (with_source_code_references) use a metadata class Dagster 1.13 marks beta.
 warnings.filterwarnings(
-    "ignore", category=dg.BetaWarning, message=".*(CodeReferencesMetadataValue|with_source_code_references).*"
+    "ignore",
+    category=dg.BetaWarning,
+    message=".*(CodeReferencesMetadataValue|LocalFileCodeReference|with_source_code_references).*",
 )

@@ -9,9 +9,9 @@ import dagster as dg
 import yaml
 
 from foundry_assets.audit_report import build_report
-from foundry_assets.defs.distribute import published_artifact
 from foundry_assets.defs.event_log import job_event_log
 from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.publisher import published_artifact
 from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
 
 

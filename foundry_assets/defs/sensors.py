@@ -6,8 +6,8 @@ import dagster as dg
 
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import PublisherResource, WorkspaceResource
-from foundry_assets.drops import DROP_SHA256_TAG, DropLedger, drop_source, inspect_listed
 from foundry_assets.errors import FoundryError, ManifestError
+from foundry_assets.intake.drops import DROP_SHA256_TAG, DropLedger, drop_source, inspect_listed
 
 DROP_LOCATION_ENV = "FOUNDRY_DROP_LOCATION"
 """Where drops appear: a folder, file:///folder or s3://bucket/prefix; default `<workspace>/inbox`."""

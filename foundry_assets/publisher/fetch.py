@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry_assets.fsio import replace_dir
-from foundry_assets.lot import sha256_tree, tree_digest
+from foundry_assets.hashing import sha256_tree, tree_digest
 from foundry_assets.publisher.base import (
     HASH_MANIFEST,
     FetchStep,

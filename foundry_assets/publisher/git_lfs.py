@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 from foundry_assets.errors import PublishError
-from foundry_assets.lot import sha256_file, tree_digest
+from foundry_assets.hashing import sha256_file, tree_digest
 from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from foundry_assets.fsio import build_dir
-from foundry_assets.lot import sha256_tree
+from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest
 
 

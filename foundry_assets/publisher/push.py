@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from foundry_assets.lot import sha256_file, sha256_tree, tree_digest
+from foundry_assets.hashing import sha256_file, sha256_tree, tree_digest
 from foundry_assets.publisher.base import (
     HASH_MANIFEST,
     PublishResult,

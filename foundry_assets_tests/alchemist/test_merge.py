@@ -14,7 +14,7 @@ from foundry_assets.alchemist import (
 )
 from foundry_assets.demo.tiny_model import build_tiny_llama
 from foundry_assets.errors import MergeError
-from foundry_assets.lot import sha256_file
+from foundry_assets.hashing import sha256_file
 from foundry_assets_tests.adapters import make_adapter, peft_merged_state
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from foundry_assets.alchemist import (
 from foundry_assets.audit import AuditTrail
 from foundry_assets.demo.tiny_model import build_tiny_llama
 from foundry_assets.errors import MergeError
-from foundry_assets.lot import sha256_file, sha256_tree
+from foundry_assets.hashing import sha256_file, sha256_tree
 from foundry_assets.manifest import TrainingManifest, parse_manifest
 from foundry_assets.publisher import push_artifact
 from foundry_assets.workspace import Workspace

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from foundry_assets.cli.curate import add_curate_parser
 from foundry_assets.curator import embed as embed_module
-from foundry_assets.curator.cli import add_curate_parser
 from foundry_assets.curator.embed import MiniLMEmbedder
 from foundry_assets.curator.formats import DataFormat
 from foundry_assets.curator.pipeline import CurationResult, curate_drop

@@ -11,10 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from foundry_assets import devices
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
-from foundry_assets.defs.examine import exam_report
-from foundry_assets.defs.prune import curated_dataset
+from foundry_assets.defs.curator import curated_dataset
+from foundry_assets.defs.examiner import exam_report
+from foundry_assets.defs.intake import raw_data
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
-from foundry_assets.defs.select import raw_data
 from foundry_assets.manifest import load_manifest
 from foundry_assets.runner import register_job
 from foundry_assets.workspace import Workspace

@@ -8,8 +8,8 @@ import pytest
 
 from foundry_assets.audit import verify_audit_log
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources, defs
-from foundry_assets.defs.distribute import published_artifact
 from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.publisher import published_artifact
 from foundry_assets.manifest import load_manifest
 from foundry_assets.publisher.base import HASH_MANIFEST
 from foundry_assets.runner import run_manifest

@@ -18,10 +18,10 @@ from foundry_assets.audit_events import Event
 from foundry_assets.audit_report import build_report
 from foundry_assets.cli import main
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
-from foundry_assets.defs.distribute import published_artifact
+from foundry_assets.defs.alchemist import merged_model
 from foundry_assets.defs.event_log import job_event_log
-from foundry_assets.defs.merge import merged_model
-from foundry_assets.lot import sha256_tree
+from foundry_assets.defs.publisher import published_artifact
+from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher.base import HASH_MANIFEST
 from foundry_assets.runner import RunOutcome, run_manifest
 from foundry_assets.workspace import RECORD_STAGES, WEIGHT_STAGES, Workspace

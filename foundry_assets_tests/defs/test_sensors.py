@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_definitions, build_resources
+from foundry_assets.defs.intake import raw_data
 from foundry_assets.defs.partitions import job_partitions
-from foundry_assets.defs.select import raw_data
 from foundry_assets.defs.sensors import DROP_LOCATION_ENV
-from foundry_assets.drops import DropLedger
-from foundry_assets.lot import sha256_file
+from foundry_assets.hashing import sha256_file
+from foundry_assets.intake.drops import DropLedger
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
 

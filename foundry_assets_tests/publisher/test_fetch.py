@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from foundry_assets.lot import sha256_tree
+from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher import (
     FetchStepError,
     PublishStepError,

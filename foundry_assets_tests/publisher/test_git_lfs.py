@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from foundry_assets.lot import sha256_tree
+from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher import PublishStepError, backend_for, git_lfs, push_artifact
 from foundry_assets.publisher.base import HASH_MANIFEST
 from foundry_assets.publisher.git_lfs import GitLfsRegistry

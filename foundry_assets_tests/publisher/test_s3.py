@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from foundry_assets.lot import sha256_tree
+from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher import PublishStepError, backend_for, push_artifact
 from foundry_assets.publisher.base import HASH_MANIFEST, parse_hash_manifest
 from foundry_assets.publisher.s3 import S3Registry

@@ -15,7 +15,7 @@ from foundry_assets.errors import FoundryError
 
 @dg.asset(
     partitions_def=job_partitions,
-    group_name="prune",
+    group_name="curator",
     kinds={"jsonl"},
     owners=OWNERS,
     tags=STAGE_TAGS,

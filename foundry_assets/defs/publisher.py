@@ -91,7 +91,7 @@ def _remove_weights(job: JobContext, after: str) -> tuple[str, dict[str, Any]]:
 
 @dg.asset(
     partitions_def=job_partitions,
-    group_name="distribute",
+    group_name="publisher",
     kinds={"folder"},
     owners=OWNERS,
     tags=STAGE_TAGS,

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from foundry_assets.curator.cli import add_curate_parser
+from foundry_assets.cli.curate import add_curate_parser
 from foundry_assets.errors import DataError, ManifestError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -121,7 +121,7 @@ def cmd_drops(args: argparse.Namespace) -> int:
     import dagster as dg
     from dagster._core.scheduler.instigation import InstigatorType
 
-    from foundry_assets.drops import DropLedger
+    from foundry_assets.intake.drops import DropLedger
     from foundry_assets.runner import ensure_dagster_home
 
     home = ensure_dagster_home()

@@ -30,7 +30,7 @@ from foundry_assets.fsio import read_jsonl
 
 @dg.asset(
     partitions_def=job_partitions,
-    group_name="train",
+    group_name="crucible",
     kinds={"pytorch", "safetensors"},
     owners=OWNERS,
     tags=STAGE_TAGS,

@@ -43,7 +43,7 @@ def _recorded_lot(instance: dg.DagsterInstance, job_id: str) -> str | None:
 
 @dg.asset(
     partitions_def=job_partitions,
-    group_name="merge",
+    group_name="alchemist",
     kinds={"safetensors"},
     owners=OWNERS,
     tags=STAGE_TAGS,

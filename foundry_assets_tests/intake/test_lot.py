@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from foundry_assets.errors import DataError
-from foundry_assets.lot import compute_lot, sha256_file, sha256_tree
+from foundry_assets.hashing import sha256_file, sha256_tree
+from foundry_assets.intake.lot import compute_lot
 from foundry_assets.manifest import parse_manifest
 
 DOC = {

@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
-from foundry_assets.defs.prune import curated_dataset
-from foundry_assets.defs.select import raw_data
+from foundry_assets.defs.curator import curated_dataset
+from foundry_assets.defs.intake import raw_data
 from foundry_assets.manifest import load_manifest
 from foundry_assets.runner import register_job
 from foundry_assets.workspace import Workspace

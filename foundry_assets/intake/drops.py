@@ -9,7 +9,7 @@ holds the content hash) makes a `job_id` reused with different data *or* a diffe
 
 The ledger (the sensor's cursor) remembers every drop by fingerprint, so a drop is evaluated once per content: a
 valid one requests one run, an invalid one is reported once (with its reason, kept in the ledger) and then left alone
-until its files change. No Dagster in here; `defs/sensors.py` and `defs/select.py` are the thin layers over it.
+until its files change. No Dagster in here; `defs/sensors.py` and `defs/intake.py` are the thin layers over it.
 """
 
 import json
@@ -26,7 +26,7 @@ import yaml
 
 from foundry_assets.errors import DataError, ManifestError
 from foundry_assets.fsio import build_dir, copy_file, write_bytes
-from foundry_assets.lot import sha256_file, sha256_text
+from foundry_assets.hashing import sha256_file, sha256_text
 from foundry_assets.manifest import TrainingManifest, load_manifest, parse_manifest
 from foundry_assets.workspace import Workspace
 

@@ -11,10 +11,10 @@ from foundry_assets.crucible.strategies import get_strategy
 from foundry_assets.defs.common import OWNERS, STAGE_TAGS, job_context
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
-from foundry_assets.drops import DROP_SHA256_TAG, receive_location, receive_manifest_text
 from foundry_assets.errors import FoundryError, ManifestError
 from foundry_assets.fsio import copy_file
-from foundry_assets.lot import compute_lot
+from foundry_assets.intake.drops import DROP_SHA256_TAG, receive_location, receive_manifest_text
+from foundry_assets.intake.lot import compute_lot
 
 
 class LaunchConfig(dg.Config):
@@ -57,7 +57,7 @@ def _receive(
 
 @dg.asset(
     partitions_def=job_partitions,
-    group_name="select",
+    group_name="intake",
     kinds={"jsonl"},
     owners=OWNERS,
     tags=STAGE_TAGS,

@@ -36,7 +36,7 @@ def _metrics_table(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
 
 @dg.asset(
     partitions_def=job_partitions,
-    group_name="examine",
+    group_name="examiner",
     kinds={"json"},
     owners=OWNERS,
     tags=STAGE_TAGS,
