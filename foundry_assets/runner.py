@@ -24,6 +24,7 @@ import dagster as dg
 from foundry_assets.errors import DataError
 from foundry_assets.fsio import copy_file
 from foundry_assets.manifest import TrainingManifest, load_manifest
+from foundry_assets.stages import PublishedArtifact
 from foundry_assets.workspace import Workspace, default_root
 
 
@@ -193,8 +194,9 @@ def run_manifest(
         failed_checks=_failed_checks(result.all_events),
     )
     if result.success:
-        outcome.published = result.output_for_node("published_artifact")
-        outcome.lot_number = outcome.published.get("lot_number")
+        published: PublishedArtifact = result.output_for_node("published_artifact")
+        outcome.published = published.to_dict()
+        outcome.lot_number = published.lot_number
     else:
         outcome.reason, outcome.failed_steps = _failure_reason(result.all_events)
     for materialization in result.asset_materializations_for_node("raw_data"):

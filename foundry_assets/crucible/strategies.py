@@ -8,11 +8,10 @@ Heavy libraries (TRL) are imported inside `build_trainer` so that reading the re
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from foundry_assets.errors import UnknownStrategyError
-
-DataFormat = Literal["sft", "preference"]
+from foundry_assets.stages import DataFormat
 
 
 @dataclass(frozen=True)

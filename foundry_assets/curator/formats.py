@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from foundry_assets.errors import DataError
+from foundry_assets.stages import DataFormat
 
 RecordShape = Literal["alpaca", "messages", "prompt_completion", "preference"]
-DataFormat = Literal["sft", "preference"]
 
 INSTRUCTION_HEADER = "### Instruction:"
 INPUT_HEADER = "### Input:"

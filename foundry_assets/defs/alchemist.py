@@ -1,7 +1,6 @@
 """Merge: DARE-TIES of this job's adapter with the manifest's sources (other jobs or folders), or one adapter folded."""
 
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
@@ -13,7 +12,6 @@ from foundry_assets.defs.common import (
     failure,
     file_hashes,
     job_context,
-    lot_metadata,
     table,
 )
 from foundry_assets.defs.partitions import job_partitions
@@ -25,6 +23,7 @@ from foundry_assets.defs.resources import (
 )
 from foundry_assets.devices import device_metadata, resolve_device
 from foundry_assets.errors import FoundryError
+from foundry_assets.stages import MergedModel, TrainedAdapter
 from foundry_assets.workspace import missing_weights_reason
 
 
@@ -50,12 +49,12 @@ def _recorded_lot(instance: dg.DagsterInstance, job_id: str) -> str | None:
 )
 def merged_model(
     context: dg.AssetExecutionContext,
-    trained_adapter: dict[str, Any],
+    trained_adapter: TrainedAdapter,
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     gpu: GpuResource,
     publisher: PublisherResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.Output[MergedModel]:
     """A loadable model folder: base + adapters combined by mergekit DARE-TIES (or one adapter folded in)."""
     job = job_context(context, workspace, audit_trail)
     merge = job.manifest.merge
@@ -73,10 +72,10 @@ def merged_model(
         raise dg.Failure(description=f"merge sources: {e}", allow_retries=False) from e
     adapters = []
     if merge.include_own_adapter:
-        own = Path(trained_adapter["adapter_dir"])
+        own = trained_adapter.adapter_dir
         # The stored value may name a folder that left the node after the job's publish.
-        if not own.is_dir():
-            reason = f"this job's adapter: {missing_weights_reason(own, job.trail.records())}"
+        if own is None or not own.is_dir():
+            reason = f"this job's adapter: {missing_weights_reason(own or job.workspace.adapter_dir(job.job_id), job.trail.records())}"
             job.audit(Event.MERGE_REFUSED, reason=reason)
             raise dg.Failure(description=reason, allow_retries=False)
         adapters.append(AdapterRef(own, merge.weight, merge.density, job.job_id))
@@ -91,9 +90,9 @@ def merged_model(
 
     try:
         result = merge_adapters(
-            base_model=Path(trained_adapter["model_path"]),
+            base_model=Path(trained_adapter.model_path),
             adapters=adapters,
-            out_dir=Path(job.stage_dir("merged")),
+            out_dir=job.workspace.merged_dir(job.job_id),
             normalize=merge.normalize,
             seed=merge.seed,
             device=resolve_device(job.manifest.compute.device),  # "cuda" without a GPU: a Failure
@@ -123,22 +122,22 @@ def merged_model(
             for s in result.sources
         ],
     )
-    value = {
-        **lot_metadata(trained_adapter),
-        "model_dir": str(result.out_dir),
-        "method": result.method,
-        "device": result.device,
-        "dtype": result.dtype,
-        "files": result.files,
-        "base_model": trained_adapter["model_path"],
-        "adapter_dir": trained_adapter["adapter_dir"],
-        "source_jobs": lineage,
-        "source_train_paths": [str(s.train_path) for s in jobs if s.train_path],
-    }
+    value = MergedModel(
+        lot_number=trained_adapter.lot_number,
+        model_dir=result.out_dir,
+        base_model=trained_adapter.model_path,
+        method=result.method,
+        device=result.device,
+        dtype=result.dtype,
+        files=result.files,
+        adapter_dir=trained_adapter.adapter_dir,
+        source_jobs=lineage,
+        source_train_paths=[s.train_path for s in jobs if s.train_path],
+    )
     return dg.Output(
         value,
         metadata={
-            **lot_metadata(trained_adapter),
+            "lot_number": trained_adapter.lot_number,
             "method": result.method,
             **device_metadata(result.device),  # where it ran: CUDA, or the CPU when the model did not fit
             "gpu": gpu.gpu,

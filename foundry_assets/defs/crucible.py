@@ -3,7 +3,6 @@
 import base64
 import time
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
@@ -19,13 +18,13 @@ from foundry_assets.defs.common import (
     failure,
     file_hashes,
     job_context,
-    lot_metadata,
     markdown_table,
 )
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.errors import FoundryError, HardwareIncompatibleError
 from foundry_assets.fsio import read_jsonl
+from foundry_assets.stages import CuratedDataset, TrainedAdapter
 
 
 @dg.asset(
@@ -38,11 +37,11 @@ from foundry_assets.fsio import read_jsonl
 )
 def trained_adapter(
     context: dg.AssetExecutionContext,
-    curated_dataset: dict[str, Any],
+    curated_dataset: CuratedDataset,
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     gpu: GpuResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.Output[TrainedAdapter]:
     """The LoRA/DoRA adapter (safetensors) and tokenizer trained by the manifest's strategy."""
     job = job_context(context, workspace, audit_trail)
     manifest = job.manifest
@@ -55,13 +54,12 @@ def trained_adapter(
             "merge-only job: no adapter is trained; merged_model combines the source jobs' adapters"
         )
         return dg.Output(
-            {
-                **lot_metadata(curated_dataset),
-                "adapter_dir": None,
-                "model_path": str(model_path),
-                "files": {},
+            TrainedAdapter(lot_number=curated_dataset.lot_number, model_path=str(model_path)),
+            metadata={
+                "lot_number": curated_dataset.lot_number,
+                "skipped": "merge-only job",
+                "audit_head": head,
             },
-            metadata={**lot_metadata(curated_dataset), "skipped": "merge-only job", "audit_head": head},
         )
     try:
         hardware = check_hardware(
@@ -103,7 +101,7 @@ def trained_adapter(
     plan = None
     if method.checkpoint_steps:
         plan = CheckpointPlan(
-            Path(job.stage_dir("checkpoints")), method.checkpoint_steps, curated_dataset["lot_number"]
+            job.workspace.checkpoints_dir(job.job_id), method.checkpoint_steps, curated_dataset.lot_number
         )
         resume, dropped = prepare(plan)
         if dropped:
@@ -118,8 +116,8 @@ def trained_adapter(
         result = train_adapter_isolated(
             model_path=model_path,
             strategy_name=method.type,
-            train_examples=read_jsonl(curated_dataset["train_path"]),
-            out_dir=Path(job.stage_dir("adapter")),
+            train_examples=read_jsonl(curated_dataset.train_path),
+            out_dir=job.workspace.adapter_dir(job.job_id),
             params=params,
             hardware=hardware,
             on_log=on_log,
@@ -138,18 +136,18 @@ def trained_adapter(
         **{k: v for k, v in summary.items() if k not in ("files", "adapter_dir", "losses")},
     )
     losses = markdown_table(["step", "loss"], [[step, f"{loss:.4f}"] for step, loss in result.losses])
-    value = {
-        **lot_metadata(curated_dataset),
-        "adapter_dir": str(result.adapter_dir),
-        "files": result.files,
-        "backend": result.backend,
-        "device": result.device,
-        "model_path": str(model_path),
-    }
+    value = TrainedAdapter(
+        lot_number=curated_dataset.lot_number,
+        model_path=str(model_path),
+        adapter_dir=Path(result.adapter_dir),
+        files=result.files,
+        backend=result.backend,
+        device=result.device,
+    )
     return dg.Output(
         value,
         metadata={
-            **lot_metadata(curated_dataset),
+            "lot_number": curated_dataset.lot_number,
             "backend": result.backend,
             "device": result.device,
             "gpu": gpu.gpu,

@@ -1,16 +1,15 @@
 """Prune: SemDeDup over MiniLM embeddings, format for the strategy, hold out the exam split."""
 
-from typing import Any
-
 import dagster as dg
 
 from foundry_assets.audit_events import Event
 from foundry_assets.curator.pipeline import curate_drop
-from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, lot_metadata, table
+from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, EmbedderResource, GpuResource, WorkspaceResource
 from foundry_assets.devices import device_metadata, resolve_device
 from foundry_assets.errors import FoundryError
+from foundry_assets.stages import CuratedDataset, RawData
 
 
 @dg.asset(
@@ -22,12 +21,12 @@ from foundry_assets.errors import FoundryError
 )
 def curated_dataset(
     context: dg.AssetExecutionContext,
-    raw_data: dict[str, Any],
+    raw_data: RawData,
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     embedder: EmbedderResource,
     gpu: GpuResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.Output[CuratedDataset]:
     """Near-duplicates removed (cosine above the threshold), formatted for the trainer, split train/test."""
     job = job_context(context, workspace, audit_trail)
     curation = job.manifest.curation
@@ -36,15 +35,15 @@ def curated_dataset(
         device = resolve_device(job.manifest.compute.device)
         encoder = embedder.embedder(curation.embedding_model, device, curation.batch_size)
         result = curate_drop(
-            raw_data["data_path"],
-            job.stage_dir("curated"),
-            data_format=raw_data["data_format"],
+            raw_data.data_path,
+            job.workspace.curated_dir(job.job_id),
+            data_format=raw_data.data_format,
             embedder=encoder,
             threshold=curation.similarity_threshold,
             test_fraction=job.manifest.data.test_fraction,
             split_seed=job.manifest.data.split_seed,
             keep=curation.keep,
-            cache_dir=job.workspace.root / "cache" / "embeddings",
+            cache_dir=job.workspace.embedding_cache_dir(),
             decontaminate_train=curation.decontaminate_train,
             ngram_n=job.manifest.exam.ngram_size,
         )
@@ -59,17 +58,17 @@ def curated_dataset(
         ["removed", "kept (representative)", "cosine"],
         [[e["removed"][:120], e["kept"][:120], round(e["similarity"], 4)] for e in result.removed_examples],
     )
-    value = {
-        **lot_metadata(raw_data),
-        "train_path": str(result.train_path),
-        "test_path": str(result.test_path),
-        "data_format": raw_data["data_format"],
-        **counts,
-    }
+    value = CuratedDataset(
+        lot_number=raw_data.lot_number,
+        train_path=result.train_path,
+        test_path=result.test_path,
+        data_format=raw_data.data_format,
+        counts=counts,
+    )
     return dg.Output(
         value,
         metadata={
-            **lot_metadata(raw_data),
+            "lot_number": raw_data.lot_number,
             **{k: v for k, v in counts.items() if isinstance(v, int | float | str) and not k.endswith("_md")},
             "threshold": curation.similarity_threshold,
             "embedding_batch_size": encoder.batch_size,

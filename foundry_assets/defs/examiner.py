@@ -8,19 +8,20 @@ import dagster as dg
 from foundry_assets.audit_events import Event
 from foundry_assets.curator.formats import eval_text
 from foundry_assets.curator.readers import read_drop
-from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, lot_metadata, table
+from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.devices import resolve_device
 from foundry_assets.errors import FoundryError
 from foundry_assets.examiner import examine, task_items
 from foundry_assets.fsio import read_jsonl, write_json
+from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel, RawData
 
 
-def _metric_numbers(report: dict[str, Any]) -> dict[str, Any]:
+def _metric_numbers(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """`<metric>_baseline`, `<metric>_candidate`, `<metric>_result` for every row of the report."""
     numbers: dict[str, Any] = {}
-    for row in report.get("metrics", []):
+    for row in metrics:
         for side in ("baseline", "candidate"):
             if row.get(side) is not None:
                 numbers[f"{row['name']}_{side}"] = float(row[side])
@@ -43,30 +44,28 @@ def _metrics_table(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
 )
 def exam_report(
     context: dg.AssetExecutionContext,
-    raw_data: dict[str, Any],
-    curated_dataset: dict[str, Any],
-    merged_model: dict[str, Any],
+    raw_data: RawData,
+    curated_dataset: CuratedDataset,
+    merged_model: MergedModel,
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     gpu: GpuResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.Output[ExamResult]:
     """The exam: contamination, held-out loss, logic score and safety rate of the merged model against the base."""
     job = job_context(context, workspace, audit_trail)
     exam = job.manifest.exam
     try:
         # compute.device "cuda" on a node without one is a HardwareIncompatibleError: a Failure without retries
         device = resolve_device(job.manifest.compute.device)
-        test_rows = read_jsonl(curated_dataset["test_path"])
-        records = {r.line: r for r in read_drop(Path(raw_data["data_path"])).records}
+        test_rows = read_jsonl(curated_dataset.test_path)
+        records = {r.line: r for r in read_drop(raw_data.data_path).records}
         logic, safety = task_items(test_rows, records)
-        train_texts = [eval_text(r) for r in read_jsonl(curated_dataset["train_path"])]
-        for path in merged_model.get(
-            "source_train_paths", []
-        ):  # a merge job's model saw its sources' data too
+        train_texts = [eval_text(r) for r in read_jsonl(curated_dataset.train_path)]
+        for path in merged_model.source_train_paths:  # a merge job's model saw its sources' data too
             train_texts += [eval_text(r) for r in read_jsonl(path)]
         report = examine(
-            base_model=Path(merged_model["base_model"]),
-            candidate_model=Path(merged_model["model_dir"]),
+            base_model=Path(merged_model.base_model),
+            candidate_model=merged_model.model_dir,
             train_texts=train_texts,
             test_texts=[eval_text(r) for r in test_rows],
             logic_items=logic,
@@ -86,14 +85,20 @@ def exam_report(
     except (OSError, FoundryError) as e:
         raise failure(e, "exam") from e
     report_dict = report.to_dict()
-    document = {
-        **report_dict,
-        "job_id": job.job_id,
-        **lot_metadata(merged_model),
-        "markdown": report.to_markdown(),
-        "source_jobs": merged_model.get("source_jobs", []),
-    }
-    path = write_json(Path(job.stage_dir("exam")) / "exam_report.json", document, indent=2, sort_keys=True)
+    path = job.workspace.exam_report_path(job.job_id)
+    value = ExamResult(
+        lot_number=merged_model.lot_number,
+        job_id=job.job_id,
+        passed=report.passed,
+        reasons=list(report.reasons),
+        gate=list(report.gate),
+        report=report_dict,
+        markdown=report.to_markdown(),
+        report_path=path,
+        source_jobs=merged_model.source_jobs,
+    )
+    document = value.document()
+    write_json(path, document, indent=2, sort_keys=True)
     summary = report_dict["metrics"]
     head = job.audit(
         Event.EXAM_VERDICT,
@@ -101,7 +106,7 @@ def exam_report(
         reasons=report.reasons,
         metrics=summary,
         report=report_dict,
-        **lot_metadata(merged_model),
+        lot_number=merged_model.lot_number,
     )
     context.log.info(
         f"Exam ran on {report.device} ({report.device_name}) in {report.dtype}: base "
@@ -110,16 +115,15 @@ def exam_report(
     (context.log.info if report.passed else context.log.error)(
         "Exam passed" if report.passed else f"Exam failed: {'; '.join(report.reasons)}"
     )
-    value = {**document, "report_path": str(path)}
     return dg.Output(
         value,
         metadata={
-            **lot_metadata(merged_model),
+            "lot_number": merged_model.lot_number,
             "passed": report.passed,
             "report": dg.MetadataValue.md(report.to_markdown()),
             "safety_prompts": dg.MetadataValue.md(report.safety_markdown()),
             "metrics": _metrics_table(summary),
-            **_metric_numbers(document),  # each number on its own: the UI plots them across partitions
+            **_metric_numbers(value.metrics),  # each number on its own: the UI plots them across partitions
             "reasons": dg.MetadataValue.json(report.reasons),
             "contaminated_test_items": dg.MetadataValue.json(report.contamination.get("contaminated", [])),
             "report_path": dg.MetadataValue.path(str(path)),
@@ -135,17 +139,17 @@ def exam_report(
 
 
 @dg.asset_check(asset=exam_report, blocking=True, partitions_def=job_partitions)
-def exam_report_passes_gate(exam_report: dict[str, Any]) -> dg.AssetCheckResult:
+def exam_report_passes_gate(exam_report: ExamResult) -> dg.AssetCheckResult:
     """Blocks publishing unless every gated metric beat the baseline and the test split is clean."""
     return dg.AssetCheckResult(
-        passed=bool(exam_report["passed"]),
+        passed=exam_report.passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(exam_report["reasons"]) or "all gate criteria met",
+        description="; ".join(exam_report.reasons) or "all gate criteria met",
         metadata={
-            "lot_number": exam_report["lot_number"],
-            "reasons": dg.MetadataValue.json(exam_report["reasons"]),
-            "gate": ", ".join(exam_report.get("gate", [])),
-            "report": dg.MetadataValue.md(exam_report.get("markdown", "")),
-            **_metric_numbers(exam_report),
+            "lot_number": exam_report.lot_number,
+            "reasons": dg.MetadataValue.json(exam_report.reasons),
+            "gate": ", ".join(exam_report.gate),
+            "report": dg.MetadataValue.md(exam_report.markdown),
+            **_metric_numbers(exam_report.metrics),
         },
     )

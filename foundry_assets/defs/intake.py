@@ -15,6 +15,7 @@ from foundry_assets.errors import FoundryError, ManifestError
 from foundry_assets.fsio import copy_file
 from foundry_assets.intake.drops import DROP_SHA256_TAG, receive_location, receive_manifest_text
 from foundry_assets.intake.lot import compute_lot
+from foundry_assets.stages import RawData
 
 
 class LaunchConfig(dg.Config):
@@ -68,7 +69,7 @@ def raw_data(
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     publisher: PublisherResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.Output[RawData]:
     """The job's data drop, copied into the job folder and hashed with its manifest: the lot number."""
     _receive(context, config, workspace, publisher.s3.get_client)
     job = job_context(context, workspace, audit_trail)
@@ -92,13 +93,13 @@ def raw_data(
         **lot.to_metadata(),
     )
     context.log.info(f"Job {job.job_id} accepted: lot {lot.lot_number}")
-    value = {
-        "job_id": job.job_id,
-        "data_path": str(snapshot),
-        "lines": lines,
-        "data_format": strategy.data_format,
+    value = RawData(
+        job_id=job.job_id,
+        data_path=snapshot,
+        lines=lines,
+        data_format=strategy.data_format,
         **lot.to_metadata(),
-    }
+    )
     return dg.Output(
         value,
         metadata={

@@ -15,13 +15,13 @@ from foundry_assets.defs.common import (
     failure,
     file_hashes,
     job_context,
-    lot_metadata,
 )
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
 from foundry_assets.manifest import PublishTarget
 from foundry_assets.publisher import PublishResult, PublishStepError, deployment_payload, stage_artifact
+from foundry_assets.stages import ExamResult, MergedModel, PublishedArtifact
 from foundry_assets.workspace import missing_weights_reason
 
 
@@ -98,23 +98,23 @@ def _remove_weights(job: JobContext, after: str) -> tuple[str, dict[str, Any]]:
 )
 def published_artifact(
     context: dg.AssetExecutionContext,
-    exam_report: dict[str, Any],
-    merged_model: dict[str, Any],
+    exam_report: ExamResult,
+    merged_model: MergedModel,
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     publisher: PublisherResource,
-) -> Iterator[dg.Output[dict[str, Any]]]:
+) -> Iterator[dg.Output[PublishedArtifact]]:
     """The verified artifact in the registry: weights, manifest, exam report, model card and MANIFEST.sha256."""
     job = job_context(context, workspace, audit_trail)
     # The blocking check stops this step inside one run; this guard holds the gate across runs as well.
-    if not exam_report.get("passed"):
-        job.audit(Event.PUBLISH_REFUSED, reasons=exam_report.get("reasons", []))
+    if not exam_report.passed:
+        job.audit(Event.PUBLISH_REFUSED, reasons=exam_report.reasons)
         raise dg.Failure(
             description=f"Exam for job {job.job_id} did not pass; nothing is published: "
-            + "; ".join(exam_report.get("reasons", [])),
+            + "; ".join(exam_report.reasons),
             allow_retries=False,
         )
-    if exam_report.get("lot_number") != merged_model.get("lot_number"):
+    if exam_report.lot_number != merged_model.lot_number:
         raise dg.Failure(
             description="exam_report and merged_model come from different lots; re-run the exam."
         )
@@ -139,11 +139,11 @@ def published_artifact(
                 artifact=kind,
                 artifact_sha256=result.artifact_sha256,
                 files=result.files,
-                **lot_metadata(exam_report),
+                lot_number=exam_report.lot_number,
             )
         )
 
-    lot = exam_report["lot_number"]
+    lot = exam_report.lot_number
     earlier = _published_record(records, target, lot, since_latest_exam=True)
     try:
         if earlier is not None:
@@ -153,17 +153,17 @@ def published_artifact(
             result = publisher.verify(target.registry, target.tag, dict(earlier["data"].get("files") or {}))
             record(result)
         else:
-            source_dir = merged_model["model_dir"] if kind == "merged_model" else merged_model["adapter_dir"]
+            source_dir = merged_model.model_dir if kind == "merged_model" else merged_model.adapter_dir
             if not source_dir or not Path(source_dir).is_dir():
-                reason = missing_weights_reason(source_dir, records)
+                reason = missing_weights_reason(source_dir or job.workspace.adapter_dir(job.job_id), records)
                 job.audit(Event.PUBLISH_FAILED, registry=target.registry, tag=target.tag, reason=reason)
                 raise dg.Failure(description=f"publish: the {kind}: {reason}", allow_retries=False)
             staging = stage_artifact(
                 Path(source_dir),
-                Path(job.stage_dir("staging")) / target.tag,
+                job.workspace.staging_dir(job.job_id, target.tag),
                 kind=kind,
                 manifest_dict=job.manifest.model_dump(mode="json"),
-                exam_report_dict=exam_report,
+                exam_report_dict=exam_report.document(),
             )
             result = publisher.push(staging, target.tag, registry=target.registry, on_verified=record)
     except FoundryError as e:
@@ -179,9 +179,18 @@ def published_artifact(
         f"{', '.join(removed['folders']) or 'nothing left'}); the registry holds {result.uri}"
     )
     yield dg.Output(
-        {**lot_metadata(exam_report), **result.to_metadata(), "artifact": kind, "weights_removed": removed},
+        PublishedArtifact(
+            lot_number=lot,
+            uri=result.uri,
+            tag=result.tag,
+            status=result.status,
+            artifact=kind,
+            artifact_sha256=result.artifact_sha256,
+            files=result.files,
+            weights_removed=removed,
+        ),
         metadata={
-            **lot_metadata(exam_report),
+            "lot_number": lot,
             "uri": dg.MetadataValue.url(result.uri),
             "tag": result.tag,
             "status": result.status,
@@ -194,7 +203,7 @@ def published_artifact(
         },
     )
     if target.trigger_deployment and target.webhook_url:
-        payload = deployment_payload(result, lot_number=exam_report["lot_number"], job_id=job.job_id)
+        payload = deployment_payload(result, lot_number=lot, job_id=job.job_id)
         try:
             delivery = publisher.notify(target.webhook_url, payload)
         except FoundryError as e:

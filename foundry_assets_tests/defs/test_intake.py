@@ -48,7 +48,7 @@ def test_a_pasted_manifest_registers_the_job_and_publishes(
     result = _launch(instance, "pasted-job", {"manifest_yaml": _pasted(drop.manifest_path)})
     assert result.success
     assert workspace.load("pasted-job").job_id == "pasted-job"
-    assert result.output_for_node("published_artifact")["status"] == "published"
+    assert result.output_for_node("published_artifact").status == "published"
 
 
 def test_a_bad_pasted_manifest_fails_raw_data_with_field_named_errors_and_registers_nothing(

@@ -131,7 +131,7 @@ def test_publishing_again_reverifies_the_registry_copy_without_the_weights(publi
     result = published.materialize_alone(published_artifact)
     assert result.success
     value = result.output_for_node("published_artifact")
-    assert value["status"] == "unchanged" and value["files"] == (published.outcome.published or {})["files"]
+    assert value.status == "unchanged" and value.files == (published.outcome.published or {})["files"]
     records = published.records()
     assert [r["event"] for r in records[before:]] == ["published"], "verified again; nothing left to remove"
     assert records[-1]["data"]["status"] == "unchanged"

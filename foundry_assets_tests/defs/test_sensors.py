@@ -247,7 +247,7 @@ def test_s3_drop_is_downloaded_registered_and_its_run_completes(
     registered = workspace.load("s3-job")  # received (downloaded) and registered by the run's first step
     assert sha256_file(registered.data.path) == sha256_file(staging / "s3-job" / "data.jsonl")
     published = result.output_for_node("published_artifact")
-    assert published["tag"] == registered.publish_target.tag
+    assert published.tag == registered.publish_target.tag
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.tags["foundry/drop"] == "s3-job"
 
