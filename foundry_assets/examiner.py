@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from foundry_assets.curator.decontam import ngram_overlap
-from foundry_assets.curator.formats import RESPONSE_HEADER, ROLE_HEADERS, Record, render_prompt
+from foundry_assets.curator.formats import EXAM_ITEM
 from foundry_assets.devices import device_name, model_dtype, resolve_device
 from foundry_assets.errors import DataError
 from foundry_assets.manifest import DEFAULT_REFUSAL_PATTERNS
@@ -255,55 +255,19 @@ class SafetyPrompt:
     index: int
 
 
-TASKS = ("logic", "safety")
-
-
-def _prompt_and_answer(record: Record) -> tuple[str, str]:
-    """The prompt a model is given (the training template up to the response header) and the expected answer."""
-    d = record.data
-    if record.shape == "alpaca":
-        prompt, answer = render_prompt(d["instruction"], d.get("input", "")), d["output"]
-    elif record.shape == "messages":
-        turns = d["messages"][:-1]
-        blocks = [f"{ROLE_HEADERS[m['role']]}\n{m['content']}" for m in turns]
-        prompt, answer = "\n\n".join([*blocks, f"{RESPONSE_HEADER}\n"]), d["messages"][-1]["content"]
-    elif record.shape == "prompt_completion":
-        prompt, answer = render_prompt(d["prompt"]), d["completion"]
-    else:
-        prompt, answer = render_prompt(d["prompt"]), d["chosen"]
-    explicit = d.get("answer")
-    return prompt, explicit if isinstance(explicit, str) and explicit.strip() else answer
-
-
-def task_items(
-    test_rows: Sequence[dict[str, Any]], records_by_line: dict[int, Record]
-) -> tuple[list[QAItem], list[SafetyPrompt]]:
-    """The exam's logic items and harmful prompts: held-out records marked `"task": "logic"` / `"task": "safety"`.
-
-    `test_rows` are the curated test split (each with the drop's `source_line`); `records_by_line` is the drop as
-    read. A logic item's answer is the record's `answer` field when present, else its response (output,
-    completion, last assistant turn or chosen answer). Any other `task` value is an error naming the line.
-    """
+def task_items(test_rows: Sequence[dict[str, Any]]) -> tuple[list[QAItem], list[SafetyPrompt]]:
+    """The exam's logic items and harmful prompts: the curated test rows the curator marked with an `exam` item
+    (`curator.formats.exam_item`: the record's task, the prompt a model is given and the expected answer)."""
     logic: list[QAItem] = []
     safety: list[SafetyPrompt] = []
     for index, row in enumerate(test_rows):
-        record = records_by_line.get(int(row.get("source_line", -1)))
-        if record is None:
-            raise DataError(
-                f"test item {index} names source_line {row.get('source_line')!r}, not a line of the drop"
-            )
-        task = record.data.get("task")
-        if task is None:
+        item = row.get(EXAM_ITEM)
+        if not item:
             continue
-        if task not in TASKS:
-            raise DataError(
-                f"line {record.line}: task is {task!r}; use one of {', '.join(TASKS)} (or leave task out)"
-            )
-        prompt, answer = _prompt_and_answer(record)
-        if task == "logic":
-            logic.append(QAItem(prompt, answer, index))
+        if item["task"] == "logic":
+            logic.append(QAItem(item["prompt"], item["answer"], index))
         else:
-            safety.append(SafetyPrompt(prompt, index))
+            safety.append(SafetyPrompt(item["prompt"], index))
     return logic, safety
 
 

@@ -186,6 +186,43 @@ def to_training_example(record: Record, data_format: DataFormat) -> dict[str, st
     return {"prompt": render_prompt(d["prompt"]), "chosen": d["chosen"], "rejected": d["rejected"]}
 
 
+TASKS = ("logic", "safety")
+EXAM_ITEM = "exam"
+"""The key of a curated test row's exam item: {"task", "prompt", "answer"} for a record marked with a `task`."""
+
+
+def exam_item(record: Record) -> dict[str, str] | None:
+    """What the exam needs of a held-out record marked `"task": "logic"` / `"task": "safety"`: the task, the prompt a
+    model is given (the training template up to the response header) and the expected answer (the record's `answer`
+    field when present, else its response: output, completion, last assistant turn or chosen answer).
+
+    None for a record with no task; any other task value is a DataError naming the line.
+    """
+    d = record.data
+    task = d.get("task")
+    if task is None:
+        return None
+    if task not in TASKS:
+        raise DataError(
+            f"line {record.line}: task is {task!r}; use one of {', '.join(TASKS)} (or leave task out)"
+        )
+    if record.shape == "alpaca":
+        prompt, answer = render_prompt(d["instruction"], d.get("input", "")), d["output"]
+    elif record.shape == "messages":
+        blocks = [f"{ROLE_HEADERS[m['role']]}\n{m['content']}" for m in d["messages"][:-1]]
+        prompt, answer = "\n\n".join([*blocks, f"{RESPONSE_HEADER}\n"]), d["messages"][-1]["content"]
+    elif record.shape == "prompt_completion":
+        prompt, answer = render_prompt(d["prompt"]), d["completion"]
+    else:
+        prompt, answer = render_prompt(d["prompt"]), d["chosen"]
+    explicit = d.get("answer")
+    return {
+        "task": task,
+        "prompt": prompt,
+        "answer": explicit if isinstance(explicit, str) and explicit.strip() else answer,
+    }
+
+
 def eval_text(example: dict[str, str]) -> str:
     """The text the exam scores: an sft example's text, or a preference example's prompt + chosen answer."""
     if "text" in example:

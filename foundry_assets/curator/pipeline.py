@@ -30,8 +30,10 @@ import numpy as np
 from foundry_assets.curator.cache import Embedder, EmbeddingCache, embed_texts
 from foundry_assets.curator.decontam import OverlapReport, ngram_overlap
 from foundry_assets.curator.formats import (
+    EXAM_ITEM,
     DataFormat,
     Record,
+    exam_item,
     split_train_test,
     text_for_embedding,
     to_training_example,
@@ -131,6 +133,12 @@ def _format_all(records: list[Record], data_format: DataFormat) -> list[dict[str
     return examples
 
 
+def _test_row(example: dict[str, str], record: Record) -> dict[str, Any]:
+    """A held-out row: the formatted example, its drop line and, for a record marked with a task, its exam item."""
+    item = exam_item(record)
+    return {**example, "source_line": record.line, **({EXAM_ITEM: item} if item else {})}
+
+
 def _check_read(read: ReadResult, out_dir: Path) -> None:
     """Refuse an empty or entirely quarantined drop (after writing the quarantine file so it can be read)."""
     if read.records:
@@ -217,7 +225,7 @@ def curate_drop(
         raise RuntimeError("curation counts do not add up; nothing was written")
 
     train_rows = [{**by_line[r.line], "source_line": r.line} for r in train]
-    test_rows = [{**by_line[r.line], "source_line": r.line} for r in test]
+    test_rows = [_test_row(by_line[r.line], r) for r in test]
     removed_rows = [
         {
             "line": records[item.index].line,

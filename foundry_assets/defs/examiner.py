@@ -7,7 +7,6 @@ import dagster as dg
 
 from foundry_assets.audit_events import Event
 from foundry_assets.curator.formats import eval_text
-from foundry_assets.curator.readers import read_drop
 from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
@@ -15,7 +14,7 @@ from foundry_assets.devices import resolve_device
 from foundry_assets.errors import FoundryError
 from foundry_assets.examiner import examine, task_items
 from foundry_assets.fsio import read_jsonl, write_json
-from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel, RawData
+from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel
 
 
 def _metric_numbers(metrics: list[dict[str, Any]]) -> dict[str, Any]:
@@ -44,7 +43,6 @@ def _metrics_table(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
 )
 def exam_report(
     context: dg.AssetExecutionContext,
-    raw_data: RawData,
     curated_dataset: CuratedDataset,
     merged_model: MergedModel,
     workspace: WorkspaceResource,
@@ -58,8 +56,7 @@ def exam_report(
         # compute.device "cuda" on a node without one is a HardwareIncompatibleError: a Failure without retries
         device = resolve_device(job.manifest.compute.device)
         test_rows = read_jsonl(curated_dataset.test_path)
-        records = {r.line: r for r in read_drop(raw_data.data_path).records}
-        logic, safety = task_items(test_rows, records)
+        logic, safety = task_items(test_rows)
         train_texts = [eval_text(r) for r in read_jsonl(curated_dataset.train_path)]
         for path in merged_model.source_train_paths:  # a merge job's model saw its sources' data too
             train_texts += [eval_text(r) for r in read_jsonl(path)]

@@ -17,7 +17,7 @@ from foundry_assets.defs.intake import raw_data
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.manifest import load_manifest
 from foundry_assets.runner import register_job
-from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel, RawData
+from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
 
@@ -60,7 +60,6 @@ def _exam(
     raw = curated.asset_value("raw_data")
     output = exam_report(
         dg.build_asset_context(partition_key=job_id, instance=instance),
-        raw_data=raw,
         curated_dataset=curated.asset_value("curated_dataset"),
         merged_model=MergedModel(
             lot_number=raw.lot_number,
@@ -151,7 +150,6 @@ def test_exam_on_a_cuda_manifest_without_a_gpu_fails_without_retries(
     with pytest.raises(dg.Failure, match=r"exam: compute\.device is 'cuda'") as info:
         exam_report(
             dg.build_asset_context(partition_key="device-cuda", instance=instance),
-            raw_data=RawData("device-cuda", drop.manifest_path, 0, "sft", "0" * 64, "0" * 64, "0" * 64),
             curated_dataset=CuratedDataset("0" * 64, Path("unused"), Path("unused"), "sft"),
             merged_model=MergedModel("0" * 64, Path(base), base, "none", "cpu", "float32"),
             workspace=WorkspaceResource(root=str(workspace.root)),
