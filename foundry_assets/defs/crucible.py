@@ -19,6 +19,7 @@ from foundry_assets.defs.common import (
     file_hashes,
     job_context,
     markdown_table,
+    table,
 )
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
@@ -160,6 +161,7 @@ def trained_adapter(
             "steps": result.steps,
             "final_loss": result.losses[-1][1] if result.losses else float("nan"),
             "loss_curve": dg.MetadataValue.md(_plot_markdown(result.loss_plot) + losses),
+            "losses": table(["step", "loss"], [[step, round(loss, 4)] for step, loss in result.losses]),
             "tokens_per_s": summary["tokens_per_s"] or 0.0,
             "time_to_first_step_s": summary["time_to_first_step_s"] or 0.0,
             "peak_memory_gib": summary["peak_memory_gib"] or 0.0,
