@@ -23,7 +23,8 @@ from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG
 
 from foundry_assets.demo.drop import write_demo_drop
 from foundry_assets.launcher import HOST_TAG, PID_TAG, STARTED_TAG, ProcessRunLauncher
-from foundry_assets.runner import INSTANCE_YAML, follow_run, instance_daemon, launch_manifest
+from foundry_assets.runner import INSTANCE_YAML
+from foundry_assets.submit import follow_run, instance_daemon, launch_manifest
 
 
 def _wait(what: str, condition: Callable[[], Any], timeout: float = 120.0) -> Any:

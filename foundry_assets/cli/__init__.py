@@ -44,13 +44,8 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
     log lines, the published location). SIGTERM or Ctrl-C terminates the run being followed."""
     import dagster as dg
 
-    from foundry_assets.runner import (
-        ensure_dagster_home,
-        follow_run,
-        instance_daemon,
-        launch_manifest,
-        terminate_on_signals,
-    )
+    from foundry_assets.runner import ensure_dagster_home
+    from foundry_assets.submit import follow_run, instance_daemon, launch_manifest, terminate_on_signals
 
     _console(verbose)
     home = ensure_dagster_home()
@@ -242,10 +237,19 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="foundry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_manifest_commands(sub)
+    add_curate_parser(sub)
+    _add_node_commands(sub)
+    _add_run_commands(sub)
+    _add_audit_commands(sub)
+    return parser
+
+
+def _add_manifest_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """validate, preflight, schema: a manifest checked without running anything."""
     p = sub.add_parser("validate", help="validate a training manifest")
     p.add_argument("manifest")
     p.set_defaults(func=cmd_validate)
-    add_curate_parser(sub)
     p = sub.add_parser(
         "preflight",
         help="would this job fit on an N GB card? (VRAM estimate from config.json or shipped facts; exit 0 fits, 1 not)",
@@ -257,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="free memory of the card to plan for, in GB; default: this node's free GPU memory",
     )
     p.set_defaults(func=cmd_preflight)
+    p = sub.add_parser("schema", help="print the manifest's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+
+def _add_node_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """gpus, drops: what this node and its drop sensor hold."""
     p = sub.add_parser("gpus", help="this node's GPUs, the runs holding them, and the Dagster gpu pool")
     p.add_argument(
         "--set-pool", action="store_true", help="set the gpu pool's limit to this node's GPU count"
@@ -268,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid-exit", action="store_true", help="exit 2 when any drop is invalid")
     p.set_defaults(func=cmd_drops)
 
-    p = sub.add_parser("schema", help="print the manifest's JSON Schema")
-    p.set_defaults(func=cmd_schema)
+
+def _add_run_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """run, demo: jobs submitted to the instance and followed."""
     p = sub.add_parser(
         "run", help="add the job's partition and materialize its six assets on DAGSTER_HOME's instance"
     )
@@ -288,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=cmd_demo)
+
+
+def _add_audit_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """audit verify, audit report: the auditor's tools."""
     audit = sub.add_parser("audit", help="audit-trail tools").add_subparsers(
         dest="audit_command", required=True
     )
@@ -304,7 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", action="store_true", help="write HTML instead of markdown")
     p.add_argument("--output", "-o", help="write the report to this file instead of standard output")
     p.set_defaults(func=cmd_audit_report)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -315,7 +329,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e), EXIT_INVALID)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run being followed was terminated first
         return _fail(f"{e or 'interrupted'}; the run was terminated", EXIT_INTERRUPTED)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -247,7 +247,7 @@ def test_a_killed_run_is_failed_and_re_executed_from_failure_in_the_ui_resuming_
     """The worker of a run (automatic retries off for it) is SIGKILLed after a checkpoint; run monitoring fails the
     run; the run page's Re-execute → From failure starts a run whose training resumes from the checkpoint."""
     from foundry_assets.launcher import PID_TAG
-    from foundry_assets.runner import launch_manifest
+    from foundry_assets.submit import launch_manifest
 
     job_id = "job-ui-reexec"
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
