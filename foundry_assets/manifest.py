@@ -256,8 +256,9 @@ class MergeConfig(_Section):
     )
     include_own_adapter: bool = Field(
         True,
-        description="Merge this job's own trained adapter with the sources. false: the merged model is the sources "
-        "alone (the job's data drop then serves the exam; its adapter is still trained and recorded).",
+        description="Merge this job's own trained adapter with the sources. false: a merge-only job — nothing is "
+        "trained (training_skipped is recorded), the merged model is the sources alone and the job's data drop "
+        "serves the exam.",
     )
     weight: float = Field(1.0, gt=0.0, description="DARE-TIES weight of this job's own adapter.")
     density: float = Field(0.5, gt=0.0, le=1.0, description="Fraction of this job's deltas DARE keeps.")

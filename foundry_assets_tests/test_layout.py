@@ -13,7 +13,10 @@ import networkx as nx
 PACKAGE = Path(__file__).parents[1] / "foundry_assets"
 ASSET_LINES, FUNCTION_LINES, MODULE_LINES = 40, 60, 350
 
-LONG_MODULES: dict[str, str] = {}
+LONG_MODULES: dict[str, str] = {
+    "foundry_assets.manifest": "the manifest's schema: one pydantic class per section, every field with the "
+    "description users read (`foundry schema`, README reference); split, the reference would be scattered",
+}
 """Modules allowed over MODULE_LINES, each with its reason."""
 
 
