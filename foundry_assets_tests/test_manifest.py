@@ -1,12 +1,20 @@
+import ast
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from foundry_assets.crucible.strategies import registered_names
 from foundry_assets.errors import ManifestError
-from foundry_assets.manifest import TrainingManifest, load_manifest, manifest_json_schema, parse_manifest
+from foundry_assets.manifest import (
+    MergeSource,
+    TrainingManifest,
+    load_manifest,
+    manifest_json_schema,
+    parse_manifest,
+)
 
 REFERENCE = Path(__file__).parents[1] / "examples" / "reference-manifest.yaml"
 
@@ -141,3 +149,66 @@ def test_readme_manifest_reference_names_every_field() -> None:
         fields(schema, schema["$defs"]) - keys - {"adapter", "job"}
     )  # merge source keys are in the comment
     assert not missing, f"README manifest reference lacks {sorted(missing)}"
+
+
+def _section_aliases(trees: list[ast.Module]) -> dict[type[BaseModel], set[str]]:
+    """For each manifest section class, the names code holds it by: its attribute on the manifest, names assigned from
+    that attribute (`method = manifest.method_config`), parameters annotated with the class, loop variables over
+    `merge.sources`."""
+    aliases: dict[type[BaseModel], set[str]] = {TrainingManifest: {"manifest"}, MergeSource: {"sources"}}
+    for name, info in TrainingManifest.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            aliases[info.annotation] = {name}
+
+    def last(node: ast.expr) -> str | None:
+        return (
+            node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+        )
+
+    for _ in range(3):  # aliases of aliases
+        for tree in trees:
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Assign)
+                    and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                ):
+                    for names in aliases.values():
+                        if last(node.value) in names:
+                            names.add(node.targets[0].id)
+                elif isinstance(node, ast.arg) and node.annotation is not None:
+                    words = ast.unparse(node.annotation).replace("|", " ").split()
+                    for cls, names in aliases.items():
+                        if cls.__name__ in words:
+                            names.add(node.arg)
+                elif (
+                    isinstance(node, ast.For | ast.comprehension)
+                    and isinstance(node.target, ast.Name)
+                    and last(node.iter) in aliases[MergeSource]
+                ):
+                    aliases[MergeSource].add(node.target.id)
+    return aliases
+
+
+def test_every_manifest_field_is_read() -> None:
+    """A field the foundry accepts but never reads says one thing and does another (as `curation.batch_size` once
+    did): every field of every section must be read somewhere outside the schema, through a name that holds it."""
+    package = Path(__file__).parents[1] / "foundry_assets"
+    trees = [
+        ast.parse(p.read_text(encoding="utf-8")) for p in package.rglob("*.py") if p.name != "manifest.py"
+    ]
+    aliases = _section_aliases(trees)
+    reads = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+                holder = node.value
+                name = holder.attr if isinstance(holder, ast.Attribute) else getattr(holder, "id", None)
+                reads |= {(cls, node.attr) for cls, names in aliases.items() if name in names}
+    unread = [
+        f"{cls.__name__}.{field}"
+        for cls in aliases
+        for field in cls.model_fields
+        if (cls, field) not in reads
+    ]
+    assert not unread, f"manifest fields never read: {unread}"
