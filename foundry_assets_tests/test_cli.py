@@ -112,7 +112,8 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
 def test_drops_lists_what_the_sensor_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from foundry_assets.intake.drops import DropLedger, DropRef
+    from foundry_assets.intake.drops import DropRef
+    from foundry_assets.intake.ledger import DropLedger
 
     home = tmp_path / "home"
     monkeypatch.setenv("DAGSTER_HOME", str(home))

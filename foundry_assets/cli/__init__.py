@@ -116,7 +116,7 @@ def cmd_drops(args: argparse.Namespace) -> int:
     import dagster as dg
     from dagster._core.scheduler.instigation import InstigatorType
 
-    from foundry_assets.intake.drops import DropLedger
+    from foundry_assets.intake.ledger import DropLedger
     from foundry_assets.runner import ensure_dagster_home
 
     home = ensure_dagster_home()

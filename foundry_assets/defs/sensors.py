@@ -6,8 +6,11 @@ import dagster as dg
 
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import PublisherResource, WorkspaceResource
-from foundry_assets.errors import FoundryError, ManifestError
-from foundry_assets.intake.drops import DROP_SHA256_TAG, DropLedger, drop_source, inspect_listed
+from foundry_assets.errors import FoundryError
+from foundry_assets.intake.drops import drop_source
+from foundry_assets.intake.ledger import DropLedger
+from foundry_assets.intake.plan import inspect_listed
+from foundry_assets.intake.receive import DROP_SHA256_TAG
 
 DROP_LOCATION_ENV = "FOUNDRY_DROP_LOCATION"
 """Where drops appear: a folder, file:///folder or s3://bucket/prefix; default `<workspace>/inbox`."""
@@ -45,18 +48,12 @@ def drop_sensor(
         # Only a FoundryError makes a drop invalid; a transient one (S3 unreachable) fails the tick, retried next tick.
         try:
             drop = inspect_listed(source, ref, ws)
-            taken = ledger.claimant(drop.job_id, drop.run_key)
-            if taken is not None:
-                raise ManifestError(
-                    f"job_id {drop.job_id!r} is already requested by drop {taken!r} with different content; "
-                    "a job_id names one job: give this drop its own job_id"
-                )
+            ledger.request(ref, drop)
         except FoundryError as e:
             ledger.mark(ref, "invalid", reason=str(e))
             rejected.append(f"{ref.name}: {e}")
             context.log.warning(f"Skipped invalid drop {ref.name!r} ({ref.location}): {e}")
             continue
-        ledger.mark(ref, "requested", job_id=drop.job_id, run_key=drop.run_key)
         if drop.run_key in {r.run_key for r in run_requests}:
             continue
         if drop.job_id not in new_partitions and not context.instance.has_dynamic_partition(

@@ -18,7 +18,7 @@ from foundry_assets.defs.intake import raw_data
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.sensors import DROP_LOCATION_ENV
 from foundry_assets.hashing import sha256_file
-from foundry_assets.intake.drops import DropLedger
+from foundry_assets.intake.ledger import DropLedger
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
 
@@ -250,10 +250,3 @@ def test_s3_drop_is_downloaded_registered_and_its_run_completes(
     assert published.tag == registered.publish_target.tag
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.tags["foundry/drop"] == "s3-job"
-
-
-def test_an_unreadable_cursor_starts_over_instead_of_failing_every_tick() -> None:
-    assert DropLedger.loads("not json").drops == {}
-    assert DropLedger.loads('{"version": 0, "drops": {"a": {}}}').drops == {}
-    ledger = DropLedger.loads('{"version": 1, "drops": {"a": {"fingerprint": "f", "status": "requested"}}}')
-    assert DropLedger.loads(ledger.dumps()).drops == ledger.drops
