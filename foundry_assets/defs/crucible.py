@@ -56,7 +56,7 @@ def trained_adapter(
     )
 
 
-def _run_metadata(run: TrainingRun, gpu: str | None) -> dict[str, Any]:
+def _run_metadata(run: TrainingRun, gpu: str) -> dict[str, Any]:
     """How the adapter was trained, for the UI: backend and device, the loss curve, speed, memory, file hashes."""
     result, summary, held = run.result, run.result.to_metadata(), run.memory_held_gib
     losses = markdown_table(["step", "loss"], [[step, f"{loss:.4f}"] for step, loss in result.losses])
