@@ -112,7 +112,8 @@ def build(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def crucible(spec: dict[str, Any]) -> dict[str, Any]:
-    from foundry_assets.crucible.train import TrainParams, ensure_unsloth_first, train_adapter
+    from foundry_assets.crucible.params import TrainParams
+    from foundry_assets.crucible.train import ensure_unsloth_first, train_adapter
 
     assert ensure_unsloth_first(), "unsloth did not import"
     if os.environ.get("FOUNDRY_PROFILE_STEPS"):

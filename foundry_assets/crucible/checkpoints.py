@@ -3,7 +3,8 @@
 A job's checkpoint folder holds the trainer's `checkpoint-N/` folders (adapter, optimizer, scheduler and RNG state,
 written by the HF Trainer every `checkpoint_steps`) and `lot.json`, the lot number they were trained under. A run
 resumes only from checkpoints of its own lot number: another lot means other data or another manifest, and its
-checkpoints are discarded, never resumed.
+checkpoints are discarded, never resumed. `prepare` is the one place that decides where a run starts: the caller
+announces the decision (audit trail) and hands the same `PreparedCheckpoints` to the training, which follows it.
 """
 
 import json
@@ -38,6 +39,16 @@ class ResumePoint:
     step: int
 
 
+@dataclass(frozen=True)
+class PreparedCheckpoints:
+    """A plan whose folder now holds only this lot's checkpoints, and the decision: resume from `resume` or step 0."""
+
+    plan: CheckpointPlan
+    resume: ResumePoint | None
+    discarded: str | None = None
+    """The warning where another lot's checkpoints were removed (training then starts from step 0)."""
+
+
 def stored_lot(folder: Path) -> str | None:
     """The lot number the folder's checkpoints belong to, or None where none is recorded."""
     try:
@@ -66,8 +77,8 @@ def find_resume_point(plan: CheckpointPlan) -> ResumePoint | None:
     return max(found, key=lambda point: point.step, default=None)
 
 
-def prepare(plan: CheckpointPlan) -> tuple[ResumePoint | None, str | None]:
-    """Make `plan.folder` ready for this lot; return where to resume and a warning if checkpoints were dropped.
+def prepare(plan: CheckpointPlan) -> PreparedCheckpoints:
+    """Make `plan.folder` ready for this lot and decide where to resume, with a warning if checkpoints were dropped.
 
     Checkpoints of another lot (or of none) are removed before training writes new ones, so they can never be
     mixed with, or mistaken for, this lot's.
@@ -86,7 +97,7 @@ def prepare(plan: CheckpointPlan) -> tuple[ResumePoint | None, str | None]:
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         write_json(plan.folder / LOT_FILE, {"lot_number": plan.lot_number})
-    return find_resume_point(plan), warning
+    return PreparedCheckpoints(plan, find_resume_point(plan), warning)
 
 
 def clear(plan: CheckpointPlan) -> None:

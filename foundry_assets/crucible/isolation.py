@@ -28,6 +28,7 @@ from typing import Any
 
 from foundry_assets import errors
 from foundry_assets.console import quiet_third_party
+from foundry_assets.crucible.result import TrainResult
 from foundry_assets.errors import FoundryError, TrainingError
 from foundry_assets.processes import die_with_parent
 
@@ -68,7 +69,7 @@ def _exit_reason(code: int | None) -> str:
 
 def train_adapter_isolated(
     *, on_log: Callable[[int, float], None] | None = None, **kwargs: Any
-) -> Any:  # train.TrainResult: not imported here, so the parent never imports the training stack
+) -> TrainResult:
     """`train.train_adapter(**kwargs)` in a child process; `on_log(step, loss)` is called here, in the parent."""
     called = time.perf_counter()
     context = multiprocessing.get_context("spawn")
@@ -102,7 +103,7 @@ def train_adapter_isolated(
         events.close()
     if outcome[0] == "error":
         _raise_from_child(*outcome[1:])
-    result = outcome[1]
+    result: TrainResult = outcome[1]
     if result.first_step_at is not None:
         # perf_counter is CLOCK_MONOTONIC on Linux, one clock for every process: start-up counts the new
         # interpreter and its imports too, from this call to the end of the first optimizer step

@@ -2,6 +2,10 @@
 the other for it)."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from foundry_assets.manifest import TrainingManifest
 
 
 @dataclass(frozen=True)
@@ -26,4 +30,22 @@ class TrainParams:
     """Let TRL compute per-step entropy and token accuracy for SFT (an extra pass over the vocabulary, slower)."""
     padding_free: bool | None = None
     """SFT batching: True unpadded (flattened) batches, False padded ones; None the crucible's choice
-    (`_padding_free`: padded for DoRA on Unsloth, the stack's own choice otherwise)."""
+    (`trainer.padding_free`: padded for DoRA on Unsloth, the stack's own choice otherwise)."""
+
+    @classmethod
+    def from_manifest(cls, manifest: "TrainingManifest") -> "TrainParams":
+        """The run's parameters from the manifest's method and compute sections (the rest keep their defaults)."""
+        method, compute = manifest.method_config, manifest.compute
+        return cls(
+            rank=method.rank,
+            alpha=method.alpha,
+            dropout=method.dropout,
+            learning_rate=method.learning_rate,
+            max_steps=method.max_steps,
+            max_seq_length=method.max_seq_length,
+            logging_steps=method.logging_steps,
+            seed=method.seed,
+            batch_size=compute.batch_size,
+            grad_accum=compute.grad_accum,
+            orpo_beta=method.orpo_beta,
+        )

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from foundry_assets.crucible.train import TrainParams, ensure_unsloth_first
+from foundry_assets.crucible.backend import ensure_unsloth_first
+from foundry_assets.crucible.params import TrainParams
 
 # The root conftest imports Unsloth first and sets one torch thread; this records whether Unsloth imported.
 UNSLOTH = ensure_unsloth_first()

@@ -13,7 +13,7 @@ import torch
 
 from foundry_assets.crucible.hardware import check_hardware
 from foundry_assets.crucible.isolation import train_adapter_isolated
-from foundry_assets.crucible.train import TrainResult
+from foundry_assets.crucible.result import TrainResult
 from foundry_assets.errors import DataError, TrainingError
 
 from .conftest import PARAMS
@@ -79,7 +79,7 @@ import json, sys
 from pathlib import Path
 from foundry_assets.crucible.hardware import check_hardware
 from foundry_assets.crucible.isolation import train_adapter_isolated
-from foundry_assets.crucible.train import TrainParams
+from foundry_assets.crucible.params import TrainParams
 
 params = TrainParams(rank=8, alpha=None, dropout=0.0, learning_rate=5e-3, max_steps=10, max_seq_length=64,
                      logging_steps=10, seed=0, batch_size=4, grad_accum=1)
@@ -129,7 +129,8 @@ from pathlib import Path
 import torch
 from foundry_assets.crucible.hardware import check_hardware
 from foundry_assets.crucible.isolation import train_adapter_isolated
-from foundry_assets.crucible.train import TrainParams, train_adapter
+from foundry_assets.crucible.params import TrainParams
+from foundry_assets.crucible.train import train_adapter
 
 model_dir, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 params = TrainParams(rank=8, alpha=None, dropout=0.0, learning_rate=5e-3, max_steps=10, max_seq_length=64,

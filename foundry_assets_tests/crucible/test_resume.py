@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from foundry_assets.crucible.checkpoints import CheckpointPlan, find_resume_point, stored_lot
+from foundry_assets.crucible.checkpoints import CheckpointPlan, find_resume_point, prepare, stored_lot
 from foundry_assets.crucible.hardware import check_hardware
 from foundry_assets.crucible.train import train_adapter
 
@@ -26,12 +26,15 @@ import json, sys, time
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from foundry_assets.crucible.train import CheckpointPlan, TrainParams, train_adapter, ensure_unsloth_first
+from foundry_assets.crucible.backend import ensure_unsloth_first
+from foundry_assets.crucible.checkpoints import CheckpointPlan, prepare
+from foundry_assets.crucible.params import TrainParams
+from foundry_assets.crucible.train import train_adapter
 from foundry_assets.crucible.hardware import check_hardware
 
 ensure_unsloth_first()
 model, out, folder, lot, every, params, examples = sys.argv[1:8]
-plan = CheckpointPlan(Path(folder), int(every), lot)
+plan = prepare(CheckpointPlan(Path(folder), int(every), lot))
 train_adapter(model_path=model, strategy_name="lora", train_examples=json.loads(examples), out_dir=Path(out),
               params=TrainParams(**json.loads(params)), hardware=check_hardware("lora", device="cpu"),
               on_log=lambda step, loss: time.sleep(0.25), checkpoints=plan)  # slow enough to be killed mid-run
@@ -91,7 +94,7 @@ def test_killed_run_resumes_and_another_lot_does_not(
         out_dir=tmp_path / "job" / "adapter",
         params=RESUME_PARAMS,
         hardware=hardware,
-        checkpoints=CheckpointPlan(folder, EVERY, "lot-A"),
+        checkpoints=prepare(CheckpointPlan(folder, EVERY, "lot-A")),
     )
     assert resumed.resumed_from_step >= killed_at.step > 0
     assert resumed.steps == RESUME_PARAMS.max_steps
@@ -107,7 +110,7 @@ def test_killed_run_resumes_and_another_lot_does_not(
         out_dir=tmp_path / "other" / "adapter",
         params=RESUME_PARAMS,
         hardware=hardware,
-        checkpoints=CheckpointPlan(other_lot, EVERY, "lot-B"),
+        checkpoints=prepare(CheckpointPlan(other_lot, EVERY, "lot-B")),
     )
     assert fresh.resumed_from_step == 0 and fresh.steps_run == RESUME_PARAMS.max_steps
     assert any("lot-A" in w and "lot-B" in w for w in fresh.warnings)

@@ -12,8 +12,9 @@ from safetensors import safe_open
 
 from foundry_assets.crucible import train as train_module
 from foundry_assets.crucible.hardware import HardwareReport, check_hardware
+from foundry_assets.crucible.result import TrainResult
 from foundry_assets.crucible.strategies import get_strategy, registered_names
-from foundry_assets.crucible.train import TrainResult, train_adapter
+from foundry_assets.crucible.train import train_adapter
 from foundry_assets.errors import DataError, TrainingError
 
 from .conftest import PARAMS, UNSLOTH
@@ -209,20 +210,6 @@ def test_unknown_backend_is_refused(tmp_path: Path, sft_examples: list[dict[str,
         )
 
 
-def test_dora_on_unsloth_trains_on_padded_batches() -> None:
-    """Unsloth's per-decoder-layer compile skips padding-free batches, which halved DoRA's speed on an H100
-    (benchmarks/RESULTS.md); DoRA on Unsloth pads unless told otherwise, the rest keep the stack's own choice."""
-    import dataclasses
-
-    choose = train_module._padding_free
-    assert choose(PARAMS, get_strategy("dora"), "unsloth") is False
-    assert choose(PARAMS, get_strategy("dora"), "peft") is None
-    for name in ("lora", "qlora", "orpo"):
-        assert choose(PARAMS, get_strategy(name), "unsloth") is None
-    assert choose(dataclasses.replace(PARAMS, padding_free=True), get_strategy("dora"), "unsloth") is True
-    assert choose(dataclasses.replace(PARAMS, padding_free=False), get_strategy("lora"), "unsloth") is False
-
-
 @cpu_only
 @pytest.mark.slow
 def test_qlora_refuses_a_16bit_base(
@@ -242,7 +229,8 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from foundry_assets.crucible.hardware import check_hardware
-from foundry_assets.crucible.train import TrainParams, train_adapter
+from foundry_assets.crucible.params import TrainParams
+from foundry_assets.crucible.train import train_adapter
 from foundry_assets.errors import TrainingError
 
 model, out, orpo, sft, params = sys.argv[1], Path(sys.argv[2]), *map(json.loads, sys.argv[3:6])

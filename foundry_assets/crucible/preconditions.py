@@ -1,0 +1,81 @@
+"""What a training run checks and decides before any model loads: the examples' shape, the device, a pre-quantized
+base, and the backend (Unsloth, imported first, or PEFT with a recorded warning where Unsloth cannot import)."""
+
+import json
+import logging
+from pathlib import Path
+
+from foundry_assets.crucible.backend import Backend, ensure_unsloth_first
+from foundry_assets.crucible.hardware import HardwareReport
+from foundry_assets.crucible.strategies import TrainingStrategy
+from foundry_assets.errors import DataError, TrainingError
+
+logger = logging.getLogger(__name__)
+
+_REQUIRED_KEYS = {"sft": ("text",), "preference": ("prompt", "chosen", "rejected")}
+
+
+def resolve_backend(backend: str, warnings: list[str]) -> Backend:
+    """The backend to train with; importing Unsloth here, before transformers, is what lets its patches apply."""
+    if backend == "peft":
+        return "peft"
+    if backend not in ("auto", "unsloth"):
+        raise TrainingError(f"Unknown training backend {backend!r}; choose auto, unsloth or peft.")
+    if ensure_unsloth_first():
+        return "unsloth"
+    if backend == "unsloth":
+        raise TrainingError("backend='unsloth' was requested but unsloth cannot be imported; install it.")
+    message = "Unsloth cannot be imported: training with transformers + PEFT instead (slower on GPU)."
+    logger.warning(message)
+    warnings.append(message)
+    return "peft"
+
+
+def check_examples(strategy: TrainingStrategy, examples: list[dict[str, str]]) -> None:
+    """Refuse an empty set or records that lack the keys the strategy's trainer reads."""
+    if not examples:
+        raise DataError(f"No training examples for {strategy.name()}.")
+    required = _REQUIRED_KEYS[strategy.data_format]
+    for index, example in enumerate(examples):
+        missing = [key for key in required if not isinstance(example.get(key), str)]
+        if missing:
+            raise DataError(
+                f"Training example {index} for {strategy.name()} ({strategy.data_format} format) lacks string "
+                f"field(s) {missing}; it has {sorted(example)}. Format the data for {strategy.data_format} first."
+            )
+
+
+def prequantized_bits(model_path: str | Path) -> int | None:
+    """4 or 8 for a local folder saved already quantized by bitsandbytes (`quantization_config` in config.json)."""
+    config_file = Path(model_path) / "config.json"
+    if not config_file.is_file():
+        return None  # a hub name: its config is read by the loader
+    try:
+        quantization = json.loads(config_file.read_text(encoding="utf-8")).get("quantization_config") or {}
+    except (OSError, ValueError):
+        return None
+    if quantization.get("load_in_4bit") or quantization.get("_load_in_4bit"):
+        return 4
+    if quantization.get("load_in_8bit") or quantization.get("_load_in_8bit"):
+        return 8
+    return None
+
+
+def check_prequantized(model_path: str | Path, strategy: TrainingStrategy) -> None:
+    """A base saved in 4-bit (e.g. unsloth/llama-3-8b-bnb-4bit) trains only with a 4-bit strategy."""
+    bits = prequantized_bits(model_path)
+    if bits is not None and not (bits == 4 and strategy.load_in_4bit):
+        raise TrainingError(
+            f"the base model {model_path} is saved pre-quantized to {bits}-bit by bitsandbytes, but method "
+            f"{strategy.name()!r} trains a 16-bit base; use method qlora with this base, or point model_path at "
+            "the 16-bit base"
+        )
+
+
+def check_device(hardware: HardwareReport) -> None:
+    """Refuse a hardware report that says cuda where torch, in this process, sees no CUDA device."""
+    if hardware.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainingError("The hardware report says cuda but torch sees no CUDA device here.")
