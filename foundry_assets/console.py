@@ -6,7 +6,7 @@ the CLI's summary on stdout. `FOUNDRY_VERBOSE=1` (`foundry run --verbose`) leave
 Turned off: progress bars of huggingface_hub, transformers ("Loading weights", "Writing model shards"), datasets
 ("Tokenizing train dataset") and any other tqdm bar; TRL's experimental-API notice for ORPO; torch's `_pytree`
 notices about enums that Unsloth and torchao register; bitsandbytes' note that an optional CPU kernel is missing;
-the Hugging Face Trainer's printed log dicts (the crucible records the same losses, see `crucible/train.py`).
+the Hugging Face Trainer's printed log dicts (the crucible records the same losses, see `crucible/trainer.py`).
 """
 
 import logging
