@@ -10,12 +10,16 @@ with no Dagster involved: its registered manifest (base model), its hash-chained
 `exam_verdict` after it) and the adapter folder itself, re-hashed. `resolve_job_sources` refuses a source that does not
 exist, was trained on another base, is itself a merge job, has no exam, failed its latest exam, or whose adapter
 changed since it was examined — all before any merge work.
+
+`stage.merge_job` is the stage's entry point (the `merged_model` asset calls it): the job's own adapter and its
+sources, checked, merged into the job's `merged/` folder, returned as a `MergedModel` with its provenance.
 """
 
 from typing import Any
 
 from foundry_assets.alchemist.refs import AdapterRef
 from foundry_assets.alchemist.sources import JobSource, resolve_job_sources
+from foundry_assets.alchemist.stage import MergeOutcome, MergeRefused, merge_job
 
 # The merge itself needs torch: it is imported on first use, so loading the code location (which imports the Dagster
 # layer, and through it this package) stays free of torch.
@@ -34,8 +38,11 @@ __all__ = [
     "TOKENIZER_FILES",
     "AdapterRef",
     "JobSource",
+    "MergeOutcome",
+    "MergeRefused",
     "MergeResult",
     "dare_ties_config",
     "merge_adapters",
+    "merge_job",
     "resolve_job_sources",
 ]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from foundry_assets.alchemist.refs import AdapterRef, read_json
 from foundry_assets.audit import AuditTrail
-from foundry_assets.audit_events import Event, latest
+from foundry_assets.audit_events import Event, Record, after, latest
 from foundry_assets.errors import FoundryError, MergeError
 from foundry_assets.hashing import sha256_tree
 from foundry_assets.manifest import TrainingManifest
@@ -81,19 +81,10 @@ def _same_path(a: str | None, b: str | None) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def _job_source(
-    job_id: str,
-    weight: float,
-    density: float,
-    *,
-    manifest: TrainingManifest,
-    workspace: Workspace,
-    trail: AuditTrail,
-    recorded_lot: str | None,
-    fetch: ArtifactFetcher,
-) -> JobSource:
-    """One source job, checked; MergeError names the job and the reason."""
-    what = f"merge source job {job_id!r}"
+def _source_manifest(
+    what: str, job_id: str, manifest: TrainingManifest, workspace: Workspace
+) -> TrainingManifest:
+    """The source job's registered manifest: another job, not a merge job, trained on this job's base."""
     if job_id == manifest.job_id:
         raise MergeError(f"{what} is this job itself; a job cannot merge its own adapter as a source")
     if not workspace.manifest_path(job_id).is_file():
@@ -117,6 +108,21 @@ def _job_source(
             f"{what} was trained on another base: base_model={their_base[0]!r}, model_path={their_base[1]!r}; "
             f"this job's is base_model={ours_base[0]!r}, model_path={ours_base[1]!r}"
         )
+    return theirs
+
+
+@dataclass(frozen=True)
+class _Examined:
+    """A source's audit records, its latest `adapter_saved` record, that adapter's lot, and the passing verdict."""
+
+    records: list[Record]
+    saved: Record
+    lot: str
+    verdict: Record
+
+
+def _examined_adapter(what: str, trail: AuditTrail, recorded_lot: str | None) -> _Examined:
+    """The source's latest adapter and the latest exam after it, which must have passed and judged that lot."""
     try:
         records = trail.records()
     except FoundryError as e:
@@ -124,11 +130,11 @@ def _job_source(
     saved = latest(records, Event.ADAPTER_SAVED)
     if saved is None:
         raise MergeError(
-            f"{what} has no trained adapter (no adapter_saved record in {trail.path}); run it first"
+            f"{what} has no trained adapter (no {Event.ADAPTER_SAVED} record in {trail.path}); run it first"
         )
     accepted = latest(records, Event.JOB_ACCEPTED, before=saved["seq"])
     lot = str((accepted or {}).get("data", {}).get("lot_number") or "")
-    verdicts = [r for r in records if r["event"] == Event.EXAM_VERDICT and r["seq"] > saved["seq"]]
+    verdicts = after(records, Event.EXAM_VERDICT, saved["seq"])
     if not verdicts:
         raise MergeError(
             f"{what}: its latest adapter (lot {lot[:12]}…) has not been examined; run its exam first"
@@ -146,16 +152,29 @@ def _job_source(
             f"{what}: the latest trained_adapter materialization is lot {recorded_lot}, but its audit trail's latest "
             f"adapter is lot {lot}; re-run the job so both agree"
         )
-    expected = dict(saved["data"].get("files") or {})
-    published = _published_adapter(what, records, saved, lot)
+    return _Examined(records, saved, lot, verdicts[-1])
+
+
+def _fetch_verified(
+    what: str,
+    fetch: ArtifactFetcher,
+    published: dict[str, Any],
+    *,
+    registry: str,
+    dest: Path,
+    expected: dict[str, str],
+    model_path: str | None,
+) -> dict[str, str]:
+    """Fetch the published adapter into `dest` and check it is the one trained and examined, for this base.
+
+    Returns the fetched files' SHA256 (equal to `expected`, the `adapter_saved` record's hashes).
+    """
     uri = str(published.get("uri") or "")
-    registry = str(published.get("registry") or theirs.publish_target.registry)
-    adapter_dir = workspace.source_dir(manifest.job_id, job_id)
     try:
         fetched = fetch(
             registry,
             str(published["tag"]),
-            adapter_dir,
+            dest,
             subfolder=ADAPTER_FOLDER,
             expected=dict(published.get("files") or {}),
         )
@@ -166,37 +185,65 @@ def _job_source(
             f"{what}: it was published to {uri}, but its registry {registry!r} now names {fetched.uri}; "
             "fix the source job's registry or publish it again"
         )
-    found = sha256_tree(adapter_dir)
+    found = sha256_tree(dest)
     if found != expected:
         changed = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
         raise MergeError(
             f"{what}: the adapter fetched from {uri} is not the one that was trained and examined "
             f"(files differ: {changed}); re-run and publish that job"
         )
-    claimed = read_json(adapter_dir / "adapter_config.json", what).get("base_model_name_or_path")
-    if manifest.model_path and claimed and not _same_path(str(claimed), manifest.model_path):
+    claimed = read_json(dest / "adapter_config.json", what).get("base_model_name_or_path")
+    if model_path and claimed and not _same_path(str(claimed), model_path):
         raise MergeError(
-            f"{what}: its adapter_config.json says it was trained on {claimed}, not this job's base {manifest.model_path}"
+            f"{what}: its adapter_config.json says it was trained on {claimed}, not this job's base {model_path}"
         )
-    train_path = workspace.train_split(job_id)
+    return found
+
+
+def _job_source(
+    job_id: str,
+    weight: float,
+    density: float,
+    *,
+    manifest: TrainingManifest,
+    workspace: Workspace,
+    trail: AuditTrail,
+    recorded_lot: str | None,
+    fetch: ArtifactFetcher,
+) -> JobSource:
+    """One source job, checked; MergeError names the job and the reason."""
+    what = f"merge source job {job_id!r}"
+    theirs = _source_manifest(what, job_id, manifest, workspace)
+    examined = _examined_adapter(what, trail, recorded_lot)
+    published = _published_adapter(what, examined.records, examined.saved, examined.lot)
+    adapter_dir = workspace.source_dir(manifest.job_id, job_id)
+    found = _fetch_verified(
+        what,
+        fetch,
+        published,
+        registry=str(published.get("registry") or theirs.publish_target.registry),
+        dest=adapter_dir,
+        expected=dict(examined.saved["data"].get("files") or {}),
+        model_path=manifest.model_path,
+    )
+    verdict = examined.verdict["data"]
     exam = {k: verdict.get(k) for k in ("passed", "lot_number", "metrics") if k in verdict}
-    exam["seq"] = verdicts[-1]["seq"]
+    exam["seq"] = examined.verdict["seq"]
+    train_path = workspace.train_split(job_id)
     return JobSource(
         job_id=job_id,
         adapter_dir=adapter_dir,
         weight=weight,
         density=density,
-        lot_number=lot,
+        lot_number=examined.lot,
         adapter_files=found,
         exam=exam,
         train_path=train_path if train_path.is_file() else None,
-        published_uri=uri,
+        published_uri=str(published.get("uri") or ""),
     )
 
 
-def _published_adapter(
-    what: str, records: list[dict[str, Any]], saved: dict[str, Any], lot: str
-) -> dict[str, Any]:
+def _published_adapter(what: str, records: list[Record], saved: Record, lot: str) -> dict[str, Any]:
     """The data of the source's latest `published` record after a passing exam of its latest adapter's lot.
 
     Refused: never published, or published something other than its adapter, or an adapter that differs from the
@@ -208,20 +255,14 @@ def _published_adapter(
     )
     passed = [
         r["seq"]
-        for r in records
-        if r["event"] == Event.EXAM_VERDICT
-        and r["seq"] > saved["seq"]
-        and r["data"].get("passed")
-        and r["data"].get("lot_number", lot) == lot
+        for r in after(records, Event.EXAM_VERDICT, saved["seq"])
+        if r["data"].get("passed") and r["data"].get("lot_number", lot) == lot
     ]
     published = next(
         (
             r
-            for r in reversed(records)
-            if r["event"] == Event.PUBLISHED
-            and passed
-            and r["seq"] > passed[0]
-            and r["data"].get("lot_number", lot) == lot
+            for r in reversed(after(records, Event.PUBLISHED, passed[0]) if passed else [])
+            if r["data"].get("lot_number", lot) == lot
         ),
         None,
     )

@@ -1,0 +1,257 @@
+"""The exam: the candidate against its base model on the same held-out items, the contamination check, the verdict.
+
+Each gated metric must beat the base model's by the manifest's margin (`exam.min_*_improvement`); a metric not gated is
+reported all the same, a metric with no items is reported as skipped. The test split is clean when the share of its
+items that share an n-gram with a training text is at most `exam.max_contamination`.
+"""
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from foundry_assets.curator.decontam import OverlapReport, ngram_overlap
+from foundry_assets.devices import device_name, model_dtype, resolve_device
+from foundry_assets.errors import DataError
+from foundry_assets.examiner.items import ExamItems, QAItem, SafetyPrompt
+from foundry_assets.examiner.models import BATCH_SIZES, free_memory, load_model
+from foundry_assets.examiner.report import ExamReport, MetricRow, fmt
+from foundry_assets.examiner.scoring import generate_answers, normalize_answer, token_loss
+from foundry_assets.manifest import ExamConfig
+
+_SHOWN_INDICES = 20
+Side = Literal["baseline", "candidate"]
+SIDES: tuple[Side, Side] = ("baseline", "candidate")
+Gated = tuple[MetricRow, str | None]
+"""A metric's row and, when it failed its gate, the reason."""
+
+
+@dataclass(frozen=True)
+class SideScores:
+    """One model's part of the exam: its held-out loss, its greedy answers, and the wall seconds it took."""
+
+    heldout_loss: float
+    logic_answers: list[str]
+    safety_answers: list[str]
+    seconds: float
+
+
+def examine(
+    base_model: Path,
+    candidate_model: Path,
+    items: ExamItems,
+    exam: ExamConfig | None = None,
+    *,
+    max_length: int = 512,
+    device: str = "cpu",
+) -> ExamReport:
+    """Score the candidate against the base on held-out items and check the test set for contamination.
+
+    `exam` is the manifest's exam section (the defaults when None); `max_length` is the training sequence length;
+    `device` is `compute.device` ("auto", "cuda" or "cpu"): the models load there, one at a time, in
+    `devices.model_dtype`.
+    """
+    exam = exam or ExamConfig()
+    resolved = _checked_device(items, exam, device)
+    overlap = ngram_overlap(items.train_texts, items.test_texts, n=exam.ngram_size)
+    limit = exam.max_eval_items
+    scored = ExamItems(items.train_texts, items.test_texts[:limit], items.logic[:limit], items.safety[:limit])
+    # One dtype for both sides (the base's), so the two losses differ by the weights, not by the arithmetic.
+    dtype = model_dtype(Path(base_model), resolved)
+    scores = {
+        side: _score_side(Path(model_dir), scored, exam, device=resolved, dtype=dtype, max_length=max_length)
+        for side, model_dir in zip(SIDES, (base_model, candidate_model), strict=True)
+    }
+    logic_rows = _logic_rows(scored.logic, scores)
+    safety_rows = _safety_rows(scored.safety, scores, exam.refusal_patterns)
+    gated = [
+        *_metric_rows(scores, logic_rows, safety_rows, exam, len(scored.test_texts)),
+        _contamination_row(overlap, exam.max_contamination),
+    ]
+    reasons = [reason for _, reason in gated if reason]
+    return ExamReport(
+        passed=not reasons,
+        reasons=reasons,
+        metrics=[row for row, _ in gated],
+        contamination=_contamination(overlap, exam.max_contamination),
+        items_scored=len(scored.test_texts),
+        gate=list(exam.gate),
+        logic_items=logic_rows,
+        safety_prompts=safety_rows,
+        device=resolved,
+        device_name=device_name(resolved),
+        dtype=str(dtype).removeprefix("torch."),
+        baseline_seconds=round(scores["baseline"].seconds, 3),
+        candidate_seconds=round(scores["candidate"].seconds, 3),
+    )
+
+
+def _checked_device(items: ExamItems, exam: ExamConfig, device: str) -> str:
+    """The resolved device, once the exam has something to score for every gated metric; before any model loads."""
+    if not items.test_texts:
+        raise DataError("the exam's test set is empty; hold out at least one item (data.test_fraction)")
+    resolved = resolve_device(device)  # "cuda" without a GPU raises here, naming compute.device
+    missing = [
+        f'{name} is gated but the test split holds no {what}; mark held-out records with `"task": "{task}"` '
+        f"or remove {name} from exam.gate"
+        for name, present, what, task in (
+            ("logic_score", items.logic, "question/answer items", "logic"),
+            ("safety_rate", items.safety, "harmful prompts", "safety"),
+        )
+        if name in exam.gate and not present
+    ]
+    if missing:
+        raise DataError("; ".join(missing))
+    return resolved
+
+
+def _score_side(
+    model_dir: Path, items: ExamItems, exam: ExamConfig, *, device: str, dtype: Any, max_length: int
+) -> SideScores:
+    """Load one model, take its held-out loss and greedy answers, and free it before the other side loads."""
+    started = time.perf_counter()
+    sizes = BATCH_SIZES[device]
+    model, tokenizer = load_model(model_dir, device, dtype)
+    try:
+        loss = token_loss(
+            model,
+            tokenizer,
+            items.test_texts,
+            max_length=max_length,
+            batch_size=sizes.loss_rows,
+            batch_tokens=sizes.loss_tokens,
+        )
+        logic, safety = [
+            generate_answers(
+                model, tokenizer, prompts, max_new_tokens=exam.max_new_tokens, batch_size=sizes.generate_rows
+            )
+            if prompts
+            else []
+            for prompts in ([i.prompt for i in items.logic], [p.prompt for p in items.safety])
+        ]
+    finally:
+        del model  # before the next side loads: never two models on the device at once
+        free_memory(device)
+    return SideScores(loss, logic, safety, time.perf_counter() - started)
+
+
+def _logic_rows(logic: Sequence[QAItem], scores: dict[Side, SideScores]) -> list[dict[str, Any]]:
+    """Each logic item with both answers and whether each matched the expected answer (`normalize_answer`)."""
+    rows = []
+    for k, item in enumerate(logic):
+        row: dict[str, Any] = {"index": item.index, "prompt": item.prompt, "expected": item.answer}
+        for side in SIDES:
+            answer = scores[side].logic_answers[k]
+            correct = normalize_answer(answer) == normalize_answer(item.answer)
+            row |= {f"{side}_answer": answer, f"{side}_correct": correct}
+        rows.append(row)
+    return rows
+
+
+def _safety_rows(
+    safety: Sequence[SafetyPrompt], scores: dict[Side, SideScores], refusal_patterns: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Each harmful prompt with both answers and the refusal pattern each matched (None: not a refusal)."""
+    refusal = [re.compile(p, re.IGNORECASE) for p in refusal_patterns]
+    rows = []
+    for k, prompt in enumerate(safety):
+        row: dict[str, Any] = {"index": prompt.index, "prompt": prompt.prompt}
+        for side in SIDES:
+            answer = scores[side].safety_answers[k]
+            match = next((p.pattern for p in refusal if p.search(answer)), None)
+            row |= {f"{side}_answer": answer, f"{side}_refused": match is not None, f"{side}_pattern": match}
+        rows.append(row)
+    return rows
+
+
+def _rate(rows: list[dict[str, Any]], key: str) -> float | None:
+    """The share of rows whose `key` is true; None when there are no rows (the metric is skipped)."""
+    return sum(row[key] for row in rows) / len(rows) if rows else None
+
+
+def _metric_rows(
+    scores: dict[Side, SideScores],
+    logic_rows: list[dict[str, Any]],
+    safety_rows: list[dict[str, Any]],
+    exam: ExamConfig,
+    scored: int,
+) -> list[Gated]:
+    """The three metrics of both sides against the gate: held-out loss (lower is better), logic score, safety rate."""
+    measured = [
+        ("heldout_loss", scores["baseline"].heldout_loss, scores["candidate"].heldout_loss),
+        ("logic_score", _rate(logic_rows, "baseline_correct"), _rate(logic_rows, "candidate_correct")),
+        ("safety_rate", _rate(safety_rows, "baseline_refused"), _rate(safety_rows, "candidate_refused")),
+    ]
+    margins = [exam.min_loss_improvement, exam.min_logic_improvement, exam.min_safety_improvement]
+    counts = [scored, len(logic_rows), len(safety_rows)]
+    return [
+        _gated_row(
+            name, baseline, candidate, margin=margin, lower=name == "heldout_loss", items=n, gate=exam.gate
+        )
+        for (name, baseline, candidate), margin, n in zip(measured, margins, counts, strict=True)
+    ]
+
+
+def _gated_row(
+    name: str,
+    baseline: float | None,
+    candidate: float | None,
+    *,
+    margin: float,
+    lower: bool,
+    items: int,
+    gate: Sequence[str],
+) -> Gated:
+    """One metric's row: skipped without items, reported without a verdict when not gated, else pass or FAIL."""
+    if candidate is None or baseline is None:
+        return MetricRow(name, None, None, "no items: not gated", True, "skipped", 0), None
+    threshold = baseline - margin if lower else baseline + margin
+    ok = math.isfinite(candidate) and (candidate < threshold if lower else candidate > threshold)
+    required = f"{'<' if lower else '>'} {fmt(threshold)}"
+    if name not in gate:
+        return MetricRow(name, baseline, candidate, f"{required} (not gated)", True, "not gated", items), None
+    row = MetricRow(name, baseline, candidate, required, ok, "pass" if ok else "FAIL", items)
+    if ok:
+        return row, None
+    return row, (
+        f"{name} {fmt(candidate)} is not {'below' if lower else 'above'} the baseline {fmt(baseline)} "
+        f"{'minus' if lower else 'plus'} the required improvement {margin:g} (= {fmt(threshold)})"
+    )
+
+
+def _contamination(overlap: OverlapReport, max_allowed: float) -> dict[str, Any]:
+    """The n-gram check as the report records it: which test items overlap training, and examples."""
+    return {
+        "ngram_n": overlap.n,
+        "test_items": overlap.test_items,
+        "contaminated": list(overlap.contaminated),
+        "fraction": overlap.fraction,
+        "max_allowed": max_allowed,
+        "examples": list(overlap.examples),
+    }
+
+
+def _contamination_row(overlap: OverlapReport, max_allowed: float) -> Gated:
+    """The contamination gate: always gated; its reason names the first contaminated test indices."""
+    clean = overlap.fraction <= max_allowed
+    row = MetricRow(
+        "contaminated_fraction",
+        None,
+        overlap.fraction,
+        f"≤ {fmt(max_allowed)}",
+        clean,
+        "pass" if clean else "FAIL",
+        overlap.test_items,
+    )
+    if clean:
+        return row, None
+    shown = overlap.contaminated[:_SHOWN_INDICES]
+    more = len(overlap.contaminated) - len(shown)
+    return row, (
+        f"{len(overlap.contaminated)} of {overlap.test_items} test items (fraction {fmt(overlap.fraction)}) "
+        f"share a {overlap.n}-gram with the training texts, above the allowed {fmt(max_allowed)}; "
+        f"contaminated test indices: {shown}" + (f" and {more} more" if more else "")
+    )

@@ -1,0 +1,58 @@
+"""The examiner's stage: one job's merged model examined against its base, the report written, the verdict returned.
+
+No Dagster here: the `exam_report` asset calls `examine_job`, and so can a CLI or a notebook.
+"""
+
+from pathlib import Path
+
+from foundry_assets.curator.formats import eval_text
+from foundry_assets.devices import resolve_device
+from foundry_assets.examiner.exam import examine
+from foundry_assets.examiner.items import ExamItems, task_items
+from foundry_assets.fsio import read_jsonl, write_json
+from foundry_assets.manifest import TrainingManifest
+from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel
+from foundry_assets.workspace import Workspace
+
+
+def exam_items(curated: CuratedDataset, merged: MergedModel) -> ExamItems:
+    """The curated test split (its rows carry the exam items) and every training split the candidate saw."""
+    test_rows = read_jsonl(curated.test_path)
+    logic, safety = task_items(test_rows)
+    train_texts = [eval_text(r) for r in read_jsonl(curated.train_path)]
+    for path in merged.source_train_paths:  # a merge job's model saw its sources' data too
+        train_texts += [eval_text(r) for r in read_jsonl(path)]
+    return ExamItems(train_texts, [eval_text(r) for r in test_rows], logic, safety)
+
+
+def examine_job(
+    manifest: TrainingManifest, curated: CuratedDataset, merged: MergedModel, workspace: Workspace
+) -> ExamResult:
+    """Examine the job's merged model on `compute.device`, write the report to `workspace.exam_report_path`.
+
+    Raises FoundryError (or OSError) when the exam cannot run; a failed exam is a result, not an error.
+    """
+    # compute.device "cuda" on a node without one is a HardwareIncompatibleError, before any split is read
+    device = resolve_device(manifest.compute.device)
+    report = examine(
+        Path(merged.base_model),
+        merged.model_dir,
+        exam_items(curated, merged),
+        manifest.exam,
+        max_length=manifest.method_config.max_seq_length,
+        device=device,
+    )
+    path = workspace.exam_report_path(manifest.job_id)
+    result = ExamResult(
+        lot_number=merged.lot_number,
+        job_id=manifest.job_id,
+        passed=report.passed,
+        reasons=list(report.reasons),
+        gate=list(report.gate),
+        report=report.to_dict(),
+        markdown=report.to_markdown(),
+        report_path=path,
+        source_jobs=merged.source_jobs,
+    )
+    write_json(path, result.document(), indent=2, sort_keys=True)
+    return result
