@@ -16,9 +16,10 @@ from foundry_assets.curator.formats import (
     text_for_embedding,
     to_training_example,
 )
+from foundry_assets.curator.greedy import RemovedItem
 from foundry_assets.curator.pipeline import CurationResult, curate_drop
 from foundry_assets.curator.readers import Quarantined, ReadResult, read_drop, read_jsonl
-from foundry_assets.curator.semdedup import DedupResult, KeepPolicy, RemovedItem, exact_semdedup, semdedup
+from foundry_assets.curator.semdedup import DedupResult, KeepPolicy, exact_semdedup, semdedup
 
 __all__ = [
     "CurationResult",
