@@ -1,6 +1,7 @@
 """The curator: read a data drop, check its shape, remove near-duplicates (SemDeDup), split and decontaminate it.
 
-No Dagster here: `curate_drop` is called by the `curated_dataset` asset and by `foundry curate` alike."""
+No Dagster here: `curate` (the stage's entry point, settings from the manifest) is called by the `curated_dataset`
+asset, `curate_drop` (one file, explicit settings) by `foundry curate` and by `curate` itself."""
 
 from foundry_assets.curator.cache import EmbeddingCache, embed_texts
 from foundry_assets.curator.decontam import OverlapReport, ngram_overlap, normalize_words
@@ -16,9 +17,11 @@ from foundry_assets.curator.formats import (
     text_for_embedding,
     to_training_example,
 )
+from foundry_assets.curator.greedy import RemovedItem
 from foundry_assets.curator.pipeline import CurationResult, curate_drop
 from foundry_assets.curator.readers import Quarantined, ReadResult, read_drop, read_jsonl
-from foundry_assets.curator.semdedup import DedupResult, KeepPolicy, RemovedItem, exact_semdedup, semdedup
+from foundry_assets.curator.semdedup import DedupResult, KeepPolicy, exact_semdedup, semdedup
+from foundry_assets.curator.stage import curate
 
 __all__ = [
     "CurationResult",
@@ -33,6 +36,7 @@ __all__ = [
     "Record",
     "RecordShape",
     "RemovedItem",
+    "curate",
     "curate_drop",
     "detect_shape",
     "embed_texts",

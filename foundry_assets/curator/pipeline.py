@@ -40,9 +40,10 @@ from foundry_assets.curator.formats import (
 )
 from foundry_assets.curator.readers import FileFormat, ReadResult, read_drop
 from foundry_assets.curator.report import removed_examples, similarity_histogram_md
-from foundry_assets.curator.semdedup import KeepPolicy, semdedup
+from foundry_assets.curator.semdedup import DedupResult, KeepPolicy, semdedup
 from foundry_assets.errors import DataError
 from foundry_assets.fsio import jsonl_bytes, write_files
+from foundry_assets.stages import CuratedDataset
 from foundry_assets.workspace import QUARANTINE, TEST_SPLIT, TRAIN_SPLIT
 
 REMOVED_FILE = "removed.jsonl"
@@ -65,9 +66,9 @@ class CurationResult:
     train_sha256: str
     test_sha256: str
     removed_examples: list[dict[str, Any]]
+    data_format: DataFormat
     threshold: float = 0.95
     embedder: str = ""
-    data_format: str = ""
     overlap: OverlapReport | None = field(default=None)
     rows_read: int = 0
     quarantined: int = 0
@@ -116,6 +117,16 @@ class CurationResult:
             meta["test_ngram_overlap_fraction"] = self.overlap.fraction
         return meta
 
+    def dataset(self, lot_number: str) -> CuratedDataset:
+        """The stage's result handed to the crucible: both splits under the job's lot number, with these counts."""
+        return CuratedDataset(
+            lot_number=lot_number,
+            train_path=self.train_path,
+            test_path=self.test_path,
+            data_format=self.data_format,
+            counts=self.to_metadata(),
+        )
+
 
 def _format_all(records: list[Record], data_format: DataFormat) -> list[dict[str, str]]:
     """Format every record, or raise one DataError listing the first lines that do not fit."""
@@ -161,6 +172,127 @@ def _quantiles(values: np.ndarray | None) -> dict[str, float]:
     return {"p50": round(float(q[0]), 4), "p90": round(float(q[1]), 4), "p99": round(float(q[2]), 4)}
 
 
+@dataclass(frozen=True)
+class _Split:
+    """The kept records split train/test (training records sharing an n-gram with a test record dropped when asked),
+    the overlap report and one contamination row per item involved."""
+
+    train: list[Record]
+    test: list[Record]
+    overlap: OverlapReport
+    contamination: list[dict[str, Any]]
+    dropped: int
+
+
+def _split(
+    kept: list[Record],
+    text_of: dict[int, str],
+    *,
+    test_fraction: float,
+    split_seed: int,
+    ngram_n: int,
+    decontaminate_train: bool,
+) -> _Split:
+    """Hold out the test split, find the n-grams it shares with training, and decontaminate training if asked."""
+    train, test = split_train_test(kept, test_fraction, split_seed)
+    overlap = ngram_overlap(
+        [text_of[r.line] for r in train], [text_of[r.line] for r in test], n=ngram_n, find_train=True
+    )
+    train_hits = set(overlap.contaminated_train or [])
+    contamination: list[dict[str, Any]] = [
+        {"split": "test", "line": test[i].line} for i in overlap.contaminated
+    ]
+    for example in overlap.examples:
+        contamination[overlap.contaminated.index(example["test_index"])]["ngram"] = example["ngram"]
+    contamination += [
+        {"split": "train", "line": train[i].line, "dropped": decontaminate_train} for i in sorted(train_hits)
+    ]
+    dropped = len(train_hits) if decontaminate_train else 0
+    if decontaminate_train:
+        train = [r for i, r in enumerate(train) if i not in train_hits]
+    return _Split(train, test, overlap, contamination, dropped)
+
+
+@dataclass(frozen=True)
+class _Curated:
+    """Everything decided about one drop before anything is written; the counts are checked to add up on creation."""
+
+    read: ReadResult
+    examples: list[dict[str, str]]
+    texts: list[str]
+    embedded_new: int
+    dedup: DedupResult
+    split: _Split
+
+    def __post_init__(self) -> None:
+        read, dedup, split = self.read, self.dedup, self.split
+        if read.read != len(read.quarantined) + len(dedup.removed) + len(dedup.kept) or len(dedup.kept) != (
+            len(split.train) + len(split.test) + split.dropped
+        ):  # cannot happen; checked so that a future bug fails loudly instead of losing records
+            raise RuntimeError("curation counts do not add up; nothing was written")
+
+    def payloads(self) -> dict[str, bytes]:
+        """The five output files' bytes, by file name."""
+        records = self.read.records
+        by_line = {r.line: ex for r, ex in zip(records, self.examples, strict=True)}
+        removed_rows = [
+            {
+                "line": records[item.index].line,
+                "kept_line": records[item.kept_index].line,
+                "similarity": item.similarity,
+            }
+            for item in self.dedup.removed
+        ]
+        return {
+            TRAIN_SPLIT: jsonl_bytes({**by_line[r.line], "source_line": r.line} for r in self.split.train),
+            TEST_SPLIT: jsonl_bytes(_test_row(by_line[r.line], r) for r in self.split.test),
+            REMOVED_FILE: jsonl_bytes(removed_rows),
+            QUARANTINE: jsonl_bytes(q.to_json() for q in self.read.quarantined),
+            CONTAMINATION_FILE: jsonl_bytes(self.split.contamination),
+        }
+
+    def result(
+        self, out_dir: Path, payloads: dict[str, bytes], embedder: str, data_format: DataFormat
+    ) -> CurationResult:
+        """The counts, paths and hashes of what was written to `out_dir`."""
+        read, dedup, split = self.read, self.dedup, self.split
+        nn = dedup.nn_similarity
+        return CurationResult(
+            rows_in=len(read.records),
+            kept=len(dedup.kept),
+            removed=len(dedup.removed),
+            train_rows=len(split.train),
+            test_rows=len(split.test),
+            train_path=out_dir / TRAIN_SPLIT,
+            test_path=out_dir / TEST_SPLIT,
+            removed_path=out_dir / REMOVED_FILE,
+            train_sha256=hashlib.sha256(payloads[TRAIN_SPLIT]).hexdigest(),
+            test_sha256=hashlib.sha256(payloads[TEST_SPLIT]).hexdigest(),
+            removed_examples=removed_examples(dedup.removed, self.texts, [r.line for r in read.records]),
+            threshold=dedup.threshold,
+            embedder=embedder,
+            data_format=data_format,
+            overlap=split.overlap,
+            rows_read=read.read,
+            quarantined=len(read.quarantined),
+            blank_lines=read.blank,
+            train_decontaminated=split.dropped,
+            file_format=read.file_format,
+            keep_policy=dedup.keep,
+            n_clusters=dedup.n_clusters,
+            removed_in_boundary_pass=dedup.removed_in_boundary_pass,
+            embedded_new=self.embedded_new,
+            embedded_cached=len(self.texts) - self.embedded_new,
+            quarantine_path=out_dir / QUARANTINE,
+            contamination_path=out_dir / CONTAMINATION_FILE,
+            nn_similarity_quantiles=_quantiles(nn),
+            similarity_histogram_md=similarity_histogram_md(
+                nn if nn is not None else np.zeros(0), dedup.threshold
+            ),
+            quarantine_examples=[q.to_json() for q in read.quarantined[:_MAX_LISTED_LINES]],
+        )
+
+
 def curate_drop(
     data_path: Path,
     out_dir: Path,
@@ -188,94 +320,27 @@ def curate_drop(
     _check_read(read, out_dir)
     records = read.records
     examples = _format_all(records, data_format)
-    by_line = {r.line: ex for r, ex in zip(records, examples, strict=True)}
-
     texts = [text_for_embedding(r) for r in records]
     cache = EmbeddingCache(cache_dir, embedder.name, embedder.dim) if cache_dir is not None else None
     vectors, embedded_new = embed_texts(texts, embedder, cache=cache)
     dedup = semdedup(vectors, threshold, n_clusters=n_clusters, keep=keep, seed=dedup_seed)
-    kept_records = [records[i] for i in dedup.kept]
-    if len(kept_records) < 2:
+    kept = [records[i] for i in dedup.kept]
+    if len(kept) < 2:
         raise DataError(
-            f"{data_path}: only {len(kept_records)} distinct record(s) after SemDeDup (threshold {threshold}); "
+            f"{data_path}: only {len(kept)} distinct record(s) after SemDeDup (threshold {threshold}); "
             "at least 2 are needed to hold out a test set — add data or raise the threshold"
         )
-    train, test = split_train_test(kept_records, test_fraction, split_seed)
-
     text_of = {r.line: t for r, t in zip(records, texts, strict=True)}
-    overlap = ngram_overlap(
-        [text_of[r.line] for r in train], [text_of[r.line] for r in test], n=ngram_n, find_train=True
+    split = _split(
+        kept,
+        text_of,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        ngram_n=ngram_n,
+        decontaminate_train=decontaminate_train,
     )
-    train_hits = set(overlap.contaminated_train or [])
-    contamination_rows: list[dict[str, Any]] = [
-        {"split": "test", "line": test[i].line} for i in overlap.contaminated
-    ]
-    for example in overlap.examples:
-        contamination_rows[overlap.contaminated.index(example["test_index"])]["ngram"] = example["ngram"]
-    contamination_rows += [
-        {"split": "train", "line": train[i].line, "dropped": decontaminate_train} for i in sorted(train_hits)
-    ]
-    dropped = len(train_hits) if decontaminate_train else 0
-    if decontaminate_train:
-        train = [r for i, r in enumerate(train) if i not in train_hits]
-
-    if read.read != len(read.quarantined) + len(dedup.removed) + len(dedup.kept) or len(dedup.kept) != (
-        len(train) + len(test) + dropped
-    ):  # cannot happen; checked so that a future bug fails loudly instead of losing records
-        raise RuntimeError("curation counts do not add up; nothing was written")
-
-    train_rows = [{**by_line[r.line], "source_line": r.line} for r in train]
-    test_rows = [_test_row(by_line[r.line], r) for r in test]
-    removed_rows = [
-        {
-            "line": records[item.index].line,
-            "kept_line": records[item.kept_index].line,
-            "similarity": item.similarity,
-        }
-        for item in dedup.removed
-    ]
-    payloads = {
-        TRAIN_SPLIT: jsonl_bytes(train_rows),
-        TEST_SPLIT: jsonl_bytes(test_rows),
-        REMOVED_FILE: jsonl_bytes(removed_rows),
-        QUARANTINE: jsonl_bytes(q.to_json() for q in read.quarantined),
-        CONTAMINATION_FILE: jsonl_bytes(contamination_rows),
-    }
+    curated = _Curated(read, examples, texts, embedded_new, dedup, split)
+    payloads = curated.payloads()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_files({out_dir / name: data for name, data in payloads.items()})
-
-    lines = [r.line for r in records]
-    return CurationResult(
-        rows_in=len(records),
-        kept=len(dedup.kept),
-        removed=len(dedup.removed),
-        train_rows=len(train_rows),
-        test_rows=len(test_rows),
-        train_path=out_dir / TRAIN_SPLIT,
-        test_path=out_dir / TEST_SPLIT,
-        removed_path=out_dir / REMOVED_FILE,
-        train_sha256=hashlib.sha256(payloads[TRAIN_SPLIT]).hexdigest(),
-        test_sha256=hashlib.sha256(payloads[TEST_SPLIT]).hexdigest(),
-        removed_examples=removed_examples(dedup.removed, texts, lines),
-        threshold=threshold,
-        embedder=embedder.name,
-        data_format=data_format,
-        overlap=overlap,
-        rows_read=read.read,
-        quarantined=len(read.quarantined),
-        blank_lines=read.blank,
-        train_decontaminated=dropped,
-        file_format=read.file_format,
-        keep_policy=keep,
-        n_clusters=dedup.n_clusters,
-        removed_in_boundary_pass=dedup.removed_in_boundary_pass,
-        embedded_new=embedded_new,
-        embedded_cached=len(texts) - embedded_new,
-        quarantine_path=out_dir / QUARANTINE,
-        contamination_path=out_dir / CONTAMINATION_FILE,
-        nn_similarity_quantiles=_quantiles(dedup.nn_similarity),
-        similarity_histogram_md=similarity_histogram_md(
-            dedup.nn_similarity if dedup.nn_similarity is not None else np.zeros(0), threshold
-        ),
-        quarantine_examples=[q.to_json() for q in read.quarantined[:_MAX_LISTED_LINES]],
-    )
+    return curated.result(out_dir, payloads, embedder.name, data_format)

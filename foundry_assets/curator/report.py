@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from foundry_assets.curator.semdedup import RemovedItem
+from foundry_assets.curator.greedy import RemovedItem
 
 _BAR = 40
 _EXAMPLE_CHARS = 200

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from foundry_assets.audit_events import Event
-from foundry_assets.curator.pipeline import curate_drop
+from foundry_assets.curator.stage import curate
 from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, EmbedderResource, GpuResource, WorkspaceResource
@@ -34,19 +34,7 @@ def curated_dataset(
         # compute.device "cuda" without a GPU: a Failure without retries
         device = resolve_device(job.manifest.compute.device)
         encoder = embedder.embedder(curation.embedding_model, device, curation.batch_size)
-        result = curate_drop(
-            raw_data.data_path,
-            job.workspace.curated_dir(job.job_id),
-            data_format=raw_data.data_format,
-            embedder=encoder,
-            threshold=curation.similarity_threshold,
-            test_fraction=job.manifest.data.test_fraction,
-            split_seed=job.manifest.data.split_seed,
-            keep=curation.keep,
-            cache_dir=job.workspace.embedding_cache_dir(),
-            decontaminate_train=curation.decontaminate_train,
-            ngram_n=job.manifest.exam.ngram_size,
-        )
+        result = curate(raw_data, job.manifest, job.workspace, encoder)
     except FoundryError as e:
         raise failure(e, "curation") from e
     counts = result.to_metadata()
@@ -58,15 +46,8 @@ def curated_dataset(
         ["removed", "kept (representative)", "cosine"],
         [[e["removed"][:120], e["kept"][:120], round(e["similarity"], 4)] for e in result.removed_examples],
     )
-    value = CuratedDataset(
-        lot_number=raw_data.lot_number,
-        train_path=result.train_path,
-        test_path=result.test_path,
-        data_format=raw_data.data_format,
-        counts=counts,
-    )
     return dg.Output(
-        value,
+        result.dataset(raw_data.lot_number),
         metadata={
             "lot_number": raw_data.lot_number,
             **{k: v for k, v in counts.items() if isinstance(v, int | float | str) and not k.endswith("_md")},
@@ -75,7 +56,7 @@ def curated_dataset(
             **device_metadata(device),
             "gpu": gpu.gpu,
             "removed_examples": examples,
-            "similarity_histogram": dg.MetadataValue.md(str(counts.get("similarity_histogram_md", ""))),
+            "similarity_histogram": dg.MetadataValue.md(result.similarity_histogram_md),
             "train_path": dg.MetadataValue.path(str(result.train_path)),
             "audit_head": head,
         },

@@ -1,12 +1,13 @@
 """SemDeDup on synthetic embeddings: agreement with the all-pairs reference, block independence, the keep rule."""
 
-import importlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from foundry_assets.curator.semdedup import RemovedItem, brute_force_semdedup, exact_semdedup, semdedup
+from foundry_assets.curator.greedy import RemovedItem
+from foundry_assets.curator.semdedup import brute_force_semdedup, exact_semdedup, semdedup
+from foundry_assets_tests.curator.synthetic import clustered
 
 
 def planted(n_base: int, n_copies: int, dim: int, seed: int, noise: float = 0.05) -> np.ndarray:
@@ -50,16 +51,6 @@ def test_one_cluster_agrees_with_all_pairs_greedy(seed: int) -> None:
         20 < len(result.removed) <= 60
     )  # most planted copies are caught (wide noise range lets a few through)
     assert len(result.kept) + len(result.removed) == len(e)
-
-
-def clustered(n: int, n_dups: int, dim: int, seed: int) -> tuple[np.ndarray, set[int]]:
-    """A mixture of 40 topics with near-copies (cosine ≈ 0.97-0.99) of random rows appended; returns the copies."""
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((40, dim))
-    base = centers[rng.integers(0, 40, n)] + rng.standard_normal((n, dim))
-    base /= np.linalg.norm(base, axis=1, keepdims=True)
-    copies = base[rng.integers(0, n, n_dups)] + 0.01 * rng.standard_normal((n_dups, dim))
-    return np.vstack([base, copies]).astype(np.float32), set(range(n, n + n_dups))
 
 
 @pytest.mark.parametrize("keep", ["earliest", "hard", "easy", "random"])
@@ -189,33 +180,6 @@ def test_kmeans_result_equals_exact_search_when_all_pairs_are_candidates() -> No
     default = semdedup(e, 0.95, n_clusters=12)  # the default probes find every pair here too
     assert (default.kept, default.removed) == (exact.kept, exact.removed)
     assert default.removed_in_boundary_pass > 0
-
-
-def test_multi_probe_is_deterministic_and_block_independent(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = importlib.import_module("foundry_assets.curator.semdedup")
-
-    e, _ = clustered(2500, 250, 32, seed=2)
-    for keep in ("earliest", "hard", "easy", "random"):
-        first = semdedup(e, 0.95, n_clusters=7, keep=keep, seed=5)  # type: ignore[arg-type]
-        again = semdedup(e.copy(), 0.95, n_clusters=7, keep=keep, seed=5)  # type: ignore[arg-type]
-        assert again == first and again.removed == first.removed
-        assert np.array_equal(again.nn_similarity, first.nn_similarity, equal_nan=True)  # type: ignore[arg-type]
-    reference = semdedup(e, 0.95, n_clusters=7)
-    monkeypatch.setattr(module, "_MAX_BLOCK_CELLS", 5_000)  # many small blocks
-    assert semdedup(e, 0.95, n_clusters=7) == reference
-
-
-def test_huge_copy_groups_fall_back_to_recomputation(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = importlib.import_module("foundry_assets.curator.semdedup")
-
-    rng = np.random.default_rng(8)
-    base = rng.standard_normal((400, 24))
-    group = base[:1] + 0.004 * rng.standard_normal((120, 24))  # 121 mutual near-copies
-    e = np.vstack([base, group])[rng.permutation(520)].astype(np.float32)
-    monkeypatch.setattr(module, "_MAX_EDGES", 3)  # nearly every copy overflows its pair list
-    result, exact = semdedup(e, 0.95, n_clusters=4), exact_semdedup(e, 0.95)
-    assert (result.kept, result.removed) == (exact.kept, exact.removed)
-    assert len(result.removed) >= 120
 
 
 def test_probe_validation_and_metadata() -> None:
