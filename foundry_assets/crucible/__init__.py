@@ -3,6 +3,6 @@
 No Dagster here: `train_job` (the Train stage's entry point, `job.py`) is called by the `trained_adapter` asset and
 can be called from a CLI or a notebook alike; `train.train_adapter` is the training run itself."""
 
-from foundry_assets.crucible.job import TrainingRun, TrainJobResult, train_job
+from foundry_assets.crucible.stage import TrainingRun, TrainJobResult, train_job
 
 __all__ = ["TrainJobResult", "TrainingRun", "train_job"]

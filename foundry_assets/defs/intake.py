@@ -9,7 +9,7 @@ from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
 from foundry_assets.intake.receive import DROP_SHA256_TAG, receive_job
-from foundry_assets.intake.snapshot import snapshot_drop
+from foundry_assets.intake.stage import snapshot_drop
 from foundry_assets.stages import RawData
 
 

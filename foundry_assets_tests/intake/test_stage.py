@@ -6,7 +6,7 @@ import pytest
 
 from foundry_assets.errors import DataError
 from foundry_assets.intake.lot import compute_lot
-from foundry_assets.intake.snapshot import snapshot_drop
+from foundry_assets.intake.stage import snapshot_drop
 from foundry_assets.manifest import load_manifest
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.intake.conftest import RECORDS, write_drop
