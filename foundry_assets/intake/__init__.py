@@ -10,7 +10,7 @@ path holds the content hash) makes a `job_id` reused with different data *or* a 
 
 The ledger (`ledger`, the sensor's cursor) remembers every drop by fingerprint, so a drop is evaluated once per
 content: a valid one requests one run, an invalid one is reported once (with its reason, kept in the ledger) and then
-left alone until its files change. The Select stage's entry point, `snapshot_drop` (`snapshot`), copies the registered
+left alone until its files change. The Select stage's entry point, `snapshot_drop` (`stage`), copies the registered
 job's data into its job folder and fixes the lot number (`lot`). No Dagster in here; `defs/sensors.py` and
 `defs/intake.py` are the thin layers over it.
 """
