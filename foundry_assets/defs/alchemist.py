@@ -7,14 +7,12 @@ import dagster as dg
 from foundry_assets.alchemist.stage import MergeOutcome, MergeRefused, merge_job
 from foundry_assets.audit_events import Event
 from foundry_assets.defs.common import (
-    OWNERS,
-    STAGE_TAGS,
     failure,
     file_hashes,
     job_context,
+    stage_asset,
     table,
 )
-from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import (
     AuditTrailResource,
     GpuResource,
@@ -59,13 +57,7 @@ def _merge_metadata(outcome: MergeOutcome, *, gpu: str, head: str) -> dict[str, 
     }
 
 
-@dg.asset(
-    partitions_def=job_partitions,
-    group_name="alchemist",
-    kinds={"safetensors"},
-    owners=OWNERS,
-    tags=STAGE_TAGS,
-)
+@stage_asset("alchemist", kinds={"safetensors"})
 def merged_model(
     context: dg.AssetExecutionContext,
     trained_adapter: TrainedAdapter,

@@ -1,11 +1,13 @@
 """What every stage asset shares: the job's manifest and lot number, audit records, metadata conventions."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
 from foundry_assets.audit import AuditTrail
+from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
 from foundry_assets.manifest import TrainingManifest
@@ -15,6 +17,21 @@ OWNERS = ["team:ml-platform"]
 """Who answers for the foundry's assets (shown in the UI's catalog, filterable)."""
 STAGE_TAGS = {"compliance": "gxp", "product": "model-foundry"}
 """Every stage feeds the GxP lot; the catalog filters on these."""
+
+
+def stage_asset(
+    group: str, *, kinds: set[str], **options: Any
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """The asset decorator of a stage: partitioned by job, in the stage's group (named as its package), with the
+    foundry's owners and tags; `options` are passed on to `dg.asset` (e.g. `pool="gpu"`)."""
+    return dg.asset(
+        partitions_def=job_partitions,
+        group_name=group,
+        kinds=kinds,
+        owners=OWNERS,
+        tags=STAGE_TAGS,
+        **options,
+    )
 
 
 @dataclass

@@ -8,28 +8,19 @@ import dagster as dg
 
 from foundry_assets.crucible import TrainingRun, train_job
 from foundry_assets.defs.common import (
-    OWNERS,
-    STAGE_TAGS,
     failure,
     file_hashes,
     job_context,
     markdown_table,
+    stage_asset,
     table,
 )
-from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.errors import FoundryError, HardwareIncompatibleError
 from foundry_assets.stages import CuratedDataset, TrainedAdapter
 
 
-@dg.asset(
-    partitions_def=job_partitions,
-    group_name="crucible",
-    kinds={"pytorch", "safetensors"},
-    owners=OWNERS,
-    tags=STAGE_TAGS,
-    pool="gpu",
-)
+@stage_asset("crucible", kinds={"pytorch", "safetensors"}, pool="gpu")
 def trained_adapter(
     context: dg.AssetExecutionContext,
     curated_dataset: CuratedDataset,

@@ -4,21 +4,14 @@ import dagster as dg
 
 from foundry_assets.audit_events import Event
 from foundry_assets.curator.stage import curate
-from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, table
-from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.common import failure, job_context, stage_asset, table
 from foundry_assets.defs.resources import AuditTrailResource, EmbedderResource, GpuResource, WorkspaceResource
 from foundry_assets.devices import device_metadata, resolve_device
 from foundry_assets.errors import FoundryError
 from foundry_assets.stages import CuratedDataset, RawData
 
 
-@dg.asset(
-    partitions_def=job_partitions,
-    group_name="curator",
-    kinds={"jsonl"},
-    owners=OWNERS,
-    tags=STAGE_TAGS,
-)
+@stage_asset("curator", kinds={"jsonl"})
 def curated_dataset(
     context: dg.AssetExecutionContext,
     raw_data: RawData,

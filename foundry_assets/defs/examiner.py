@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 
 from foundry_assets.audit_events import Event
-from foundry_assets.defs.common import OWNERS, STAGE_TAGS, failure, job_context, table
+from foundry_assets.defs.common import failure, job_context, stage_asset, table
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
@@ -53,13 +53,7 @@ def _exam_metadata(value: ExamResult, report: ExamReport, *, gpu: str, head: str
     }
 
 
-@dg.asset(
-    partitions_def=job_partitions,
-    group_name="examiner",
-    kinds={"json"},
-    owners=OWNERS,
-    tags=STAGE_TAGS,
-)
+@stage_asset("examiner", kinds={"json"})
 def exam_report(
     context: dg.AssetExecutionContext,
     curated_dataset: CuratedDataset,

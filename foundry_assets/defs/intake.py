@@ -4,8 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from foundry_assets.audit_events import Event
-from foundry_assets.defs.common import OWNERS, STAGE_TAGS, job_context
-from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.common import job_context, stage_asset
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
 from foundry_assets.intake.receive import DROP_SHA256_TAG, receive_job
@@ -28,13 +27,7 @@ class LaunchConfig(dg.Config):
     )
 
 
-@dg.asset(
-    partitions_def=job_partitions,
-    group_name="intake",
-    kinds={"jsonl"},
-    owners=OWNERS,
-    tags=STAGE_TAGS,
-)
+@stage_asset("intake", kinds={"jsonl"})
 def raw_data(
     context: dg.AssetExecutionContext,
     config: LaunchConfig,
