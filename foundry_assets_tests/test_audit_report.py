@@ -9,7 +9,8 @@ import dagster as dg
 import pytest
 
 from foundry_assets.audit import AuditTrail
-from foundry_assets.audit_report import GATE_CHECK, build_report
+from foundry_assets.audit_checks import GATE_CHECK
+from foundry_assets.audit_report import build_report
 from foundry_assets.cli import main
 from foundry_assets.hashing import sha256_text
 from foundry_assets.manifest import TrainingManifest
@@ -63,15 +64,13 @@ def chain(tmp_path: Path) -> tuple[Path, dict[str, dict[str, Any]], dict[str, di
             **{k: v for k, v in trained.items() if k != "final_loss"},
             "lot_number": LOT,
             "final_loss": 5.25,
-            "loss_curve": "| step | loss |\n|---|---|\n| 10 | 6.5000 |\n| 20 | 5.2500 |",
+            "losses": [{"step": 10, "loss": 6.5}, {"step": 20, "loss": 5.25}],
         },
         "merged_model": {"lot_number": LOT, "method": "fold", "files": merged["files"]},
         "exam_report": {"lot_number": LOT, "passed": True, "reasons": []},
         "published_artifact": {"lot_number": LOT, "files": files, **publish},
     }
-    metadata["merged_model"]["sources"] = (
-        "| source | weight | density |\n|---|---|---|\n| job-x | 1.0 | 0.5 |"
-    )
+    metadata["merged_model"]["sources"] = [{"source": "job-x", "weight": 1.0, "density": 0.5}]
     events = {
         asset: {"run_id": "r" * 36, "metadata": {**m, "audit_head": heads[asset]}}
         for asset, m in metadata.items()
@@ -126,7 +125,7 @@ def test_consistent_chain_is_complete_in_markdown_and_html(tmp_path: Path) -> No
             "heldout_loss_candidate (required < 6): MISMATCH",
         ),
         (
-            lambda e, c: e["trained_adapter"]["metadata"].update(loss_curve="| 10 | 6.5 |"),
+            lambda e, c: e["trained_adapter"]["metadata"].update(losses=[{"step": 10, "loss": 6.5}]),
             "loss curve (step, loss): MISMATCH",
         ),
     ],

@@ -1,4 +1,5 @@
-"""Distribution: `push_artifact(path, version_tag, registry=…)` to the registry a manifest names, and the way back:
+"""Distribution: `publish_job(manifest, exam, merged, …)`, the stage's entry point (the foundry's publish rules), over
+`push_artifact(path, version_tag, registry=…)` to the registry a manifest names, and the way back:
 `fetch_artifact(registry, tag, dest, subfolder=…)` (every file checked against the tag's MANIFEST.sha256) and
 `verify_artifact(registry, tag, files)` (a published tag re-read against the hashes recorded at publish time).
 
@@ -14,6 +15,13 @@ from foundry_assets.publisher.base import (
     RegistryBackend,
 )
 from foundry_assets.publisher.fetch import FetchResult, fetch_artifact, verify_artifact
+from foundry_assets.publisher.job import (
+    PublishJobError,
+    PublishJobResult,
+    Registry,
+    announce,
+    publish_job,
+)
 from foundry_assets.publisher.layout import stage_artifact, write_model_card
 from foundry_assets.publisher.push import push_artifact
 from foundry_assets.publisher.registry import backend_for, registered_schemes
@@ -30,13 +38,18 @@ __all__ = [
     "DeliveryResult",
     "FetchResult",
     "FetchStepError",
+    "PublishJobError",
+    "PublishJobResult",
     "PublishResult",
     "PublishStepError",
+    "Registry",
     "RegistryBackend",
+    "announce",
     "backend_for",
     "deployment_payload",
     "fetch_artifact",
     "notify_deployment",
+    "publish_job",
     "push_artifact",
     "registered_schemes",
     "stage_artifact",

@@ -44,7 +44,6 @@ def render_model_card(manifest: Mapping[str, Any], exam_report: Mapping[str, Any
         "library_name": "peft",
         "tags": ["coreason-model-foundry", method_name],
     }
-    passed = exam_report.get("passed")
     lines = ["---", yaml.safe_dump(front, sort_keys=True).strip(), "---", ""]
     lines += [f"# {manifest.get('job_id', 'model')} — {target.get('tag', '')}".rstrip(" —"), ""]
     lines += [
@@ -54,7 +53,21 @@ def render_model_card(manifest: Mapping[str, Any], exam_report: Mapping[str, Any
         "## Training",
         "",
     ]
-    lines += _table(
+    lines += _training_table(method_name, method, exam_report)
+    lines += _exam_section(exam_report)
+    lines += [
+        "",
+        "## Files and verification",
+        "",
+        f"`{MANIFEST_FILE}` is the training manifest, `{EXAM_REPORT_FILE}` the full exam report. `MANIFEST.sha256` "
+        "lists the SHA256 of every file; check a download with `sha256sum -c MANIFEST.sha256`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _training_table(method_name: str, method: Mapping[str, Any], exam_report: Mapping[str, Any]) -> list[str]:
+    """How the adapter was trained, and the lot it was trained from."""
+    return _table(
         [
             ("method", method_name),
             ("rank / alpha", f"{method.get('rank')} / {method.get('alpha') or method.get('rank')}"),
@@ -67,8 +80,13 @@ def render_model_card(manifest: Mapping[str, Any], exam_report: Mapping[str, Any
             ("manifest sha256", exam_report.get("manifest_sha256")),
         ]
     )
+
+
+def _exam_section(exam_report: Mapping[str, Any]) -> list[str]:
+    """The exam's verdict, its metrics against the baseline, the contamination share and the reasons."""
+    passed = exam_report.get("passed")
     verdict = "passed" if passed else "FAILED" if passed is not None else "not recorded"
-    lines += [
+    lines = [
         "",
         "## Exam",
         "",
@@ -93,14 +111,7 @@ def render_model_card(manifest: Mapping[str, Any], exam_report: Mapping[str, Any
     reasons = exam_report.get("reasons") or []
     if reasons:
         lines += ["", "Reasons:", *(f"- {_cell(r)}" for r in reasons)]
-    lines += [
-        "",
-        "## Files and verification",
-        "",
-        f"`{MANIFEST_FILE}` is the training manifest, `{EXAM_REPORT_FILE}` the full exam report. `MANIFEST.sha256` "
-        "lists the SHA256 of every file; check a download with `sha256sum -c MANIFEST.sha256`.",
-    ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_model_card(

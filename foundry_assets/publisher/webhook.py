@@ -118,7 +118,6 @@ def notify_deployment(
         **(headers or {}),
     }
     where, attempts = redact_url(url), retries + 1
-    last_status: int | None = None
     for attempt in range(1, attempts + 1):
         request = urllib.request.Request(url, data=body, headers=send_headers, method="POST")
         try:
@@ -129,29 +128,36 @@ def notify_deployment(
                 )
                 return DeliveryResult(where, response.status, attempt, key)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            retry, last_status, reason = _retriable(e)
-            if not retry:
-                raise DeliveryError(
-                    f"deployment webhook {where} refused the notice: {reason}; not retried (fix the receiver "
-                    "or the payload, then re-run the notice).",
-                    attempts=attempt,
-                    status_code=last_status,
-                ) from None
-            if attempt == attempts:
-                raise DeliveryError(
-                    f"deployment webhook {where} failed after {attempts} attempts; last: {reason}. The artifact "
-                    "stays published; re-run the notice once the receiver is up.",
-                    attempts=attempt,
-                    status_code=last_status,
-                ) from None
-            delay = backoff_s * 2 ** (attempt - 1)
-            log.warning(
-                "Deployment notice to %s failed (%s); retry %d/%d in %.2f s",
-                where,
-                reason,
-                attempt,
-                retries,
-                delay,
-            )
+            delay = _after_failure(e, where, attempt, attempts, backoff_s)
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _after_failure(error: Exception, where: str, attempt: int, attempts: int, backoff_s: float) -> float:
+    """How long to wait before the next attempt; raises `DeliveryError` when the failure is final (a refusal, or
+    the last attempt)."""
+    retry, status, reason = _retriable(error)
+    if not retry:
+        raise DeliveryError(
+            f"deployment webhook {where} refused the notice: {reason}; not retried (fix the receiver "
+            "or the payload, then re-run the notice).",
+            attempts=attempt,
+            status_code=status,
+        ) from None
+    if attempt == attempts:
+        raise DeliveryError(
+            f"deployment webhook {where} failed after {attempts} attempts; last: {reason}. The artifact "
+            "stays published; re-run the notice once the receiver is up.",
+            attempts=attempt,
+            status_code=status,
+        ) from None
+    delay = backoff_s * 2 ** (attempt - 1)
+    log.warning(
+        "Deployment notice to %s failed (%s); retry %d/%d in %.2f s",
+        where,
+        reason,
+        attempt,
+        attempts - 1,
+        delay,
+    )
+    return delay
