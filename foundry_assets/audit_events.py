@@ -7,7 +7,7 @@ TypedDict naming its fields.
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 
 class Event(StrEnum):
@@ -33,6 +33,13 @@ class Event(StrEnum):
     """Written after the weight folders are removed; its `after` is the `published` record it follows."""
     DEPLOYMENT_NOTIFIED = "deployment_notified"
     DEPLOYMENT_NOTICE_FAILED = "deployment_notice_failed"
+
+
+class OnEvent(Protocol):
+    """How a stage's entry point writes its audit records without knowing Dagster: append one record (`event` with
+    `data`) to the job's trail and return the trail's new head hash (the asset passes `JobContext.audit`)."""
+
+    def __call__(self, event: Event, **data: Any) -> str: ...
 
 
 STAGE_EVENTS: dict[str, Event] = {

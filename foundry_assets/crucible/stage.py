@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
-from foundry_assets.audit_events import Event
+from foundry_assets.audit_events import Event, OnEvent
 from foundry_assets.crucible.checkpoints import CheckpointPlan, PreparedCheckpoints, prepare
 from foundry_assets.crucible.hardware import HardwareReport, check_hardware, manifest_job_shape
 from foundry_assets.crucible.isolation import train_adapter_isolated
@@ -30,12 +30,6 @@ if TYPE_CHECKING:
     from foundry_assets.workspace import Workspace
 
 logger = logging.getLogger(__name__)
-
-
-class OnEvent(Protocol):
-    """Append one audit record (`event` with `data`) and return the trail's new head hash."""
-
-    def __call__(self, event: Event, **data: Any) -> str: ...
 
 
 @dataclass(frozen=True)

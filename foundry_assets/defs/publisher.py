@@ -7,8 +7,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from foundry_assets.defs.common import OWNERS, STAGE_TAGS, file_hashes, job_context
-from foundry_assets.defs.partitions import job_partitions
+from foundry_assets.defs.common import file_hashes, job_context, stage_asset
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.publisher import PublishJobError, announce, publish_job
 from foundry_assets.stages import ExamResult, MergedModel, PublishedArtifact
@@ -23,13 +22,7 @@ def _as_failure() -> Iterator[None]:
         raise dg.Failure(description=str(e), allow_retries=e.allow_retries) from e
 
 
-@dg.asset(
-    partitions_def=job_partitions,
-    group_name="publisher",
-    kinds={"folder"},
-    owners=OWNERS,
-    tags=STAGE_TAGS,
-)
+@stage_asset("publisher", kinds={"folder"})
 def published_artifact(
     context: dg.AssetExecutionContext,
     exam_report: ExamResult,

@@ -15,16 +15,16 @@ from foundry_assets.publisher.base import (
     RegistryBackend,
 )
 from foundry_assets.publisher.fetch import FetchResult, fetch_artifact, verify_artifact
-from foundry_assets.publisher.job import (
+from foundry_assets.publisher.layout import stage_artifact, write_model_card
+from foundry_assets.publisher.push import push_artifact
+from foundry_assets.publisher.registry import backend_for, registered_schemes
+from foundry_assets.publisher.stage import (
     PublishJobError,
     PublishJobResult,
     Registry,
     announce,
     publish_job,
 )
-from foundry_assets.publisher.layout import stage_artifact, write_model_card
-from foundry_assets.publisher.push import push_artifact
-from foundry_assets.publisher.registry import backend_for, registered_schemes
 from foundry_assets.publisher.webhook import (
     DeliveryError,
     DeliveryResult,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foundry_assets.audit import AuditTrail
-from foundry_assets.audit_events import Event, Record, after, latest
+from foundry_assets.audit_events import Event, OnEvent, Record, after, latest
 from foundry_assets.errors import FoundryError, PublishError
 from foundry_assets.manifest import PublishTarget, TrainingManifest
 from foundry_assets.publisher.base import PublishResult, PublishStepError
@@ -31,12 +31,6 @@ from foundry_assets.stages import ExamResult, MergedModel, PublishedArtifact
 from foundry_assets.workspace import Workspace, missing_weights_reason
 
 logger = logging.getLogger(__name__)
-
-
-class OnEvent(Protocol):
-    """Append one audit record (`event` with `data`) and return the trail's new head hash."""
-
-    def __call__(self, event: Event, **data: Any) -> str: ...
 
 
 class Registry(Protocol):
