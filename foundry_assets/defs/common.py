@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from foundry_assets.audit import AuditTrail
+from foundry_assets.audit_events import Event
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.resources import AuditTrailResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
@@ -43,12 +44,9 @@ class JobContext:
     workspace: Workspace
     trail: AuditTrail
 
-    def audit(self, event: str, **data: Any) -> str:
+    def audit(self, event: Event, **data: Any) -> str:
         """Append an audit record; returns the new head hash (recorded in asset metadata)."""
         return str(self.trail.append(event, job_id=self.job_id, **data)["sha256"])
-
-    def stage_dir(self, stage: str) -> Any:
-        return self.workspace.stage_dir(self.job_id, stage)
 
 
 def job_context(
@@ -60,11 +58,6 @@ def job_context(
     except FoundryError as e:
         raise dg.Failure(description=str(e), allow_retries=False) from e
     return JobContext(job_id, manifest, workspace.workspace, audit_trail.trail(job_id))
-
-
-def lot_metadata(upstream: dict[str, Any]) -> dict[str, Any]:
-    """The lot number travels with every stage's output and metadata, from raw_data on."""
-    return {"lot_number": upstream["lot_number"]}
 
 
 def table(columns: list[str], rows: list[list[Any]]) -> dg.TableMetadataValue:

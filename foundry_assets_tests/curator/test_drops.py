@@ -18,17 +18,7 @@ from foundry_assets.curator.formats import DataFormat
 from foundry_assets.curator.pipeline import CurationResult, curate_drop
 from foundry_assets.curator.readers import read_drop
 from foundry_assets.errors import DataError
-
-TOPICS = [
-    "the capital of France",
-    "photosynthesis in plants",
-    "the water cycle",
-    "reversing a string in Python",
-    "the plot of Hamlet",
-    "how spiders build webs",
-    "the boiling point of water",
-    "the causes of the French Revolution",
-]
+from foundry_assets_tests.curator.synthetic import TOPICS
 
 
 def rows_of(shape: str) -> list[dict[str, Any]]:

@@ -12,18 +12,9 @@ from foundry_assets.curator.stage import curate
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.stages import RawData
 from foundry_assets.workspace import Workspace
+from foundry_assets_tests.curator.synthetic import TOPICS
 
 REFERENCE = Path(__file__).parents[2] / "examples" / "reference-manifest.yaml"
-TOPICS = [
-    "the capital of France",
-    "photosynthesis in plants",
-    "the water cycle",
-    "reversing a string in Python",
-    "the plot of Hamlet",
-    "how spiders build webs",
-    "the boiling point of water",
-    "the causes of the French Revolution",
-]
 
 
 def test_curate_reads_the_manifest_sections_and_writes_the_job_folder(

@@ -8,6 +8,9 @@ import dagster as dg
 import pytest
 import yaml
 
+from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
+from foundry_assets.defs.curator import curated_dataset
+from foundry_assets.defs.intake import raw_data
 from foundry_assets.demo.drop import DemoDrop, write_demo_drop
 from foundry_assets.workspace import Workspace
 
@@ -66,3 +69,16 @@ def live_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("FOUNDRY_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     yield make_client(port)
     server.stop()
+
+
+def curate_job(instance: dg.DagsterInstance, job_id: str) -> dg.ExecuteInProcessResult:
+    """raw_data and curated_dataset of a registered job, through Dagster as in a run."""
+    result = dg.materialize(
+        FOUNDRY_ASSETS,
+        selection=[raw_data, curated_dataset],
+        partition_key=job_id,
+        instance=instance,
+        resources=build_resources(),
+    )
+    assert result.success
+    return result

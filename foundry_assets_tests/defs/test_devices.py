@@ -10,16 +10,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from foundry_assets import devices
-from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
-from foundry_assets.defs.curator import curated_dataset
 from foundry_assets.defs.examiner import exam_report
-from foundry_assets.defs.intake import raw_data
 from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
 from foundry_assets.manifest import load_manifest
 from foundry_assets.runner import register_job
 from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel
 from foundry_assets.workspace import Workspace
-from foundry_assets_tests.defs.conftest import make_drop
+from foundry_assets_tests.defs.conftest import curate_job, make_drop
 
 pytestmark = pytest.mark.slow
 
@@ -34,19 +31,6 @@ def _metadata(instance: dg.DagsterInstance, asset: str, job_id: str) -> dict[str
     ).records
     assert records and records[0].asset_materialization is not None, f"{asset} was not materialized"
     return {key: value.value for key, value in records[0].asset_materialization.metadata.items()}
-
-
-def _curate(instance: dg.DagsterInstance, job_id: str) -> dg.ExecuteInProcessResult:
-    """raw_data and curated_dataset of a registered job, through Dagster as in a run."""
-    result = dg.materialize(
-        FOUNDRY_ASSETS,
-        selection=[raw_data, curated_dataset],
-        partition_key=job_id,
-        instance=instance,
-        resources=build_resources(),
-    )
-    assert result.success
-    return result
 
 
 def _exam(
@@ -83,7 +67,7 @@ def test_curation_and_exam_record_the_cpu_when_compute_device_is_cpu(
     drop = make_drop(demo_root, "device-cpu", compute={"device": "cpu"})
     manifest = load_manifest(drop.manifest_path)
     register_job(manifest, instance, workspace)
-    result = _curate(instance, "device-cpu")
+    result = curate_job(instance, "device-cpu")
     curated = _metadata(instance, "curated_dataset", "device-cpu")
     assert (curated["device"], curated["device_name"]) == ("cpu", "cpu")
 
@@ -120,7 +104,7 @@ def test_curation_and_exam_run_on_the_device_resolve_device_returns(
         return real_sentence_transformer(path, device="cpu", **kwargs)
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", sentence_transformer)
-    result = _curate(instance, "device-auto")
+    result = curate_job(instance, "device-auto")
     assert embedder_devices == ["cuda"]
     curated = _metadata(instance, "curated_dataset", "device-auto")
     assert (curated["device"], curated["device_name"]) == ("cuda", "Spy GPU")
