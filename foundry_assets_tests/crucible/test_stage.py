@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from foundry_assets.audit_events import Event
-from foundry_assets.crucible import job as job_module
+from foundry_assets.crucible import stage as stage_module
 from foundry_assets.crucible import train_job
 from foundry_assets.crucible.checkpoints import LOT_FILE, PreparedCheckpoints
 from foundry_assets.crucible.result import TrainResult
@@ -79,7 +79,7 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             gradient_checkpointing=False,
         )
 
-    monkeypatch.setattr(job_module, "train_adapter_isolated", fake_training)
+    monkeypatch.setattr(stage_module, "train_adapter_isolated", fake_training)
     return seen
 
 
