@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,52 +29,6 @@ from foundry_assets.runner import (
     register_job,
 )
 from foundry_assets.workspace import Workspace, default_root
-
-DAEMONS_NEEDED = ("QUEUED_RUN_COORDINATOR", "MONITORING")
-"""The daemons a submitted run depends on: the queue that launches it and the monitor that fails it if its worker dies."""
-HEARTBEAT_FRESH_S = 45.0
-
-
-def daemon_running(instance: dg.DagsterInstance) -> bool:
-    """Whether a dagster-daemon serving this instance's queue and run monitoring has sent a heartbeat lately."""
-    beats = instance.get_daemon_heartbeats()
-    now = time.time()
-    return all(t in beats and now - beats[t].timestamp < HEARTBEAT_FRESH_S for t in DAEMONS_NEEDED)
-
-
-@contextlib.contextmanager
-def instance_daemon(instance: dg.DagsterInstance, say: Callable[[str], None]) -> Iterator[None]:
-    """The instance's daemon for as long as the block runs: the one already running (`dagster dev`, a service), or a
-    `dagster-daemon run` started here and stopped at the end (it dies with this process if this process is killed)."""
-    if daemon_running(instance):
-        yield
-        return
-    from foundry_assets.processes import die_with_parent
-
-    logs = Path(instance.root_directory) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / "daemon.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(WORKSPACE_YAML)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches this process, which stops the run first, then the daemon
-            preexec_fn=die_with_parent,
-        )
-    say(
-        f"no dagster-daemon was serving {instance.root_directory}: started one (pid {process.pid}) for this command"
-    )
-    try:
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        instance.wipe_daemon_heartbeats()  # so the next command does not take this daemon's last beat for a live one
 
 
 def launch_manifest(

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +22,11 @@ import pytest
 import yaml
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG
 
+from foundry_assets.daemon import daemon_running, instance_daemon, keeper_alive
 from foundry_assets.demo.drop import write_demo_drop
 from foundry_assets.launcher import HOST_TAG, PID_TAG, STARTED_TAG, ProcessRunLauncher
 from foundry_assets.runner import INSTANCE_YAML
-from foundry_assets.submit import follow_run, instance_daemon, launch_manifest
+from foundry_assets.submit import follow_run, launch_manifest
 
 
 def _wait(what: str, condition: Callable[[], Any], timeout: float = 120.0) -> Any:
@@ -147,3 +149,42 @@ def test_worker_health_follows_the_recorded_process() -> None:
     finally:
         child.kill()
     assert _health({}) == "RUNNING"  # executed in process (tests): no worker of ours to check
+
+
+def test_two_commands_at_once_share_one_daemon_that_stops_after_the_last(
+    instance: dg.DagsterInstance,
+) -> None:
+    """Two `foundry run` at once on a node with no daemon (two jobs, two GPUs) once started a daemon each, and the two
+    daemons launched the same run twice. One keeper serves both and stops only when neither needs it any more."""
+    home = Path(instance.root_directory)
+    lines: list[str] = []
+    ready = threading.Barrier(2)
+
+    def command(hold_s: float, done: threading.Event) -> None:
+        ready.wait()
+        with instance_daemon(instance, lines.append):
+            _wait("the daemon's heartbeat", lambda: daemon_running(instance), 120)
+            time.sleep(hold_s)
+        done.set()
+
+    long_done, short_done = threading.Event(), threading.Event()
+    for hold_s, done in ((8.0, long_done), (0.0, short_done)):
+        threading.Thread(target=command, args=(hold_s, done), daemon=True).start()
+    assert short_done.wait(150)
+    assert [line for line in lines if "started one" in line] == [lines[0]] and len(lines) == 1
+    keeper = keeper_alive(home)
+    assert keeper is not None, "the keeper stopped while a command still used it"
+    assert long_done.wait(150)
+    _wait("the keeper to stop after the last command", lambda: _ended(keeper), 60)
+    assert keeper_alive(home) is None
+    assert not daemon_running(instance)  # its heartbeats are wiped: the next command starts a new one
+    with instance_daemon(instance, lines.append):
+        assert len(lines) == 2 and "started one" in lines[1]
+    _wait("the last keeper to stop", lambda: keeper_alive(home) is None, 60)
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -44,8 +44,9 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
     log lines, the published location). SIGTERM or Ctrl-C terminates the run being followed."""
     import dagster as dg
 
+    from foundry_assets.daemon import instance_daemon
     from foundry_assets.runner import ensure_dagster_home
-    from foundry_assets.submit import follow_run, instance_daemon, launch_manifest, terminate_on_signals
+    from foundry_assets.submit import follow_run, launch_manifest, terminate_on_signals
 
     _console(verbose)
     home = ensure_dagster_home()

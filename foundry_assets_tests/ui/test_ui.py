@@ -159,7 +159,7 @@ def _open(page: Any, url: str) -> None:
 
 def test_asset_graph_shows_the_six_assets_and_the_exam_check(ui_url: str, page: Any) -> None:
     _open(page, f"{ui_url}/asset-groups")
-    page.get_by_text("examine", exact=True).first.wait_for()  # the graph, groups collapsed, has rendered
+    page.get_by_text("examiner", exact=True).first.wait_for()  # the graph, groups collapsed, has rendered
     page.locator('button:has([aria-label="settings"])').last.click()
     page.get_by_role("menuitem", name="Expand all groups").click()
     page.keyboard.press("Escape")
