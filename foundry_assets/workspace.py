@@ -92,6 +92,14 @@ class Workspace:
     def stage_dir(self, job_id: str, stage: str) -> Path:
         return self.job_dir(job_id) / stage
 
+    def inbox_dir(self) -> Path:
+        """Where the drop sensor looks for drops unless FOUNDRY_DROP_LOCATION names another place."""
+        return self.root / "inbox"
+
+    def received_dir(self) -> Path:
+        """Where drops are received: content-addressed copies, and the scratch folders S3 drops are downloaded to."""
+        return self.root / "received"
+
     def snapshot_path(self, job_id: str, suffix: str) -> Path:
         """The job's copy of its data drop (`raw/data<suffix>`), hashed into the lot number."""
         return self.stage_dir(job_id, RAW) / f"data{suffix or '.jsonl'}"

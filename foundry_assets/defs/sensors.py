@@ -35,7 +35,7 @@ def drop_sensor(
 ) -> dg.SensorResult:
     """Turns each new drop into its partition and one run request; writes nothing itself."""
     ws = workspace.workspace
-    location = os.environ.get(DROP_LOCATION_ENV) or str(ws.root / "inbox")
+    location = os.environ.get(DROP_LOCATION_ENV) or str(ws.inbox_dir())
     source = drop_source(location, workspace=ws, s3_client=publisher.s3.get_client)
     ledger = DropLedger.loads(context.cursor)
     refs = source.list_drops()

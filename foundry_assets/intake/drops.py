@@ -17,11 +17,6 @@ MANIFEST_NAME = "manifest.yaml"
 """The file that makes a folder a drop; producers write it last (after the data), so a half-written drop is unseen."""
 
 
-def received_dir(workspace: Workspace) -> Path:
-    """Where drops are received: content-addressed copies, and the scratch folders S3 drops are downloaded to."""
-    return workspace.root / "received"
-
-
 @dataclass(frozen=True)
 class DropRef:
     """One drop as listed: its folder name, where it is, and a fingerprint of its files (names, sizes, versions)."""
@@ -140,7 +135,7 @@ def drop_source(location: str, *, workspace: Workspace, s3_client: Callable[[], 
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ManifestError(f"drop location {location!r} names no bucket; write s3://BUCKET/PREFIX")
-        return S3Drops(s3_client(), parsed.netloc, parsed.path, scratch=received_dir(workspace))
+        return S3Drops(s3_client(), parsed.netloc, parsed.path, scratch=workspace.received_dir())
     if parsed.scheme == "file":
         return LocalDrops(parsed.path)
     if parsed.scheme and len(parsed.scheme) > 1:

@@ -8,7 +8,7 @@ import yaml
 
 from foundry_assets.errors import DataError, ManifestError
 from foundry_assets.hashing import sha256_file, sha256_text
-from foundry_assets.intake.drops import MANIFEST_NAME, DropFolder, DropRef, DropSource, received_dir
+from foundry_assets.intake.drops import MANIFEST_NAME, DropFolder, DropRef, DropSource
 from foundry_assets.manifest import TrainingManifest, load_manifest, parse_manifest
 from foundry_assets.workspace import Workspace
 
@@ -72,7 +72,7 @@ def inspect_drop(drop: DropFolder, workspace: Workspace) -> DropPlan:
         raise DataError(f"data.path {relative!r} is not in the drop (looked for {data})")
     check_jsonl(data, relative)
     content = sha256_text(f"{sha256_text(manifest_bytes.decode('utf-8'))}:{sha256_file(data)}")
-    dest = received_dir(workspace) / manifest.job_id / content[:16]
+    dest = workspace.received_dir() / manifest.job_id / content[:16]
     registered = manifest.resolve(drop.paths_relative_to or dest)
     registered = registered.model_copy(
         update={"data": registered.data.model_copy(update={"path": str((dest / relative).resolve())})}
