@@ -20,13 +20,13 @@ from pydantic import (
 from foundry_assets.crucible.strategies import registered_names
 from foundry_assets.errors import ManifestError
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REGISTRY_SCHEMES = ("file", "s3", "git+file", "git+ssh", "git+https")
 """URI schemes `publish_target.registry` accepts; a plain path means `file` (kept equal to the publisher's backends)."""
 
 
 def _check_safe_name(field: str, value: str) -> str:
-    if not _SAFE_NAME.match(value) or ".." in value:
+    if not _SAFE_NAME.fullmatch(value) or ".." in value:  # fullmatch: `$` would allow a last newline
         raise ValueError(
             f"{field} {value!r} is not a safe name: it becomes a partition key and a folder name. "
             "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, with no '/', '..' or spaces "
@@ -441,6 +441,31 @@ def parse_manifest(document: Any, *, source: str = "manifest") -> TrainingManife
         raise ManifestError(f"{summary}\n{_describe(e)}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives one key twice (YAML itself lets the last one win silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} is given twice (lines {seen[key]} and {line}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """A manifest's YAML document (safe types only; a key given twice is a yaml.YAMLError naming it and its lines).
+    Every place that reads a manifest's text uses this, so a drop, a pasted manifest and a file are read alike."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def load_manifest(path: str | Path, *, resolve_paths: bool = True) -> TrainingManifest:
     """Read and validate a manifest file; relative paths are resolved against the file's folder."""
     path = Path(path)
@@ -451,7 +476,7 @@ def load_manifest(path: str | Path, *, resolve_paths: bool = True) -> TrainingMa
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"Manifest file {str(path)!r} cannot be read: {e}") from None
     try:
-        document = yaml.safe_load(text)
+        document = read_yaml(text)
     except yaml.YAMLError as e:
         raise ManifestError(f"{path} is not valid YAML: {e}") from None
     manifest = parse_manifest(document, source=str(path))

@@ -64,6 +64,12 @@ def test_reference_manifest_is_accepted_exactly() -> None:
             "names no bucket",
         ),
         (lambda d: d["publish_target"].update(tag="v1/../x"), "publish_target.tag", "not a safe name"),
+        (lambda d: d["publish_target"].update(tag="v1\n"), "publish_target.tag", "not a safe name"),
+        (
+            lambda d: d.update(job_id="job-a\n"),
+            "job_id",
+            "not a safe name",
+        ),  # `$` matched before a last newline
         (lambda d: d.pop("base_model"), "base_model", "required field is missing"),
         (lambda d: d["compute"].update(batch_size="four"), "compute.batch_size", "got 'four'"),
     ],
@@ -212,3 +218,12 @@ def test_every_manifest_field_is_read() -> None:
         if (cls, field) not in reads
     ]
     assert not unread, f"manifest fields never read: {unread}"
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path: Path) -> None:
+    """YAML lets a repeated key silently win; in a GxP manifest the first value would be lost without a word."""
+    text = REFERENCE.read_text().replace('job_id: "train', 'job_id: a\njob_id: "train', 1)
+    path = tmp_path / "manifest.yaml"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=r"'job_id' is given twice \(lines 2 and 3\)"):
+        load_manifest(path)

@@ -10,6 +10,7 @@ is recorded in the result (`preconditions.resolve_backend`, which imports Unslot
 transformers). Any other failure is raised, never papered over.
 """
 
+import json
 import logging
 import os
 import shutil
@@ -39,7 +40,7 @@ from foundry_assets.crucible.strategies import TrainingStrategy, get_strategy
 from foundry_assets.crucible.telemetry import peak_memory_gib, plot_losses, reset_peak_memory
 from foundry_assets.crucible.trainer import LogFn, TrainerRun, build_trainer
 from foundry_assets.errors import TrainingError
-from foundry_assets.fsio import replace_dir
+from foundry_assets.fsio import replace_dir, write_text
 from foundry_assets.hashing import sha256_tree
 
 __all__ = ["ensure_unsloth_first", "loss_plot_path", "train_adapter"]
@@ -186,9 +187,20 @@ def _save(model: Any, tokenizer: Any, staging: Path, out_dir: Path) -> None:
     """Adapter and tokenizer into `staging`, swept to safetensors/config/tokenizer files, then renamed to `out_dir`."""
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    _sort_target_modules(staging / "adapter_config.json")
     _sweep(staging)
     _check_adapter_files(staging)
     replace_dir(staging, out_dir)
+
+
+def _sort_target_modules(config_path: Path) -> None:
+    """PEFT keeps `target_modules` as a set and writes it in set order, which follows PYTHONHASHSEED: the same adapter
+    saved by two processes differed in this file, so a re-publish was refused as different content. Sorted, it is
+    the same bytes every time."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        write_text(config_path, json.dumps(config, indent=2, sort_keys=True))  # as PEFT writes it
 
 
 def _result(setup: _Setup, run: TrainerRun, trained: _Trained) -> TrainResult:

@@ -9,7 +9,7 @@ import yaml
 from foundry_assets.errors import DataError, ManifestError
 from foundry_assets.hashing import sha256_file, sha256_text
 from foundry_assets.intake.drops import MANIFEST_NAME, DropFolder, DropRef, DropSource
-from foundry_assets.manifest import TrainingManifest, load_manifest, parse_manifest
+from foundry_assets.manifest import TrainingManifest, load_manifest, parse_manifest, read_yaml
 from foundry_assets.workspace import Workspace
 
 
@@ -57,7 +57,7 @@ def inspect_drop(drop: DropFolder, workspace: Workspace) -> DropPlan:
     """
     try:
         manifest_bytes = (drop.path / MANIFEST_NAME).read_bytes()
-        document = yaml.safe_load(manifest_bytes.decode("utf-8"))
+        document = read_yaml(manifest_bytes.decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ManifestError(f"{MANIFEST_NAME} cannot be read as YAML: {e}") from None
     manifest = parse_manifest(document, source=MANIFEST_NAME)

@@ -12,7 +12,7 @@ from foundry_assets.errors import DataError, ManifestError
 from foundry_assets.fsio import build_dir, copy_file, write_bytes
 from foundry_assets.intake.drops import MANIFEST_NAME, DropFolder, find_drop
 from foundry_assets.intake.plan import check_jsonl, inspect_drop, reused_error
-from foundry_assets.manifest import TrainingManifest, parse_manifest
+from foundry_assets.manifest import TrainingManifest, parse_manifest, read_yaml
 from foundry_assets.workspace import Workspace
 
 DROP_SHA256_TAG = "foundry/drop_sha256"
@@ -87,7 +87,7 @@ def receive_manifest_text(text: str, workspace: Workspace, *, job_id: str) -> Tr
     """Register a manifest given as YAML text (pasted in the launchpad) for job `job_id`, with the same field-named
     validation as a manifest file. Its data must already be on the node: `data.path` absolute, a JSONL file."""
     try:
-        document = yaml.safe_load(text)
+        document = read_yaml(text)
     except yaml.YAMLError as e:
         raise ManifestError(f"manifest_yaml is not YAML: {e}") from None
     manifest = parse_manifest(document, source="manifest_yaml")

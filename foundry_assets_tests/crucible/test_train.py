@@ -145,6 +145,8 @@ def test_train_every_strategy(
         "up_proj",
         "down_proj",
     }
+    # PEFT keeps target_modules as a set (its order follows PYTHONHASHSEED): saved sorted, the same bytes every run
+    assert config["target_modules"] == sorted(config["target_modules"])
 
     # DoRA: magnitude vectors saved and trained
     with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as tensors:
