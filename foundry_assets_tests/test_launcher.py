@@ -67,7 +67,12 @@ def _gpu_slot_holders(instance: dg.DagsterInstance) -> set[str]:
 
 
 def _training_started(instance: dg.DagsterInstance, run_id: str, job_dir: Path) -> bool:
-    return run_id in _gpu_slot_holders(instance) and any(job_dir.glob("**/checkpoint-*"))
+    """The run holds its gpu slot and has written one whole checkpoint (trainer_state.json is the trainer's last write).
+
+    Waiting for a bare `checkpoint-N/` folder raced the trainer: a kill while the first checkpoint was being written
+    left nothing to resume from, and the retry rightly started at step 0.
+    """
+    return run_id in _gpu_slot_holders(instance) and any(job_dir.glob("**/checkpoint-*/trainer_state.json"))
 
 
 @pytest.mark.slow
