@@ -28,6 +28,8 @@ class Event(StrEnum):
     EXAM_VERDICT = "exam_verdict"
     PUBLISH_REFUSED = "publish_refused"
     PUBLISH_FAILED = "publish_failed"
+    PUBLISH_STARTED = "publish_started"
+    """The gate passed and the staged files were hashed; the push follows (the intent a crashed publish resumes)."""
     PUBLISHED = "published"
     NODE_WEIGHTS_REMOVED = "node_weights_removed"
     """Written after the weight folders are removed; its `after` is the `published` record it follows."""
@@ -88,6 +90,19 @@ class ExamVerdict(TypedDict, total=False):
     metrics: list[dict[str, Any]]
     report: dict[str, Any]
     lot_number: str
+    model_sha256: str
+    """Tree digest of the model folder the exam loaded (`hashing.tree_digest`): the publish gate's link to `merged`."""
+
+
+class PublishStarted(TypedDict, total=False):
+    """Written before the push, after the gate: a crash before `published` is completed from it by the next run."""
+
+    uri: str
+    tag: str
+    registry: str
+    artifact: str
+    files: dict[str, str]
+    lot_number: str
 
 
 class Published(TypedDict, total=False):
@@ -99,6 +114,8 @@ class Published(TypedDict, total=False):
     artifact_sha256: str
     files: dict[str, str]
     lot_number: str
+    recovered_from: int
+    """Set when a crashed publish was completed: the `publish_started` record whose push reached the registry."""
 
 
 class WeightsRemoved(TypedDict, total=False):

@@ -15,6 +15,7 @@ from foundry_assets.defs.curator import curated_dataset
 from foundry_assets.defs.examiner import exam_report, exam_report_passes_gate
 from foundry_assets.defs.executor import build_executor, gpu_lock_dir, io_dir
 from foundry_assets.defs.intake import raw_data
+from foundry_assets.defs.io_manager import StageResultIOManager
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.publisher import published_artifact
 from foundry_assets.defs.resources import (
@@ -47,7 +48,7 @@ def build_resources() -> dict[str, Any]:
         "gpu": GpuResource(lock_dir=gpu_lock_dir()),
         "publisher": PublisherResource(s3=s3_resource_from_env()),
         # explicit, so a later run (or the UI) can load any partition's upstream values from DAGSTER_HOME
-        "io_manager": dg.FilesystemIOManager(base_dir=io_dir(default_root())),
+        "io_manager": StageResultIOManager(base_dir=io_dir(default_root())),
     }
 
 

@@ -6,9 +6,11 @@ rename survives a crash. A folder is built beside its target under a temporary n
 one is removed only once the new one is in place.
 """
 
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -129,13 +131,48 @@ def replace_dir(source: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _owner() -> str:
+    """Who builds a folder (pid@host, in its temporary name): a killed builder's leftovers can be told from a live
+    one's. Read at each build, never cached: a forked worker is another owner than its parent."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    pid, _, host = owner.partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another node's (a shared volume): only that node can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead_work_dirs(dest: str | Path) -> list[Path]:
+    """Remove the temporary folders `build_dir` left beside `dest` when its process was killed (a SIGKILL runs no
+    cleanup); those of live processes, and of other nodes, are left alone. Returns what was removed."""
+    target = Path(dest)
+    removed: list[Path] = []
+    if not target.parent.is_dir():
+        return removed
+    for leftover in target.parent.glob(f".{target.name}.work-*"):
+        owner = leftover.name[len(f".{target.name}.work-") :].rpartition(".")[0]
+        if leftover.is_dir() and owner.count("@") == 1 and not _owner_alive(owner):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
 def build_dir(dest: str | Path, build: Callable[[Path], object], *, replace: bool = True) -> Path:
     """Build a folder whole: `build(tmp)` fills a temporary folder beside `dest`, which then takes `dest`'s place
     (`replace_dir`; with `replace=False` a plain rename that fails if `dest` appeared meanwhile). On an error the
     temporary folder is removed and `dest` is untouched."""
     target = Path(dest)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.work-"))
+    sweep_dead_work_dirs(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.work-{_owner()}."))
     try:
         build(tmp)
         if replace:
@@ -147,3 +184,17 @@ def build_dir(dest: str | Path, build: Callable[[Path], object], *, replace: boo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing) for the block; other processes wait. The kernel
+    releases it when the holder dies, so a killed holder never blocks the next one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from foundry_assets.audit import AuditTrail
+from foundry_assets.audit_events import Record
+from foundry_assets.errors import FoundryError
+from foundry_assets.intake.lot import compute_lot
 from foundry_assets.manifest import TrainingManifest
+from foundry_assets.publisher.gate import published_record
 from foundry_assets.runner import (
     WORKSPACE_YAML,
     RunOutcome,
@@ -29,6 +34,28 @@ from foundry_assets.runner import (
     register_job,
 )
 from foundry_assets.workspace import Workspace, default_root
+
+
+def published_before(manifest: TrainingManifest, workspace: Workspace) -> Record | None:
+    """The `published` record of this manifest's lot under its tag, when the registry copy still verifies: running
+    the job again would only rebuild weights that are not published over it (`publish_job` keeps the verified copy),
+    so `foundry run` says so and launches nothing. None when the lot is not published (or its copy is gone)."""
+    path = workspace.audit_path(manifest.job_id)
+    if not path.is_file():
+        return None
+    target = manifest.publish_target
+    try:
+        lot = compute_lot(manifest.data.path, manifest).lot_number
+        record = published_record(AuditTrail(path).records(), target, lot)
+        if record is None:
+            return None
+        from foundry_assets.definitions import build_resources
+
+        with dg.build_resources({"publisher": build_resources()["publisher"]}) as resources:
+            resources.publisher.verify(target.registry, target.tag, dict(record["data"].get("files") or {}))
+    except FoundryError:  # a broken trail or a lost copy: the run itself reports it, or publishes again
+        return None
+    return record
 
 
 def launch_manifest(

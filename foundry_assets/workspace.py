@@ -164,6 +164,10 @@ class Workspace:
                 freed[folder.name] = size
         return RemovedWeights(freed, failed)
 
+    def lock_path(self, job_id: str, what: str) -> Path:
+        """The lock file that serializes `what` (e.g. "publish") for one job across processes."""
+        return self.root / "locks" / f"{job_id}.{what}.lock"
+
     def manifest_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "manifest.yaml"
 

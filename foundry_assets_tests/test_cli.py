@@ -108,6 +108,22 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
         assert noise not in done.stderr, noise
     assert "step 10/40: loss" in done.stderr  # the training's progress, from the run log
 
+    # the same command again: the lot is published and its registry copy verifies, so nothing is run or recorded
+    trail = tmp_path / "foundry" / "audit" / "cli-quiet.jsonl"
+    records = trail.read_text().splitlines()
+    again = subprocess.run(
+        [str(Path(sys.executable).parent / "foundry"), "run", str(drop.manifest_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "this lot is already published" in again.stdout and "nothing to run" in again.stdout
+    assert again.stdout.splitlines()[-1] == out[-1]  # the same lot number
+    assert trail.read_text().splitlines() == records
+
 
 def test_drops_lists_what_the_sensor_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -56,7 +56,7 @@ merge = merge_job(
 )
 audit(Event.MERGED, **merge.merged_record())
 exam = examine_job(manifest, curated, merge.model, workspace)
-audit(Event.EXAM_VERDICT, passed=exam.passed, reasons=exam.reasons, lot_number=exam.lot_number)
+audit(Event.EXAM_VERDICT, **exam.verdict_record())
 published = publish_job(manifest, exam, merge.model, workspace, trail, Registry(), audit).artifact
 print(json.dumps({
     "lots": [raw.lot_number, curated.lot_number, trained.lot_number, merge.model.lot_number, exam.lot_number,
@@ -89,4 +89,4 @@ def test_the_six_stages_run_in_order_without_dagster(tmp_path: Path) -> None:
     assert result["status"] == "published" and result["uri"].startswith("file://")
     assert result["chain"]
     assert result["events"][:3] == ["job_accepted", "preflight_passed", "training_started"]
-    assert result["events"][-3:] == ["exam_verdict", "published", "node_weights_removed"]
+    assert result["events"][-4:] == ["exam_verdict", "publish_started", "published", "node_weights_removed"]

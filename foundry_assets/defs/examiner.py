@@ -69,14 +69,7 @@ def exam_report(
     except (OSError, FoundryError) as e:
         raise failure(e, "exam") from e
     report = ExamReport.from_dict(value.report)
-    head = job.audit(
-        Event.EXAM_VERDICT,
-        passed=value.passed,
-        reasons=value.reasons,
-        metrics=value.metrics,
-        report=value.report,
-        lot_number=value.lot_number,
-    )
+    head = job.audit(Event.EXAM_VERDICT, **value.verdict_record())
     context.log.info(
         f"Exam ran on {report.device} ({report.device_name}) in {report.dtype}: base "
         f"{report.baseline_seconds:.1f} s, candidate {report.candidate_seconds:.1f} s"

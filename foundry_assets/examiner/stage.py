@@ -10,6 +10,7 @@ from foundry_assets.devices import resolve_device
 from foundry_assets.examiner.exam import examine
 from foundry_assets.examiner.items import ExamItems, task_items
 from foundry_assets.fsio import read_jsonl, write_json
+from foundry_assets.hashing import sha256_tree, tree_digest
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel
 from foundry_assets.workspace import Workspace
@@ -46,13 +47,12 @@ def examine_job(
     result = ExamResult(
         lot_number=merged.lot_number,
         job_id=manifest.job_id,
-        passed=report.passed,
-        reasons=list(report.reasons),
-        gate=list(report.gate),
         report=report.to_dict(),
         markdown=report.to_markdown(),
         report_path=path,
         source_jobs=merged.source_jobs,
+        # hashed after the exam, from the folder it loaded: the verdict names the bytes it judged
+        model_sha256=tree_digest(sha256_tree(merged.model_dir)),
     )
     write_json(path, result.document(), indent=2, sort_keys=True)
     return result

@@ -2,13 +2,15 @@
 no Dagster in it.
 
 The rules, in order: a failed exam is never published (the blocking check stops the step within one run; this holds
-the gate across runs too), and the exam and the model must come from one lot. `artifact: auto` publishes the merged
-model when merge sources are named. A lot already published under the tag since its latest exam is re-verified from
-the registry instead of staged again (its weights may have left the node). Otherwise the artifact is staged, pushed and
-verified, and the `published` record is written after verification and before staging is removed. A re-run whose
-rebuilt weights differ from the verified tag is refused without touching the tag. Once published, the job's weights
-leave the node (only its records stay). The deployment notice (`announce`) is the caller's last step, after it has
-reported the artifact, so a failed notice never hides a verified publish.
+the gate across runs too), and the exam and the model must come from one lot. Publishing is idempotent and crash-safe:
+a lot already published under the tag is re-verified from the registry and nothing new is recorded; a push that a
+crash cut off after its `publish_started` record is completed from the registry and recorded once. Otherwise the
+gate is re-derived from the audit trail (`publisher.gate`: a passed verdict of this lot that examined these weights),
+the artifact (`artifact: auto` is the merged model when merge sources are named) is staged and its weights re-hashed
+against the hashes recorded when they were saved, the intent is recorded, and the push uploads, verifies and then
+records `published` before staging is removed. Once published, the job's weights leave the node (only its records
+stay). The deployment notice (`announce`) is the caller's last step, after it has reported the artifact, so a failed
+notice never hides a verified publish.
 
 Every decision goes to the audit trail through `on_event` (the caller's audit writer, which returns the trail's new
 head); registries and the webhook are reached through `Registry` (the Dagster layer passes its `PublisherResource`).
@@ -21,10 +23,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foundry_assets.audit import AuditTrail
-from foundry_assets.audit_events import Event, OnEvent, Record, after, latest
+from foundry_assets.audit_events import Event, OnEvent, Record
 from foundry_assets.errors import FoundryError, PublishError
+from foundry_assets.fsio import exclusive_lock
 from foundry_assets.manifest import PublishTarget, TrainingManifest
-from foundry_assets.publisher.base import PublishResult, PublishStepError
+from foundry_assets.publisher.base import PublishResult
+from foundry_assets.publisher.gate import (
+    ReleaseRefused,
+    artifact_kind,
+    check_staged,
+    published_record,
+    release_from_trail,
+    same_target,
+    staged_hashes,
+)
 from foundry_assets.publisher.layout import stage_artifact
 from foundry_assets.publisher.webhook import DeliveryResult, deployment_payload
 from foundry_assets.stages import ExamResult, MergedModel, PublishedArtifact
@@ -105,14 +117,23 @@ def publish_job(
     exam failed, the lots differ, the weights are gone, the registry refuses or fails, or the node cleanup fails.
     """
     _check_gate(manifest.job_id, exam, merged, on_event)
-    try:
-        records = trail.records()
-    except FoundryError as e:
-        raise PublishJobError(f"publish: the job's audit trail: {e}") from e
-    job = _Job(manifest, workspace, registry, on_event, records, exam.lot_number)
-    kind, result, published_head = _publish(job, exam, merged)
+    # one publish of a job at a time (two runs of one partition, a retry beside a re-execution): the second reads
+    # the trail after the first has recorded, and finds the lot published
+    with exclusive_lock(workspace.lock_path(manifest.job_id, "publish")):
+        try:
+            records = trail.records()
+        except FoundryError as e:
+            raise PublishJobError(f"publish: the job's audit trail: {e}") from e
+        job = _Job(manifest, workspace, registry, on_event, records, exam.lot_number)
+        return _publish_and_clean(job, exam, merged, log)
+
+
+def _publish_and_clean(
+    job: _Job, exam: ExamResult, merged: MergedModel, log: logging.Logger
+) -> PublishJobResult:
+    kind, result, published, head = _publish(job, exam, merged)
     log.info(f"Published {kind} of job {job.job_id} to {result.uri} ({result.status})")
-    head, removed = _remove_weights(job, after=published_head)
+    head, removed = _remove_weights(job, after=published, head=head)
     log.info(
         f"Removed the weights of job {job.job_id} from this node ({removed['bytes_freed']} bytes: "
         f"{', '.join(removed['folders']) or 'nothing left'}); the registry holds {result.uri}"
@@ -158,14 +179,6 @@ def announce(
     return delivery
 
 
-def artifact_kind(manifest: TrainingManifest) -> str:
-    """What the manifest publishes: `artifact: auto` is the merged model when merge sources are named."""
-    kind: str = manifest.publish_target.artifact
-    if kind == "auto":
-        kind = "merged_model" if manifest.merge.sources else "adapter"
-    return kind
-
-
 def _check_gate(job_id: str, exam: ExamResult, merged: MergedModel, on_event: OnEvent) -> None:
     """The exam gate across runs (the blocking check holds it within one), and one lot for exam and model."""
     if not exam.passed:
@@ -179,43 +192,116 @@ def _check_gate(job_id: str, exam: ExamResult, merged: MergedModel, on_event: On
         )
 
 
-def _publish(job: _Job, exam: ExamResult, merged: MergedModel) -> tuple[str, PublishResult, str]:
-    """Push the staged artifact, or re-verify the registry copy of a lot already published since its latest exam.
-    Returns (artifact kind, the registry's answer, head of the `published` record)."""
-    target, kind = job.target, artifact_kind(job.manifest)
-    earlier = published_record(job.records, target, job.lot, since_latest_exam=True)
-    if earlier is not None:
-        kind = str(earlier["data"].get("artifact") or kind)
+def _publish(job: _Job, exam: ExamResult, merged: MergedModel) -> tuple[str, PublishResult, str, str]:
+    """Publish once: a lot already published under the tag is re-verified and left alone (no new record); a push a
+    crash cut off after its `publish_started` record is completed from the registry; otherwise the trail's gate is
+    checked, the artifact staged and re-hashed, the intent recorded, and the push made.
+    Returns (artifact kind, the registry's answer, the `published` record's hash, the trail's head)."""
+    target = job.target
+    done = _already_published(job, exam, merged)
+    if done is not None:
+        return done
+    recovered = _complete_interrupted(job)
+    if recovered is not None:
+        return recovered
+    kind = artifact_kind(job.manifest)
     heads: list[str] = []
 
     def record(result: PublishResult) -> None:  # after verification, before staging is removed
         heads.append(_record_published(job, result, kind))
 
+    staging = _stage_checked(job, exam, merged, kind)
     try:
-        if earlier is not None:
-            # This lot is already published under this tag (a re-run, e.g. to retry a deployment notice): its
-            # weights may have left the node, so the registry copy is re-verified against the publish record.
-            result = job.registry.verify(
-                target.registry, target.tag, dict(earlier["data"].get("files") or {})
-            )
-            record(result)
-        else:
-            staging = _stage(job, exam, merged, kind)
-            result = job.registry.push(staging, target.tag, registry=target.registry, on_verified=record)
-    except PublishJobError:
-        raise  # the weights are gone (recorded by `_stage`): not a registry failure
+        result = job.registry.push(staging, target.tag, registry=target.registry, on_verified=record)
     except FoundryError as e:
         job.on_event(Event.PUBLISH_FAILED, registry=target.registry, tag=target.tag, reason=str(e))
-        before = published_record(job.records, target, job.lot, since_latest_exam=False)
-        if isinstance(e, PublishStepError) and e.step == "compare" and before is not None:
-            _refuse_rebuilt_weights(job, before)
         raise PublishJobError(f"publish: {e}") from e
-    return kind, result, heads[-1]
+    return kind, result, heads[-1], heads[-1]
+
+
+def _already_published(
+    job: _Job, exam: ExamResult, merged: MergedModel
+) -> tuple[str, PublishResult, str, str] | None:
+    """This lot's `published` record under this tag, when the registry copy still verifies: the publish is done, and
+    this run (which may have rebuilt the weights: training is not bit-reproducible) publishes nothing new."""
+    earlier = published_record(job.records, job.target, job.lot)
+    if earlier is None:
+        return None
+    data = earlier["data"]
+    try:
+        result = job.registry.verify(job.target.registry, job.target.tag, dict(data.get("files") or {}))
+    except FoundryError as e:
+        lost = f"lot {job.lot[:12]}… was published to {data.get('uri')} (audit record #{earlier['seq']}), but that copy no longer verifies: {e}"
+        kind = artifact_kind(job.manifest)
+        source = merged.model_dir if kind == "merged_model" else merged.adapter_dir
+        if source is None or not Path(source).is_dir():  # nothing on the node to publish in its place
+            job.on_event(Event.PUBLISH_FAILED, registry=job.target.registry, tag=job.target.tag, reason=lost)
+            raise PublishJobError(
+                f"publish: {lost}. Restore the tag from a copy, or run the job again to rebuild and re-examine it"
+            ) from e
+        logger.warning(f"{lost}; publishing this run's examined artifact in its place")
+        return None
+    logger.info(
+        f"lot {job.lot[:12]}… of job {job.job_id} is already published to {result.uri} (audit record "
+        f"#{earlier['seq']}) and that copy verifies: nothing new is published"
+    )
+    kind = str(data.get("artifact") or artifact_kind(job.manifest))
+    return kind, result, earlier["sha256"], job.records[-1]["sha256"]
+
+
+def _complete_interrupted(job: _Job) -> tuple[str, PublishResult, str, str] | None:
+    """A `publish_started` of this lot and tag with no `published` after it: a run died during its push. When the
+    registry holds exactly the files it was pushing, the publish is recorded now (once); otherwise None (push again)."""
+    started = [
+        r
+        for r in job.records
+        if r.get("event") == Event.PUBLISH_STARTED and same_target(r, job.target, job.lot)
+    ]
+    if not started or published_record(job.records, job.target, job.lot):
+        return None
+    intent = started[-1]
+    files, kind = dict(intent["data"].get("files") or {}), str(intent["data"].get("artifact"))
+    try:
+        result = job.registry.verify(job.target.registry, job.target.tag, files)
+    except FoundryError as e:
+        logger.info(
+            f"the push of publish_started record #{intent['seq']} did not complete ({e}); pushing again"
+        )
+        return None
+    head = _record_published(job, result, kind, recovered_from=intent["seq"])
+    logger.warning(
+        f"completed the publish interrupted after audit record #{intent['seq']}: {result.uri} holds exactly the "
+        "files it was pushing, now recorded as published"
+    )
+    return kind, result, head, head
+
+
+def _stage_checked(job: _Job, exam: ExamResult, merged: MergedModel, kind: str) -> Path:
+    """The gate as the trail proves it, the artifact staged, its weights re-hashed against the saved record, and the
+    intent (`publish_started`, with every staged file's hash) recorded before anything leaves the node."""
+    try:
+        release = release_from_trail(job.records, lot=job.lot, kind=kind)
+        staging = _stage(job, exam, merged, kind)
+        staged = staged_hashes(staging)
+        check_staged(staged, kind=kind, release=release)
+    except ReleaseRefused as e:
+        job.on_event(Event.PUBLISH_REFUSED, reasons=[str(e)])
+        raise PublishJobError(f"publish refused: {e}") from e
+    job.on_event(
+        Event.PUBLISH_STARTED,
+        uri=job.target.registry,
+        tag=job.target.tag,
+        registry=job.target.registry,
+        artifact=kind,
+        files=staged,
+        lot_number=job.lot,
+    )
+    return staging
 
 
 def _stage(job: _Job, exam: ExamResult, merged: MergedModel, kind: str) -> Path:
-    """Lay out the artifact in the job's staging folder; missing weights are recorded as a failed publish, with why
-    they are gone and what to do."""
+    """Lay out the artifact in the job's staging folder (any leftover of a killed run is replaced); missing weights
+    are recorded as a failed publish, with why they are gone and what to do."""
     source = merged.model_dir if kind == "merged_model" else merged.adapter_dir
     if not source or not Path(source).is_dir():
         reason = missing_weights_reason(source or job.workspace.adapter_dir(job.job_id), job.records)
@@ -230,9 +316,10 @@ def _stage(job: _Job, exam: ExamResult, merged: MergedModel, kind: str) -> Path:
     )
 
 
-def _record_published(job: _Job, result: PublishResult, kind: str) -> str:
+def _record_published(job: _Job, result: PublishResult, kind: str, **recovered: int) -> str:
     return job.on_event(
         Event.PUBLISHED,
+        **recovered,
         uri=result.uri,
         tag=result.tag,
         registry=job.target.registry,
@@ -244,52 +331,13 @@ def _record_published(job: _Job, result: PublishResult, kind: str) -> str:
     )
 
 
-def published_record(
-    records: list[Record], target: PublishTarget, lot: str, *, since_latest_exam: bool
-) -> Record | None:
-    """The latest `published` record of this lot under this tag; with `since_latest_exam`, only one written after the
-    latest exam verdict (then this publish step is running again for the same exam)."""
-    start = 0
-    if since_latest_exam:
-        verdict = latest(records, Event.EXAM_VERDICT)
-        if verdict is None or verdict["data"].get("lot_number") != lot:
-            return None
-        start = verdict["seq"]
-    matching = [
-        record
-        for record in after(records, Event.PUBLISHED, start)
-        if record["data"].get("tag") == target.tag
-        and record["data"].get("registry", target.registry) == target.registry
-        and record["data"].get("lot_number", lot) == lot
-    ]
-    return matching[-1] if matching else None
-
-
-def _refuse_rebuilt_weights(job: _Job, before: Record) -> None:
-    """A re-run of an already-published lot rebuilt weights that differ from the tag's: keep the registry's verified
-    copy as the job's artifact, remove the rebuilt weights from the node, and say so. Returns (for the plain refusal)
-    only when the registry copy no longer verifies."""
-    data = before["data"]
-    try:
-        job.registry.verify(job.target.registry, job.target.tag, dict(data.get("files") or {}))
-    except FoundryError:
-        return
-    _head, removed = _remove_weights(job, after=before["sha256"])
-    raise PublishJobError(
-        f"publish: lot {str(data.get('lot_number', ''))[:12]}… of job {job.job_id} is already published "
-        f"to {data.get('uri')} (audit record #{before['seq']}), and that copy is verified. This run rebuilt the "
-        "weights and they differ byte for byte (training is not bit-reproducible), so they are not published over "
-        f"the tag; they were removed from the node ({removed['bytes_freed']} bytes). The published artifact stays "
-        "this job's; to publish a new training, register it under a new job_id and tag."
-    )
-
-
-def _remove_weights(job: _Job, after: str) -> tuple[str, dict[str, Any]]:
-    """Remove the job's weight folders after a verified publish; record what was freed. Returns (head, summary)."""
+def _remove_weights(job: _Job, *, after: str, head: str) -> tuple[str, dict[str, Any]]:
+    """Remove the job's weight folders after the verified publish recorded as `after`; record what was freed.
+    Returns (the trail's head, summary); `head` is the head before, kept when nothing was left to remove."""
     removed = job.workspace.remove_weights(job.job_id)
     summary = removed.to_metadata()
     if not removed.folders and not removed.failed:
-        return after, summary
+        return head, summary
     head = job.on_event(Event.NODE_WEIGHTS_REMOVED, after=after, **summary)
     if removed.failed:
         raise PublishJobError(

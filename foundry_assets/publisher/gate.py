@@ -1,0 +1,112 @@
+"""The publish gate as the audit trail proves it, and the staged artifact checked against what was examined.
+
+A stored step output (`ExamResult`, `MergedModel`) says what the previous step handed on, but it is a file under
+DAGSTER_HOME that anyone with access can rewrite, and the weights it names can change on disk after the exam. The
+trail is hash-chained (and its head is in Dagster's event log), so the release is re-derived from it:
+
+- the job's latest `exam_verdict` is of this lot, and passed;
+- it examined the weights of the latest `merged` record before it (`model_sha256`, the tree digest of those files);
+- the staged weights hash to what was recorded when they were saved: the `merged` record's files for a merged model,
+  the `adapter_saved` record (before that merge) for an adapter.
+
+Anything else is refused with the record numbers an auditor can look up.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from foundry_assets.audit_events import Event, Record, latest
+from foundry_assets.errors import PublishError
+from foundry_assets.hashing import sha256_tree, tree_digest
+from foundry_assets.manifest import PublishTarget, TrainingManifest
+from foundry_assets.publisher.base import HASH_MANIFEST
+
+
+class ReleaseRefused(PublishError):
+    """The trail does not prove this artifact passed its exam, or the staged files are not the examined ones."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the trail allows to ship: the passed verdict and the weight files' hashes recorded when they were saved."""
+
+    verdict: Record
+    saved: Record
+    """The `merged` or `adapter_saved` record whose `files` the staged weights must match."""
+
+    @property
+    def expected(self) -> dict[str, str]:
+        return dict(self.saved["data"].get("files") or {})
+
+
+def artifact_kind(manifest: TrainingManifest) -> str:
+    """What the manifest publishes: `artifact: auto` is the merged model when merge sources are named."""
+    kind: str = manifest.publish_target.artifact
+    if kind == "auto":
+        kind = "merged_model" if manifest.merge.sources else "adapter"
+    return kind
+
+
+def release_from_trail(records: list[Record], *, lot: str, kind: str) -> Release:
+    """The release the trail proves for `lot`, or `ReleaseRefused` saying which record is missing or disagrees."""
+    verdict = latest(records, Event.EXAM_VERDICT)
+    if verdict is None or verdict["data"].get("lot_number") != lot:
+        raise ReleaseRefused(f"the audit trail holds no exam verdict of lot {lot[:12]}…; run the exam again")
+    if verdict["data"].get("passed") is not True:
+        reasons = "; ".join(str(r) for r in verdict["data"].get("reasons") or []) or "no reason recorded"
+        raise ReleaseRefused(f"the trail's latest exam verdict (record #{verdict['seq']}) failed: {reasons}")
+    merged = latest(records, Event.MERGED, before=verdict["seq"])
+    if merged is None:
+        raise ReleaseRefused(
+            f"no `merged` record precedes exam verdict #{verdict['seq']}: what was examined?"
+        )
+    examined = verdict["data"].get("model_sha256")
+    if examined != tree_digest(dict(merged["data"].get("files") or {})):
+        raise ReleaseRefused(
+            f"exam verdict #{verdict['seq']} examined weights {str(examined)[:12]}…, not those of merge record "
+            f"#{merged['seq']}; run the exam again on the merged model"
+        )
+    if kind == "merged_model":
+        return Release(verdict, merged)
+    saved = latest(records, Event.ADAPTER_SAVED, before=merged["seq"])
+    if saved is None:
+        raise ReleaseRefused(f"no `adapter_saved` record precedes merge record #{merged['seq']}")
+    return Release(verdict, saved)
+
+
+def staged_hashes(staging: Path) -> dict[str, str]:
+    """Every staged file's SHA256 (as the registry will list them: `MANIFEST.sha256` aside)."""
+    return {name: digest for name, digest in sha256_tree(staging).items() if name != HASH_MANIFEST}
+
+
+def check_staged(staged: dict[str, str], *, kind: str, release: Release) -> None:
+    """The staged `<kind>/` files are exactly the recorded ones, byte for byte; `ReleaseRefused` names the first
+    that differs, is missing or is extra."""
+    prefix = f"{kind}/"
+    weights = {name[len(prefix) :]: digest for name, digest in staged.items() if name.startswith(prefix)}
+    expected = release.expected
+    differing = sorted(set(weights.items()) ^ set(expected.items()))
+    if differing:
+        name = differing[0][0]
+        what = "missing" if name not in weights else "not recorded" if name not in expected else "changed"
+        raise ReleaseRefused(
+            f"{len({n for n, _ in differing})} staged {kind} file(s) differ from record #{release.saved['seq']} "
+            f"({release.saved['event']}), e.g. {name!r} ({what}): the weights changed on disk after they were "
+            "saved and examined; nothing is published. Run the job again to rebuild and re-examine them."
+        )
+
+
+def published_record(records: list[Record], target: PublishTarget, lot: str) -> Record | None:
+    """The latest `published` record of this lot under this tag and registry (the publish a re-run must not repeat)."""
+    matching = [record for record in records if record.get("event") == Event.PUBLISHED]
+    return next((r for r in reversed(matching) if same_target(r, target, lot)), None)
+
+
+def same_target(record: Record, target: PublishTarget, lot: str) -> bool:
+    """Whether a publish record is about this lot under this tag of this registry."""
+    data = record["data"]
+    return bool(
+        data.get("tag") == target.tag
+        and data.get("registry", target.registry) == target.registry
+        and data.get("lot_number", lot) == lot
+    )
