@@ -57,7 +57,9 @@ def test_a_failed_exam_flipped_to_passed_in_storage_publishes_nothing(
     assert not drop.registry.exists()
     assert AuditTrail(workspace.audit_path(JOB)).records()[-1]["event"] == Event.PUBLISH_REFUSED
 
-    document["type"] = "builtins.eval"  # what a pickle could name; a JSON document can name only the six results
+    document["type"] = (
+        "builtins.eval"  # what a pickle could name; a JSON document can name only the six results
+    )
     stored.write_text(json.dumps(document))
     refused = _publish_alone(instance)
     assert not refused.success and "is not a stage result" in _failure(refused)
