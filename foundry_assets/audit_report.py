@@ -126,9 +126,16 @@ def read_trail(path: Path) -> tuple[list[Record], Item]:
 
 def trail_section(records: list[Record], trail_path: Path) -> Section:
     """What the trail says on its own: each torn write it fenced (shown plainly, its evidence re-hashed), and the gate
-    re-derived for each `published` record."""
-    items = [_repair(r, trail_path) for r in records if r.get("event") == Event.TRAIL_REPAIRED]
-    items = items or [Item("torn writes fenced", "none", status="info")]
+    re-derived for each `published` record. A sidecar that no record names (a repair cut off between moving the torn
+    bytes aside and writing its record) is shown too."""
+    repairs = [r for r in records if r.get("event") == Event.TRAIL_REPAIRED]
+    items = [_repair(r, trail_path) for r in repairs] or [Item("torn writes fenced", "none", status="info")]
+    named = {str((r.get("data") or {}).get("sidecar")) for r in repairs}
+    items += [
+        Item(f"torn bytes in {p.name}", status="info", note="no trail_repaired record names this file")
+        for p in sorted(trail_path.parent.glob(f"{trail_path.name}.torn-*"))
+        if p.name not in named
+    ]
     items += [_gated(r, records) for r in records if r.get("event") == Event.PUBLISHED]
     return Section("The audit trail on its own", items)
 

@@ -188,6 +188,14 @@ def test_a_repaired_trail_shows_the_torn_write_and_its_evidence(tmp_path: Path) 
         report.to_markdown()
     )
 
+    orphan = tmp_path / "job-x.jsonl.torn-11-000000000000"  # a repair cut off before its record
+    orphan.write_bytes(b"{")
+    assert (
+        "| torn bytes in job-x.jsonl.torn-11-000000000000 | — | — | — | info: no trail_repaired record names"
+        in (report_of(path, events, checks).to_markdown())
+    )
+    orphan.unlink()
+
     sidecar.write_bytes(b"something else")
     assert report_of(path, events, checks).problems == [
         f"The audit trail on its own · torn write fenced at #10: MISMATCH ({sidecar.name} no longer holds the torn bytes)"
