@@ -35,6 +35,10 @@ class Event(StrEnum):
     """Written after the weight folders are removed; its `after` is the `published` record it follows."""
     DEPLOYMENT_NOTIFIED = "deployment_notified"
     DEPLOYMENT_NOTICE_FAILED = "deployment_notice_failed"
+    TRAIL_REPAIRED = "trail_repaired"
+    """Written by the trail itself, at any point, before the next record when its last line was torn (a write cut off,
+    e.g. by a full disk): the torn bytes were moved to the sidecar file it names and the line was cut off, never joined
+    to a record (`TrailRepaired`)."""
 
 
 class OnEvent(Protocol):
@@ -123,6 +127,13 @@ class WeightsRemoved(TypedDict, total=False):
     folders: dict[str, int]
     bytes_freed: int
     failed: dict[str, str]
+
+
+class TrailRepaired(TypedDict):
+    torn_bytes: int
+    torn_sha256: str
+    sidecar: str
+    """The evidence file's name, beside the trail: `<trail>.torn-<seq>-<sha256[:12]>`."""
 
 
 Record = dict[str, Any]

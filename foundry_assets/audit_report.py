@@ -15,7 +15,8 @@ from typing import Any
 
 from foundry_assets.audit import verify_audit_log
 from foundry_assets.audit_checks import STAGE_SECTIONS, Item, Section, Witnesses
-from foundry_assets.audit_events import STAGE_EVENTS, Event, Record
+from foundry_assets.audit_events import STAGE_EVENTS, Event, Record, latest
+from foundry_assets.hashing import sha256_file
 from foundry_assets.manifest import TrainingManifest
 
 
@@ -123,6 +124,59 @@ def read_trail(path: Path) -> tuple[list[Record], Item]:
     return records, item
 
 
+def trail_section(records: list[Record], trail_path: Path) -> Section:
+    """What the trail says on its own: each torn write it fenced (shown plainly, its evidence re-hashed), and the gate
+    re-derived for each `published` record. A sidecar that no record names (a repair cut off between moving the torn
+    bytes aside and writing its record) is shown too."""
+    repairs = [r for r in records if r.get("event") == Event.TRAIL_REPAIRED]
+    items = [_repair(r, trail_path) for r in repairs] or [Item("torn writes fenced", "none", status="info")]
+    named = {str((r.get("data") or {}).get("sidecar")) for r in repairs}
+    items += [
+        Item(f"torn bytes in {p.name}", status="info", note="no trail_repaired record names this file")
+        for p in sorted(trail_path.parent.glob(f"{trail_path.name}.torn-*"))
+        if p.name not in named
+    ]
+    items += [_gated(r, records) for r in records if r.get("event") == Event.PUBLISHED]
+    return Section("The audit trail on its own", items)
+
+
+def _repair(record: Record, trail_path: Path) -> Item:
+    """A `trail_repaired` record: the torn bytes' size and hash against the sidecar file that keeps them."""
+    data = record.get("data") or {}
+    sidecar = trail_path.parent / Path(str(data.get("sidecar"))).name  # never read outside the trail's folder
+    digest = sha256_file(sidecar) if sidecar.is_file() else None
+    item = Item(
+        f"torn write fenced at #{record.get('seq')}",
+        f"{data.get('torn_bytes')} bytes, sha256 {str(data.get('torn_sha256'))[:16]}…",
+        disk=f"sha256 {digest[:16]}…" if digest else None,
+        status="info",
+        note=f"a write was cut off here (a full disk?); its bytes are kept in {sidecar.name}",
+    )
+    if digest is None:
+        item.status, item.note = "MISSING", f"{sidecar.name}, which kept the torn bytes, is gone"
+    elif digest != data.get("torn_sha256"):
+        item.status, item.note = "MISMATCH", f"{sidecar.name} no longer holds the torn bytes"
+    return item
+
+
+def _gated(published: Record, records: list[Record]) -> Item:
+    """The latest `exam_verdict` of the published lot before the `published` record must have passed. Publishing
+    checks this too; a publish that got past it (e.g. a tampered stored exam result) is a finding here."""
+    seq, lot = published.get("seq"), str((published.get("data") or {}).get("lot_number") or "")
+    label = f"published #{seq} follows a passed exam of its lot"
+    of_lot = [r for r in records if str((r.get("data") or {}).get("lot_number") or "") == lot]
+    verdict = latest(of_lot, Event.EXAM_VERDICT, before=seq) if lot and seq else None
+    if verdict is None:
+        what = f"no exam_verdict of lot {lot[:12]}… before it" if lot else "the record names no lot_number"
+        return Item(label, status="MISSING", note=what)
+    passed = verdict["data"].get("passed") is True
+    trail = f"exam_verdict #{verdict['seq']} of lot {lot[:12]}… {'passed' if passed else 'failed'}"
+    note = (
+        "" if passed else f"the latest exam_verdict of lot {lot[:12]}… before it (#{verdict['seq']}) failed"
+    )
+    return Item(label, trail, status="ok" if passed else "MISMATCH", note=note)
+
+
 def build_report(
     job_id: str,
     *,
@@ -153,7 +207,12 @@ def build_report(
             trail[asset] = {**record["data"], "_seq": record["seq"]}
     meta = {name: m.get("metadata", {}) for name, m in materializations.items()}
     witnesses = Witnesses(job_id, manifest, records, trail, meta, checks, cleanup)
-    return AuditReport(job_id, [links, *(section(witnesses) for section in STAGE_SECTIONS)])
+    sections = [
+        links,
+        trail_section(records, trail_path),
+        *(section(witnesses) for section in STAGE_SECTIONS),
+    ]
+    return AuditReport(job_id, sections)
 
 
 def _link(

@@ -1,11 +1,17 @@
+import hashlib
 import json
+import re
+from multiprocessing import get_context
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
 
 from foundry_assets.audit import GENESIS, AuditTrail, verify_audit_log
+from foundry_assets.audit_events import Event
 from foundry_assets.cli import main
 from foundry_assets.errors import AuditError
+from foundry_assets_tests.faults import run_with_file_size_limit
 
 
 @pytest.fixture
@@ -84,3 +90,75 @@ def test_cli_verify_exit_codes(log: Path, capsys: pytest.CaptureFixture[str]) ->
     log.write_text("".join([*lines[:3], lines[3].replace('"step":30', '"step":31'), *lines[4:]]))
     assert main(["audit", "verify", str(log)]) == 1
     assert "line 4" in capsys.readouterr().err
+
+
+PUBLISHED = {"uri": "file:///r/v1", "files": {f"adapter/part-{i}.safetensors": "a" * 64 for i in range(8)}}
+
+
+def _append_published(path: Path) -> None:
+    """Run in a child under a file-size limit (see `faults.py`): the `published` record is cut off part-way."""
+    AuditTrail(path).append(Event.PUBLISHED, job_id="j", **PUBLISHED)
+
+
+def test_a_torn_tail_fails_verify_naming_the_torn_bytes(log: Path) -> None:
+    with log.open("ab") as handle:
+        handle.write(b'{"data":{"uri":"file:///r')
+    result = verify_audit_log(log)
+    assert not result.ok and result.first_bad_line == 6 and result.records == 5
+    assert "torn" in result.reason and "25 bytes" in result.reason and Event.TRAIL_REPAIRED in result.reason
+
+
+def test_a_full_disk_fails_the_append_and_the_next_append_fences_the_torn_line(log: Path) -> None:
+    before = log.read_bytes()
+    originals = AuditTrail(log).records()
+    with pytest.raises(AuditError, match=rf"{re.escape(str(log))}.*EFBIG"):
+        run_with_file_size_limit(len(before) + 100, _append_published, log)
+    torn = log.read_bytes()[len(before) :]
+    assert log.read_bytes().startswith(before) and len(torn) == 100 and not torn.endswith(b"\n")
+    assert not verify_audit_log(log).ok
+
+    _append_published(log)  # space is back: the torn line is moved aside and fenced, never joined
+
+    result = verify_audit_log(log)
+    assert result.ok and result.records == 7
+    records = AuditTrail(log).records()
+    assert records[:5] == originals
+    fence, published = records[5:]
+    sidecar = log.parent / fence["data"]["sidecar"]
+    assert fence["event"] == Event.TRAIL_REPAIRED and fence["job_id"] == "j"
+    assert fence["data"] == {
+        "torn_bytes": 100,
+        "torn_sha256": hashlib.sha256(torn).hexdigest(),
+        "sidecar": f"{log.name}.torn-6-{hashlib.sha256(torn).hexdigest()[:12]}",
+    }
+    assert sidecar.read_bytes() == torn
+    assert published["event"] == Event.PUBLISHED and published["data"] == PUBLISHED and published["seq"] == 7
+
+
+def test_a_full_disk_before_the_first_byte_leaves_the_trail_whole(log: Path) -> None:
+    before = log.read_bytes()
+    with pytest.raises(AuditError, match="EFBIG"):
+        run_with_file_size_limit(len(before), _append_published, log)
+    assert log.read_bytes() == before and verify_audit_log(log).ok
+
+
+def _append_many(path: Path, worker: int, start: Barrier) -> None:
+    start.wait()
+    for i in range(50):
+        AuditTrail(path).append(Event.TRAINING_LOSS, job_id="j", step=worker * 1000 + i, loss=0.5)
+
+
+def test_appends_from_several_processes_at_once_keep_one_chain_with_every_record(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    context = get_context("spawn")
+    start = context.Barrier(4)
+    workers = [context.Process(target=_append_many, args=(path, w, start)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert [w.exitcode for w in workers] == [0] * 4
+    result = verify_audit_log(path)
+    assert result.ok and result.records == 200
+    steps = sorted(r["data"]["step"] for r in AuditTrail(path).records())
+    assert steps == [w * 1000 + i for w in range(4) for i in range(50)]

@@ -1,5 +1,6 @@
 """The auditor's report: every link cross-checked between the audit trail and the Dagster event log."""
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from foundry_assets.audit import AuditTrail
 from foundry_assets.audit_checks import GATE_CHECK
+from foundry_assets.audit_events import Event
 from foundry_assets.audit_report import build_report
 from foundry_assets.cli import main
 from foundry_assets.hashing import sha256_text
@@ -30,8 +32,11 @@ MANIFEST = TrainingManifest.model_validate(
 )
 
 
-def chain(tmp_path: Path) -> tuple[Path, dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """A consistent synthetic chain: the trail as the assets write it, and the event log as they record it."""
+def chain(
+    tmp_path: Path, *, passed: bool = True
+) -> tuple[Path, dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A consistent synthetic chain: the trail as the assets write it, and the event log as they record it (with
+    `passed=False`, an exam that failed and a publish that went ahead anyway, both witnesses agreeing)."""
     trail = AuditTrail(tmp_path / "job-x.jsonl")
     manifest_hash = sha256_text(MANIFEST.canonical_json())
     counts: dict[str, Any] = {"rows_in": 10, "kept": 8, "removed": 2, "train_rows": 7, "test_rows": 1}
@@ -52,10 +57,12 @@ def chain(tmp_path: Path) -> tuple[Path, dict[str, dict[str, Any]], dict[str, di
     heads["merged_model"] = trail.append("merged", job_id="job-x", **merged)["sha256"]
     report = {"metrics": metrics}
     heads["exam_report"] = trail.append(
-        "exam_verdict", job_id="job-x", passed=True, reasons=[], report=report
+        "exam_verdict", job_id="job-x", passed=passed, reasons=[], report=report, lot_number=LOT
     )["sha256"]
     files = {"adapter/adapter_model.safetensors": "a" * 64}
-    heads["published_artifact"] = trail.append("published", job_id="job-x", files=files, **publish)["sha256"]
+    heads["published_artifact"] = trail.append(
+        "published", job_id="job-x", files=files, lot_number=LOT, **publish
+    )["sha256"]
 
     metadata: dict[str, dict[str, Any]] = {
         "raw_data": {**lot, "method": "dora", "base_model": "tiny"},
@@ -67,7 +74,7 @@ def chain(tmp_path: Path) -> tuple[Path, dict[str, dict[str, Any]], dict[str, di
             "losses": [{"step": 10, "loss": 6.5}, {"step": 20, "loss": 5.25}],
         },
         "merged_model": {"lot_number": LOT, "method": "fold", "files": merged["files"]},
-        "exam_report": {"lot_number": LOT, "passed": True, "reasons": []},
+        "exam_report": {"lot_number": LOT, "passed": passed, "reasons": []},
         "published_artifact": {"lot_number": LOT, "files": files, **publish},
     }
     metadata["merged_model"]["sources"] = [{"source": "job-x", "weight": 1.0, "density": 0.5}]
@@ -76,7 +83,7 @@ def chain(tmp_path: Path) -> tuple[Path, dict[str, dict[str, Any]], dict[str, di
         for asset, m in metadata.items()
     }
     check_meta = {"lot_number": LOT, "heldout_loss_baseline": 6.0, "heldout_loss_candidate": 5.0}
-    checks = {GATE_CHECK: {"passed": True, "metadata": check_meta}}
+    checks = {GATE_CHECK: {"passed": passed, "metadata": check_meta}}
     return trail.path, events, checks
 
 
@@ -139,6 +146,64 @@ def test_any_disagreement_or_missing_link_is_flagged(tmp_path: Path, tamper: Any
     assert any(expected in problem for problem in report.problems), report.problems
     page = report.to_html()
     assert "⚠" in report.to_markdown() and ("class='mismatch'" in page or "class='missing'" in page)
+
+
+def test_a_publish_after_a_failed_exam_is_flagged(tmp_path: Path) -> None:
+    clean = report_of(*chain(tmp_path / "clean"))
+    gate = [i for s in clean.sections for i in s.items if i.label.startswith("published #9")]
+    assert clean.ok and [(i.trail, i.status) for i in gate] == [
+        (f"exam_verdict #8 of lot {LOT[:12]}… passed", "ok")
+    ]
+
+    report = report_of(*chain(tmp_path / "failed", passed=False))
+    assert not report.ok
+    assert report.problems == [
+        f"The audit trail on its own · published #9 follows a passed exam of its lot: MISMATCH (the latest exam_verdict of lot "
+        f"{LOT[:12]}… before it (#8) failed)"
+    ]
+
+
+def test_a_publish_with_no_exam_of_its_lot_is_flagged(tmp_path: Path) -> None:
+    path, events, checks = chain(tmp_path)
+    AuditTrail(path).append(Event.PUBLISHED, job_id="job-x", lot_number="2" * 64, tag="v1")
+    assert report_of(path, events, checks).problems == [
+        "The audit trail on its own · published #10 follows a passed exam of its lot: MISSING (no exam_verdict of lot 222222222222… "
+        "before it)"
+    ]
+
+
+def test_a_repaired_trail_shows_the_torn_write_and_its_evidence(tmp_path: Path) -> None:
+    path, events, checks = chain(tmp_path)
+    torn = b'{"data":{"url"'  # a notice cut off by a full disk
+    with path.open("ab") as handle:
+        handle.write(torn)
+    AuditTrail(path).append(Event.DEPLOYMENT_NOTIFIED, job_id="job-x", status=200)
+    report = report_of(path, events, checks)
+    assert report.ok, report.problems
+    sidecar = next(tmp_path.glob("job-x.jsonl.torn-*"))
+    assert f"| torn write fenced at #10 | 14 bytes, sha256 {hashlib.sha256(torn).hexdigest()[:16]}" in (
+        report.to_markdown()
+    )
+    assert f"info: a write was cut off here (a full disk?); its bytes are kept in {sidecar.name}" in (
+        report.to_markdown()
+    )
+
+    orphan = tmp_path / "job-x.jsonl.torn-11-000000000000"  # a repair cut off before its record
+    orphan.write_bytes(b"{")
+    assert (
+        "| torn bytes in job-x.jsonl.torn-11-000000000000 | — | — | — | info: no trail_repaired record names"
+        in (report_of(path, events, checks).to_markdown())
+    )
+    orphan.unlink()
+
+    sidecar.write_bytes(b"something else")
+    assert report_of(path, events, checks).problems == [
+        f"The audit trail on its own · torn write fenced at #10: MISMATCH ({sidecar.name} no longer holds the torn bytes)"
+    ]
+    sidecar.unlink()
+    assert report_of(path, events, checks).problems == [
+        f"The audit trail on its own · torn write fenced at #10: MISSING ({sidecar.name}, which kept the torn bytes, is gone)"
+    ]
 
 
 def test_an_edited_trail_breaks_the_chain(tmp_path: Path) -> None:
