@@ -108,6 +108,7 @@ def test_a_torn_tail_fails_verify_naming_the_torn_bytes(log: Path) -> None:
     assert "torn" in result.reason and "25 bytes" in result.reason and Event.TRAIL_REPAIRED in result.reason
 
 
+@pytest.mark.faults
 def test_a_full_disk_fails_the_append_and_the_next_append_fences_the_torn_line(log: Path) -> None:
     before = log.read_bytes()
     originals = AuditTrail(log).records()
@@ -135,6 +136,7 @@ def test_a_full_disk_fails_the_append_and_the_next_append_fences_the_torn_line(l
     assert published["event"] == Event.PUBLISHED and published["data"] == PUBLISHED and published["seq"] == 7
 
 
+@pytest.mark.faults
 def test_a_full_disk_before_the_first_byte_leaves_the_trail_whole(log: Path) -> None:
     before = log.read_bytes()
     with pytest.raises(AuditError, match="EFBIG"):
@@ -148,6 +150,7 @@ def _append_many(path: Path, worker: int, start: Barrier) -> None:
         AuditTrail(path).append(Event.TRAINING_LOSS, job_id="j", step=worker * 1000 + i, loss=0.5)
 
 
+@pytest.mark.faults
 def test_appends_from_several_processes_at_once_keep_one_chain_with_every_record(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     context = get_context("spawn")

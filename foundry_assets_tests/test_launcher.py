@@ -76,6 +76,7 @@ def _training_started(instance: dg.DagsterInstance, run_id: str, job_dir: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.faults  # the run worker SIGKILLed mid-training
 def test_a_killed_worker_is_failed_by_monitoring_its_slot_freed_and_the_retry_resumes(
     instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
