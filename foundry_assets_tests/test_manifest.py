@@ -227,3 +227,63 @@ def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path: Path) ->
     path.write_text(text)
     with pytest.raises(ManifestError, match=r"'job_id' is given twice \(lines 2 and 3\)"):
         load_manifest(path)
+
+
+def _numeric_fields(model: type[BaseModel], prefix: str) -> list[str]:
+    """The dotted path of every int/float field under `model` (merge sources as `merge.sources.0.…`)."""
+    found = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        nested = MergeSource if name == "sources" else info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            found += _numeric_fields(nested, f"{path}.0." if name == "sources" else f"{path}.")
+        elif any(t in str(info.annotation) for t in ("int", "float")):
+            found.append(path)
+    return found
+
+
+# `curation.*` numbers are bounded with the curation settings (issue 13, item 7: the curator's change)
+NUMERIC_FIELDS = [p for p in _numeric_fields(TrainingManifest, "") if not p.startswith("curation.")]
+
+
+def _set(doc: dict, path: str, value: object) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        doc = doc[int(part)] if part.isdigit() else doc.setdefault(part, {})
+    doc[last] = value
+
+
+def test_the_bounds_table_covers_the_sections() -> None:
+    assert {
+        "compute.batch_size",
+        "method_config.max_seq_length",
+        "merge.sources.0.weight",
+        "exam.ngram_size",
+    } <= set(NUMERIC_FIELDS)
+
+
+@pytest.mark.parametrize(
+    "value", [10**400, 1e300, float("inf"), float("nan"), -1], ids=["10^400", "1e300", "inf", "nan", "-1"]
+)
+@pytest.mark.parametrize("field", NUMERIC_FIELDS)
+def test_every_manifest_number_is_bounded_and_names_its_field(field: str, value: object) -> None:
+    """batch_size 10^400 passed validation and crashed the run late with a generic error: every number has a range a
+    user of the field would find sensible, and a value outside it is refused at validation, naming the field."""
+    doc = _doc()
+    doc["merge"] = {"sources": [{"adapter": "adapters/a"}]}
+    _set(doc, field, value)
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(doc, source="m.yaml")
+    assert f"  {field}: " in str(info.value)
+
+
+def test_every_manifest_number_has_a_maximum_in_the_schema() -> None:
+    """The limits are part of the schema users read (`foundry schema`), each with its reason in the description."""
+    schema = manifest_json_schema()
+    for name, definition in schema["$defs"].items():
+        if name == "CurationConfig":
+            continue
+        for field, spec in definition["properties"].items():
+            options = [spec, *spec.get("anyOf", [])]
+            if any(o.get("type") in ("integer", "number") for o in options):
+                assert any("maximum" in o or "exclusiveMaximum" in o for o in options), f"{name}.{field}"
