@@ -1,7 +1,9 @@
 """The `TrainingManifest`: one YAML document that says what a training job is, validated with field-named errors."""
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -412,6 +414,16 @@ class ExamConfig(_Section):
             raise ValueError(f"exam.gate lists a metric more than once ({value}); list each metric once")
         return value
 
+    @model_validator(mode="after")
+    def _gates_something(self) -> "ExamConfig":
+        if not self.gate and self.max_contamination >= 1.0:
+            raise ValueError(
+                "exam.gate is empty and exam.max_contamination is 1.0: the exam gates nothing, so any trained model "
+                "would be published; list a metric in exam.gate (e.g. [heldout_loss]) or set max_contamination "
+                "below 1.0"
+            )
+        return self
+
     @field_validator("refusal_patterns")
     @classmethod
     def _compiles(cls, value: list[str]) -> list[str]:
@@ -540,8 +552,72 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
+DATA_ROOTS_ENV = "FOUNDRY_DATA_ROOTS"
+"""Folders (separated by os.pathsep, ':' on Linux) a manifest file's data.path may name besides its own folder."""
+_PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _data_path_problem(value: str, manifest_dir: Path) -> str | None:
+    """Why `data.path` (absolute) may not be read, or None: it must lie, symlinks resolved, in the manifest's folder
+    or a FOUNDRY_DATA_ROOTS folder, and be a regular file (never /proc, /sys, /dev, a FIFO or a folder)."""
+    real = Path(os.path.realpath(value))
+    roots = [manifest_dir.resolve()] + [
+        Path(os.path.realpath(Path(root).expanduser()))
+        for root in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep)
+        if root.strip()
+    ]
+    if not any(real.is_relative_to(root) for root in roots):
+        return (
+            f"data.path {value!r} is outside the manifest's folder ({manifest_dir}): a manifest reads its data from "
+            f"its own folder; move the file there, or add the data's folder to {DATA_ROOTS_ENV} (folders separated "
+            f"by {os.pathsep!r}) on this node"
+        )
+    special = any(real.is_relative_to(fs) for fs in _PSEUDO_FILESYSTEMS)
+    if special or (real.exists() and not stat.S_ISREG(real.stat().st_mode)):
+        return f"data.path {value!r} ({real}) is not a regular file; give a JSONL, Parquet or CSV file"
+    return None
+
+
+def _model_folder_problem(field: str, value: str) -> str | None:
+    """Why a local model path is no model folder (a folder holding config.json), or None."""
+    path = Path(value).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return None
+    what = (
+        "does not exist"
+        if not path.exists()
+        else "is not a folder"
+        if not path.is_dir()
+        else "has no config.json"
+    )
+    return (
+        f"{field} {value!r} {what}: a local model is a folder holding config.json and the weights; point {field} at "
+        "it (or give a hub name such as org/model)"
+    )
+
+
+def _looks_local(name: str) -> bool:
+    """A base_model the loaders read from disk: a path-like name, or one that exists here (hub ids are `org/name`)."""
+    return name.startswith((".", "~", "/")) or name.count("/") > 1 or "\\" in name or Path(name).exists()
+
+
+def check_local_paths(manifest: TrainingManifest, manifest_dir: Path) -> None:
+    """Refuse, before anything is registered, a resolved manifest whose data lies outside `manifest_dir` (and the
+    FOUNDRY_DATA_ROOTS folders) or whose local model is no model folder; a ManifestError names each field."""
+    problems = [_data_path_problem(manifest.data.path, manifest_dir)]
+    if manifest.model_path:
+        problems.append(_model_folder_problem("model_path", manifest.model_path))
+    if _looks_local(manifest.base_model):
+        problems.append(_model_folder_problem("base_model", manifest.base_model))
+    found = [p for p in problems if p]
+    if found:
+        raise ManifestError("\n".join(f"  {p}" for p in found))
+
+
 def load_manifest(path: str | Path, *, resolve_paths: bool = True) -> TrainingManifest:
-    """Read and validate a manifest file; relative paths are resolved against the file's folder."""
+    """Read and validate a manifest file; relative paths are resolved against the file's folder, and the data and
+    local model folders are checked (`check_local_paths`). With `resolve_paths=False` (a registered manifest, read
+    back as it was registered) neither happens."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -554,7 +630,14 @@ def load_manifest(path: str | Path, *, resolve_paths: bool = True) -> TrainingMa
     except yaml.YAMLError as e:
         raise ManifestError(f"{path} is not valid YAML: {e}") from None
     manifest = parse_manifest(document, source=str(path))
-    return manifest.resolve(path.resolve().parent) if resolve_paths else manifest
+    if not resolve_paths:
+        return manifest
+    resolved = manifest.resolve(path.resolve().parent)
+    try:
+        check_local_paths(resolved, path.resolve().parent)
+    except ManifestError as e:
+        raise ManifestError(f"{path} is invalid:\n{e}") from None
+    return resolved
 
 
 def manifest_json_schema() -> dict[str, Any]:

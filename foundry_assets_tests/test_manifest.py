@@ -1,5 +1,6 @@
 import ast
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,8 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> N
     doc["data"] = {"path": "drop/data.jsonl"}
     doc["model_path"] = "models/base"
     doc["publish_target"]["registry"] = "registry"
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base" / "config.json").write_text("{}")
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
     manifest = load_manifest(tmp_path / "m.yaml")
     assert manifest.data.path == str(tmp_path / "drop" / "data.jsonl")
@@ -287,3 +290,90 @@ def test_every_manifest_number_has_a_maximum_in_the_schema() -> None:
             options = [spec, *spec.get("anyOf", [])]
             if any(o.get("type") in ("integer", "number") for o in options):
                 assert any("maximum" in o or "exclusiveMaximum" in o for o in options), f"{name}.{field}"
+
+
+def test_an_exam_that_gates_nothing_is_refused() -> None:
+    """`gate: []` with `max_contamination: 1.0` published whatever was trained: nothing was checked."""
+    doc = _doc()
+    doc["exam"] = {"gate": [], "max_contamination": 1.0}
+    with pytest.raises(ManifestError, match=r"(?s)  exam: .*gates nothing.*exam\.gate"):
+        parse_manifest(doc)
+    doc["exam"] = {"gate": [], "max_contamination": 0.1}  # the contamination limit still gates
+    parse_manifest(doc)
+    doc["exam"] = {"gate": ["heldout_loss"], "max_contamination": 1.0}
+    parse_manifest(doc)
+
+
+def _write(tmp_path: Path, **changes: object) -> Path:
+    doc = _doc()
+    doc.update(changes)
+    path = tmp_path / "job" / "manifest.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    "data_path", ["/proc/self/environ", "../outside.jsonl", "/etc/hostname", "link.jsonl"]
+)
+def test_data_outside_the_manifest_folder_is_refused(
+    data_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the CLI, `data.path: /proc/self/environ` copied the AWS secret into the job folder."""
+    monkeypatch.delenv("FOUNDRY_DATA_ROOTS", raising=False)
+    (tmp_path / "outside.jsonl").write_text('{"text": "x"}\n')
+    path = _write(tmp_path, data={"path": data_path})
+    (path.parent / "link.jsonl").symlink_to(
+        tmp_path / "outside.jsonl"
+    )  # a symlink is followed before the check
+    with pytest.raises(
+        ManifestError, match=r"data\.path .* outside the manifest's folder.*FOUNDRY_DATA_ROOTS"
+    ):
+        load_manifest(path)
+    load_manifest(path, resolve_paths=False)  # a registered manifest is read as it was registered
+
+
+def test_data_roots_allow_listed_folders_and_never_pseudo_or_special_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data.jsonl").write_text('{"text": "x"}\n')
+    monkeypatch.setenv("FOUNDRY_DATA_ROOTS", f"{tmp_path / 'elsewhere'}:{shared}")
+    path = _write(tmp_path, data={"path": str(shared / "data.jsonl")})
+    assert load_manifest(path).data.path == str(shared / "data.jsonl")
+    monkeypatch.setenv("FOUNDRY_DATA_ROOTS", "/")
+    for special in ("/proc/self/environ", "/dev/zero"):
+        with pytest.raises(ManifestError, match=r"data\.path .* not a regular file"):
+            load_manifest(_write(tmp_path, data={"path": special}))
+    os.mkfifo(shared / "fifo.jsonl")
+    with pytest.raises(ManifestError, match=r"data\.path .* not a regular file"):
+        load_manifest(_write(tmp_path, data={"path": str(shared / "fifo.jsonl")}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"model_path": "weights.safetensors"}, "model_path"),  # a file, not a folder
+        ({"model_path": "missing-folder"}, "model_path"),
+        ({"model_path": "empty"}, "model_path"),  # a folder without config.json
+        ({"base_model": "./weights.safetensors"}, "base_model"),
+        ({"base_model": "/nonexistent/base"}, "base_model"),
+    ],
+)
+def test_a_local_model_that_is_no_model_folder_is_refused_at_validation(
+    changes: dict, field: str, tmp_path: Path
+) -> None:
+    """`model_path` naming a file surfaced only after curation, and the job_id was then 'already registered'."""
+    path = _write(tmp_path, **changes)
+    (path.parent / "weights.safetensors").write_bytes(b"\0")
+    (path.parent / "empty").mkdir()
+    with pytest.raises(ManifestError, match=rf"{field} .*config\.json"):
+        load_manifest(path)
+
+
+def test_a_local_model_folder_and_a_hub_name_are_valid(tmp_path: Path) -> None:
+    path = _write(tmp_path, model_path="base", base_model="org/some-model-not-on-this-disk")
+    (path.parent / "base").mkdir()
+    (path.parent / "base" / "config.json").write_text("{}")
+    assert load_manifest(path).model_path == str(path.parent / "base")
