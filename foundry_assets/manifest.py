@@ -1,7 +1,9 @@
 """The `TrainingManifest`: one YAML document that says what a training job is, validated with field-named errors."""
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -35,6 +37,15 @@ def _check_safe_name(field: str, value: str) -> str:
     return value
 
 
+MAX_STEPS = 1_000_000
+"""Upper bound of step counts (max_steps, logging_steps, checkpoint_steps): far beyond any one fine-tune."""
+MAX_SEQ_LENGTH = 131_072
+"""Upper bound of max_seq_length: Llama-3.1's context length."""
+MAX_SEED = 2**32 - 1
+"""Seeds reach numpy's `np.random.seed`, which accepts 0..2**32-1 (a negative seed crashed the run at training)."""
+MAX_MERGE_WEIGHT = 10.0
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,7 +55,13 @@ class MethodConfig(_Section):
 
     type: str = Field(description="Training method from the strategy registry: dora, lora, orpo or qlora.")
     rank: int = Field(16, ge=1, le=1024, description="LoRA/DoRA rank r of every adapted linear layer.")
-    alpha: int | None = Field(None, ge=1, description="LoRA alpha; defaults to the rank (scaling 1.0).")
+    alpha: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="LoRA alpha; defaults to the rank (scaling 1.0). At most 4096: alpha/rank scales every update, "
+        "and 4096 is four times the largest rank.",
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
     strict_hardware_check: bool = Field(
         True, description="Fail before loading the model when the node cannot run the method (pre-flight)."
@@ -56,22 +73,46 @@ class MethodConfig(_Section):
     learning_rate: float = Field(
         2e-4, gt=0.0, le=1.0, description="Peak learning rate (linear decay, no warm-up)."
     )
-    max_steps: int = Field(60, ge=1, description="Optimizer steps to train.")
+    max_steps: int = Field(
+        60,
+        ge=1,
+        le=MAX_STEPS,
+        description=f"Optimizer steps to train. At most {MAX_STEPS:,}, far beyond any fine-tune of one job.",
+    )
     max_seq_length: int = Field(
-        512, ge=16, description="Longest tokenized example; longer ones are truncated."
+        512,
+        ge=16,
+        le=MAX_SEQ_LENGTH,
+        description=f"Longest tokenized example; longer ones are truncated. At most {MAX_SEQ_LENGTH:,}, the context "
+        "of Llama-3.1 (records are also cut to 16 characters per token of it before tokenizing).",
     )
     logging_steps: int = Field(
-        10, ge=1, description="Log the training loss (run log and audit trail) every N steps."
+        10,
+        ge=1,
+        le=MAX_STEPS,
+        description=f"Log the training loss (run log and audit trail) every N steps; at most {MAX_STEPS:,} "
+        "(the max_steps limit).",
     )
     orpo_beta: float = Field(
-        0.1, gt=0.0, description="ORPO's odds-ratio weight (lambda in the paper); ORPO only."
+        0.1,
+        gt=0.0,
+        le=10.0,
+        description="ORPO's odds-ratio weight (lambda in the paper, which uses 0.1); ORPO only. At most 10: beyond "
+        "it the odds-ratio term swamps the language-modelling loss.",
     )
-    seed: int = Field(3407, description="Seed for adapter initialisation and data order.")
+    seed: int = Field(
+        3407,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed for adapter initialisation and data order; 0..2**32-1, the range numpy's seeding accepts.",
+    )
     checkpoint_steps: int = Field(
         0,
         ge=0,
+        le=MAX_STEPS,
         description="Save a resumable checkpoint every N optimizer steps into the job's folder; a run that was killed "
-        "and is re-materialized with the same lot number resumes from the newest one. 0 disables checkpoints.",
+        "and is re-materialized with the same lot number resumes from the newest one. 0 disables checkpoints. At "
+        f"most {MAX_STEPS:,} (the max_steps limit).",
     )
 
     @field_validator("type")
@@ -163,8 +204,20 @@ class PublishTarget(_Section):
 class ComputeConfig(_Section):
     """Batch geometry and device."""
 
-    batch_size: int = Field(4, ge=1, description="Examples per device per step.")
-    grad_accum: int = Field(4, ge=1, description="Gradient-accumulation steps per optimizer step.")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Examples per device per step. At most 1024: even at the shortest sequence more does not fit "
+        "one card's memory.",
+    )
+    grad_accum: int = Field(
+        4,
+        ge=1,
+        le=4096,
+        description="Gradient-accumulation steps per optimizer step. At most 4096 (with batch_size, an effective "
+        "batch of millions of examples).",
+    )
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto",
         description="'auto' trains on CUDA when present and on the CPU otherwise (recorded in metadata).",
@@ -184,7 +237,9 @@ class DataConfig(_Section):
         lt=0.9,
         description="Share of curated records held out for the exam (deterministic split).",
     )
-    split_seed: int = Field(0, description="Seed of the deterministic train/test split.")
+    split_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the deterministic train/test split; 0..2**32-1."
+    )
 
 
 class CurationConfig(_Section):
@@ -225,7 +280,13 @@ class MergeSource(_Section):
         description="Adapter folder (adapter_config.json + safetensors), relative to the manifest; for an adapter "
         "that no foundry job produced (no exam or lot is known for it). Give either job or adapter.",
     )
-    weight: float = Field(1.0, gt=0.0, description="DARE-TIES weight of this source's task vector.")
+    weight: float = Field(
+        1.0,
+        gt=0.0,
+        le=MAX_MERGE_WEIGHT,
+        description=f"DARE-TIES weight of this source's task vector. At most {MAX_MERGE_WEIGHT:g}: weights are "
+        "relative shares (normalize divides by their sum), and more would amplify a task vector past its training.",
+    )
     density: float = Field(
         0.5, gt=0.0, le=1.0, description="Fraction of this source's task-vector deltas DARE keeps."
     )
@@ -260,10 +321,15 @@ class MergeConfig(_Section):
         "trained (training_skipped is recorded), the merged model is the sources alone and the job's data drop "
         "serves the exam.",
     )
-    weight: float = Field(1.0, gt=0.0, description="DARE-TIES weight of this job's own adapter.")
+    weight: float = Field(
+        1.0,
+        gt=0.0,
+        le=MAX_MERGE_WEIGHT,
+        description=f"DARE-TIES weight of this job's own adapter; at most {MAX_MERGE_WEIGHT:g}, as for a source.",
+    )
     density: float = Field(0.5, gt=0.0, le=1.0, description="Fraction of this job's deltas DARE keeps.")
     normalize: bool = Field(True, description="Divide by the sum of weights (mergekit's normalize).")
-    seed: int = Field(0, description="Random seed of DARE's drop mask.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Random seed of DARE's drop mask; 0..2**32-1.")
 
     @model_validator(mode="after")
     def _something_to_merge(self) -> "MergeConfig":
@@ -312,7 +378,12 @@ class ExamConfig(_Section):
         "prompts refused). Metrics not listed are still reported, marked 'not gated'.",
     )
     min_loss_improvement: float = Field(
-        0.0, ge=0.0, description="Held-out loss must be below the base model's by more than this."
+        0.0,
+        ge=0.0,
+        le=20.0,
+        description="Held-out loss (nats per token) must be below the base model's by more than this. At most 20: "
+        "an untrained model's loss is about ln(vocabulary size), under 12 for 150k-token vocabularies, so a larger "
+        "margin could never be met.",
     )
     min_logic_improvement: float = Field(
         0.0, ge=0.0, le=1.0, description="Logic score must exceed the base model's by more than this (0..1)."
@@ -329,7 +400,12 @@ class ExamConfig(_Section):
     max_new_tokens: int = Field(
         32, ge=1, le=512, description="Longest generated answer for logic items and harmful prompts (greedy)."
     )
-    max_eval_items: int = Field(256, ge=1, description="At most this many test items are scored per metric.")
+    max_eval_items: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="At most this many test items are scored per metric; at most 100,000 (generation runs per item).",
+    )
 
     @field_validator("gate")
     @classmethod
@@ -337,6 +413,16 @@ class ExamConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError(f"exam.gate lists a metric more than once ({value}); list each metric once")
         return value
+
+    @model_validator(mode="after")
+    def _gates_something(self) -> "ExamConfig":
+        if not self.gate and self.max_contamination >= 1.0:
+            raise ValueError(
+                "exam.gate is empty and exam.max_contamination is 1.0: the exam gates nothing, so any trained model "
+                "would be published; list a metric in exam.gate (e.g. [heldout_loss]) or set max_contamination "
+                "below 1.0"
+            )
+        return self
 
     @field_validator("refusal_patterns")
     @classmethod
@@ -466,8 +552,72 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
+DATA_ROOTS_ENV = "FOUNDRY_DATA_ROOTS"
+"""Folders (separated by os.pathsep, ':' on Linux) a manifest file's data.path may name besides its own folder."""
+_PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _data_path_problem(value: str, manifest_dir: Path) -> str | None:
+    """Why `data.path` (absolute) may not be read, or None: it must lie, symlinks resolved, in the manifest's folder
+    or a FOUNDRY_DATA_ROOTS folder, and be a regular file (never /proc, /sys, /dev, a FIFO or a folder)."""
+    real = Path(os.path.realpath(value))
+    roots = [manifest_dir.resolve()] + [
+        Path(os.path.realpath(Path(root).expanduser()))
+        for root in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep)
+        if root.strip()
+    ]
+    if not any(real.is_relative_to(root) for root in roots):
+        return (
+            f"data.path {value!r} is outside the manifest's folder ({manifest_dir}): a manifest reads its data from "
+            f"its own folder; move the file there, or add the data's folder to {DATA_ROOTS_ENV} (folders separated "
+            f"by {os.pathsep!r}) on this node"
+        )
+    special = any(real.is_relative_to(fs) for fs in _PSEUDO_FILESYSTEMS)
+    if special or (real.exists() and not stat.S_ISREG(real.stat().st_mode)):
+        return f"data.path {value!r} ({real}) is not a regular file; give a JSONL, Parquet or CSV file"
+    return None
+
+
+def _model_folder_problem(field: str, value: str) -> str | None:
+    """Why a local model path is no model folder (a folder holding config.json), or None."""
+    path = Path(value).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return None
+    what = (
+        "does not exist"
+        if not path.exists()
+        else "is not a folder"
+        if not path.is_dir()
+        else "has no config.json"
+    )
+    return (
+        f"{field} {value!r} {what}: a local model is a folder holding config.json and the weights; point {field} at "
+        "it (or give a hub name such as org/model)"
+    )
+
+
+def _looks_local(name: str) -> bool:
+    """A base_model the loaders read from disk: a path-like name, or one that exists here (hub ids are `org/name`)."""
+    return name.startswith((".", "~", "/")) or name.count("/") > 1 or "\\" in name or Path(name).exists()
+
+
+def check_local_paths(manifest: TrainingManifest, manifest_dir: Path) -> None:
+    """Refuse, before anything is registered, a resolved manifest whose data lies outside `manifest_dir` (and the
+    FOUNDRY_DATA_ROOTS folders) or whose local model is no model folder; a ManifestError names each field."""
+    problems = [_data_path_problem(manifest.data.path, manifest_dir)]
+    if manifest.model_path:
+        problems.append(_model_folder_problem("model_path", manifest.model_path))
+    if _looks_local(manifest.base_model):
+        problems.append(_model_folder_problem("base_model", manifest.base_model))
+    found = [p for p in problems if p]
+    if found:
+        raise ManifestError("\n".join(f"  {p}" for p in found))
+
+
 def load_manifest(path: str | Path, *, resolve_paths: bool = True) -> TrainingManifest:
-    """Read and validate a manifest file; relative paths are resolved against the file's folder."""
+    """Read and validate a manifest file; relative paths are resolved against the file's folder, and the data and
+    local model folders are checked (`check_local_paths`). With `resolve_paths=False` (a registered manifest, read
+    back as it was registered) neither happens."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -480,7 +630,14 @@ def load_manifest(path: str | Path, *, resolve_paths: bool = True) -> TrainingMa
     except yaml.YAMLError as e:
         raise ManifestError(f"{path} is not valid YAML: {e}") from None
     manifest = parse_manifest(document, source=str(path))
-    return manifest.resolve(path.resolve().parent) if resolve_paths else manifest
+    if not resolve_paths:
+        return manifest
+    resolved = manifest.resolve(path.resolve().parent)
+    try:
+        check_local_paths(resolved, path.resolve().parent)
+    except ManifestError as e:
+        raise ManifestError(f"{path} is invalid:\n{e}") from None
+    return resolved
 
 
 def manifest_json_schema() -> dict[str, Any]:

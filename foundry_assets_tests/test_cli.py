@@ -49,6 +49,26 @@ def test_run_with_missing_data_is_invalid_input(
     assert "data.path" in capsys.readouterr().err
 
 
+def test_run_refuses_data_outside_the_manifest_folder_before_registering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`data.path: /proc/self/environ` was copied (AWS secret and all) into the job folder: now exit 2, nothing
+    registered, the reason naming data.path and the allow-list."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FOUNDRY_HOME", str(tmp_path / "foundry"))
+    monkeypatch.delenv("FOUNDRY_DATA_ROOTS", raising=False)
+    doc = yaml.safe_load(REFERENCE.read_text())
+    doc["data"] = {"path": "/proc/self/environ"}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["run", str(tmp_path / "m.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "data.path '/proc/self/environ' is outside the manifest's folder" in err
+        and "FOUNDRY_DATA_ROOTS" in err
+    )
+    assert not list((tmp_path / "foundry").rglob("*.yaml")), "nothing was registered"
+
+
 def test_console_script_is_installed() -> None:
     out = subprocess.run(
         [str(Path(sys.executable).parent / "foundry"), "--help"], capture_output=True, text=True, check=True

@@ -1,5 +1,6 @@
 import ast
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,8 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> N
     doc["data"] = {"path": "drop/data.jsonl"}
     doc["model_path"] = "models/base"
     doc["publish_target"]["registry"] = "registry"
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base" / "config.json").write_text("{}")
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
     manifest = load_manifest(tmp_path / "m.yaml")
     assert manifest.data.path == str(tmp_path / "drop" / "data.jsonl")
@@ -227,3 +230,150 @@ def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path: Path) ->
     path.write_text(text)
     with pytest.raises(ManifestError, match=r"'job_id' is given twice \(lines 2 and 3\)"):
         load_manifest(path)
+
+
+def _numeric_fields(model: type[BaseModel], prefix: str) -> list[str]:
+    """The dotted path of every int/float field under `model` (merge sources as `merge.sources.0.…`)."""
+    found = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        nested = MergeSource if name == "sources" else info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            found += _numeric_fields(nested, f"{path}.0." if name == "sources" else f"{path}.")
+        elif any(t in str(info.annotation) for t in ("int", "float")):
+            found.append(path)
+    return found
+
+
+# `curation.*` numbers are bounded with the curation settings (issue 13, item 7: the curator's change)
+NUMERIC_FIELDS = [p for p in _numeric_fields(TrainingManifest, "") if not p.startswith("curation.")]
+
+
+def _set(doc: dict, path: str, value: object) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        doc = doc[int(part)] if part.isdigit() else doc.setdefault(part, {})
+    doc[last] = value
+
+
+def test_the_bounds_table_covers_the_sections() -> None:
+    assert {
+        "compute.batch_size",
+        "method_config.max_seq_length",
+        "merge.sources.0.weight",
+        "exam.ngram_size",
+    } <= set(NUMERIC_FIELDS)
+
+
+@pytest.mark.parametrize(
+    "value", [10**400, 1e300, float("inf"), float("nan"), -1], ids=["10^400", "1e300", "inf", "nan", "-1"]
+)
+@pytest.mark.parametrize("field", NUMERIC_FIELDS)
+def test_every_manifest_number_is_bounded_and_names_its_field(field: str, value: object) -> None:
+    """batch_size 10^400 passed validation and crashed the run late with a generic error: every number has a range a
+    user of the field would find sensible, and a value outside it is refused at validation, naming the field."""
+    doc = _doc()
+    doc["merge"] = {"sources": [{"adapter": "adapters/a"}]}
+    _set(doc, field, value)
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(doc, source="m.yaml")
+    assert f"  {field}: " in str(info.value)
+
+
+def test_every_manifest_number_has_a_maximum_in_the_schema() -> None:
+    """The limits are part of the schema users read (`foundry schema`), each with its reason in the description."""
+    schema = manifest_json_schema()
+    for name, definition in schema["$defs"].items():
+        if name == "CurationConfig":
+            continue
+        for field, spec in definition["properties"].items():
+            options = [spec, *spec.get("anyOf", [])]
+            if any(o.get("type") in ("integer", "number") for o in options):
+                assert any("maximum" in o or "exclusiveMaximum" in o for o in options), f"{name}.{field}"
+
+
+def test_an_exam_that_gates_nothing_is_refused() -> None:
+    """`gate: []` with `max_contamination: 1.0` published whatever was trained: nothing was checked."""
+    doc = _doc()
+    doc["exam"] = {"gate": [], "max_contamination": 1.0}
+    with pytest.raises(ManifestError, match=r"(?s)  exam: .*gates nothing.*exam\.gate"):
+        parse_manifest(doc)
+    doc["exam"] = {"gate": [], "max_contamination": 0.1}  # the contamination limit still gates
+    parse_manifest(doc)
+    doc["exam"] = {"gate": ["heldout_loss"], "max_contamination": 1.0}
+    parse_manifest(doc)
+
+
+def _write(tmp_path: Path, **changes: object) -> Path:
+    doc = _doc()
+    doc.update(changes)
+    path = tmp_path / "job" / "manifest.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    "data_path", ["/proc/self/environ", "../outside.jsonl", "/etc/hostname", "link.jsonl"]
+)
+def test_data_outside_the_manifest_folder_is_refused(
+    data_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the CLI, `data.path: /proc/self/environ` copied the AWS secret into the job folder."""
+    monkeypatch.delenv("FOUNDRY_DATA_ROOTS", raising=False)
+    (tmp_path / "outside.jsonl").write_text('{"text": "x"}\n')
+    path = _write(tmp_path, data={"path": data_path})
+    (path.parent / "link.jsonl").symlink_to(
+        tmp_path / "outside.jsonl"
+    )  # a symlink is followed before the check
+    with pytest.raises(
+        ManifestError, match=r"data\.path .* outside the manifest's folder.*FOUNDRY_DATA_ROOTS"
+    ):
+        load_manifest(path)
+    load_manifest(path, resolve_paths=False)  # a registered manifest is read as it was registered
+
+
+def test_data_roots_allow_listed_folders_and_never_pseudo_or_special_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data.jsonl").write_text('{"text": "x"}\n')
+    monkeypatch.setenv("FOUNDRY_DATA_ROOTS", f"{tmp_path / 'elsewhere'}:{shared}")
+    path = _write(tmp_path, data={"path": str(shared / "data.jsonl")})
+    assert load_manifest(path).data.path == str(shared / "data.jsonl")
+    monkeypatch.setenv("FOUNDRY_DATA_ROOTS", "/")
+    for special in ("/proc/self/environ", "/dev/zero"):
+        with pytest.raises(ManifestError, match=r"data\.path .* not a regular file"):
+            load_manifest(_write(tmp_path, data={"path": special}))
+    os.mkfifo(shared / "fifo.jsonl")
+    with pytest.raises(ManifestError, match=r"data\.path .* not a regular file"):
+        load_manifest(_write(tmp_path, data={"path": str(shared / "fifo.jsonl")}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"model_path": "weights.safetensors"}, "model_path"),  # a file, not a folder
+        ({"model_path": "missing-folder"}, "model_path"),
+        ({"model_path": "empty"}, "model_path"),  # a folder without config.json
+        ({"base_model": "./weights.safetensors"}, "base_model"),
+        ({"base_model": "/nonexistent/base"}, "base_model"),
+    ],
+)
+def test_a_local_model_that_is_no_model_folder_is_refused_at_validation(
+    changes: dict, field: str, tmp_path: Path
+) -> None:
+    """`model_path` naming a file surfaced only after curation, and the job_id was then 'already registered'."""
+    path = _write(tmp_path, **changes)
+    (path.parent / "weights.safetensors").write_bytes(b"\0")
+    (path.parent / "empty").mkdir()
+    with pytest.raises(ManifestError, match=rf"{field} .*config\.json"):
+        load_manifest(path)
+
+
+def test_a_local_model_folder_and_a_hub_name_are_valid(tmp_path: Path) -> None:
+    path = _write(tmp_path, model_path="base", base_model="org/some-model-not-on-this-disk")
+    (path.parent / "base").mkdir()
+    (path.parent / "base" / "config.json").write_text("{}")
+    assert load_manifest(path).model_path == str(path.parent / "base")

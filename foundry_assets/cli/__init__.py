@@ -154,6 +154,14 @@ def cmd_drops(args: argparse.Namespace) -> int:
     return EXIT_INVALID if args.invalid_exit and ledger.rejected() else EXIT_OK
 
 
+def _card_gb(value: str) -> float:
+    """--vram-gb: a finite, positive size of memory in GB (argparse turns a ValueError into exit 2 and usage)."""
+    number = float(value)
+    if not 0.0 < number < 10_000.0:  # nan fails both comparisons
+        raise argparse.ArgumentTypeError(f"{value} is not a card's free memory in GB (e.g. 24 or 80)")
+    return number
+
+
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Would the manifest's job fit on a card with --vram-gb GB free (or this node's GPU)? Loads no model."""
     from foundry_assets.crucible.hardware import preflight
@@ -270,7 +278,7 @@ def _add_manifest_commands(sub: "argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("manifest")
     p.add_argument(
         "--vram-gb",
-        type=float,
+        type=_card_gb,
         help="free memory of the card to plan for, in GB; default: this node's free GPU memory",
     )
     p.set_defaults(func=cmd_preflight)

@@ -39,6 +39,13 @@ def cmd_curate(args: argparse.Namespace, embedder: Any = None) -> int:
     source = Path(args.input)
     if not source.is_file():
         raise DataError(f"{source}: no such file; `foundry curate` takes one JSONL, Parquet or CSV drop")
+    out = Path(args.out)
+    if source.resolve().is_relative_to(out.resolve()):  # an input named train.jsonl there was overwritten
+        raise DataError(
+            f"--out {str(out)!r} holds the input {str(source)!r} (symlinks resolved), where the curation writes "
+            "train/test/removed/quarantine/contamination.jsonl over any file of that name; write the outputs to "
+            "another folder"
+        )
     if embedder is None:
         embedder = MiniLMEmbedder(
             model_path=args.embedding_model,
@@ -49,7 +56,7 @@ def cmd_curate(args: argparse.Namespace, embedder: Any = None) -> int:
     try:
         result = curate_drop(
             source,
-            Path(args.out),
+            out,
             data_format=args.format,
             embedder=embedder,
             threshold=args.threshold,

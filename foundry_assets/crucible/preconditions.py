@@ -45,6 +45,33 @@ def check_examples(strategy: TrainingStrategy, examples: list[dict[str, str]]) -
             )
 
 
+CHARS_PER_TOKEN_BOUND = 16
+"""Characters of a text field kept per token of max_seq_length before tokenizing. BPE tokens of natural text average
+3-5 characters and rarely exceed 16, so the cut leaves more text than max_seq_length tokens and truncation (which
+keeps the start) gives the same tokens; what it prevents is tokenizing a 50 MB record whole (about 9 GB)."""
+
+
+def cap_example_text(examples: list[dict[str, str]], max_seq_length: int) -> list[dict[str, str]]:
+    """`examples` with every text field cut to `max_seq_length * CHARS_PER_TOKEN_BOUND` characters (its start kept,
+    as the trainers' truncation keeps it); how many records were cut is logged."""
+    limit = max_seq_length * CHARS_PER_TOKEN_BOUND
+    capped = [
+        {key: value[:limit] if isinstance(value, str) else value for key, value in example.items()}
+        if any(isinstance(value, str) and len(value) > limit for value in example.values())
+        else example
+        for example in examples
+    ]
+    cut = sum(1 for before, after in zip(examples, capped, strict=True) if before is not after)
+    if cut:
+        logger.warning(
+            "%d training record(s) cut to %d characters per field before tokenizing (max_seq_length %d tokens)",
+            cut,
+            limit,
+            max_seq_length,
+        )
+    return capped
+
+
 def prequantized_bits(model_path: str | Path) -> int | None:
     """4 or 8 for a local folder saved already quantized by bitsandbytes (`quantization_config` in config.json)."""
     config_file = Path(model_path) / "config.json"

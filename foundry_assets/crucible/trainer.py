@@ -15,6 +15,7 @@ from foundry_assets.console import verbose
 from foundry_assets.crucible.backend import Backend
 from foundry_assets.crucible.hardware import HardwareReport
 from foundry_assets.crucible.params import TrainParams
+from foundry_assets.crucible.preconditions import cap_example_text
 from foundry_assets.crucible.strategies import TrainerSettings, TrainingStrategy
 from foundry_assets.crucible.telemetry import SpeedMeter
 
@@ -50,8 +51,9 @@ def build_trainer(
     from datasets import Dataset
 
     settings = trainer_settings(params, strategy, hardware, backend, output_dir, save_steps)
+    dataset = Dataset.from_list(cap_example_text(examples, params.max_seq_length))
     trainer = strategy.build_trainer(
-        model=model, tokenizer=tokenizer, train_dataset=Dataset.from_list(examples), settings=settings
+        model=model, tokenizer=tokenizer, train_dataset=dataset, settings=settings
     )
     if not verbose():  # the Trainer's printed log dicts repeat what the loss callback records
         from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -10,12 +10,12 @@ Architectures come from a local `config.json` or, for air-gapped planning, from 
 public bases; an unknown name with no local config is an error, never a guess.
 """
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from foundry_assets.crucible.model_config import architecture_facts, read_model_config
 from foundry_assets.crucible.strategies import get_strategy
 from foundry_assets.errors import HardwareIncompatibleError
 
@@ -55,22 +55,19 @@ class Architecture:
         return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Architecture":
-        try:
-            return cls(
-                hidden_size=int(config["hidden_size"]),
-                intermediate_size=int(config["intermediate_size"]),
-                num_layers=int(config["num_hidden_layers"]),
-                num_heads=int(config["num_attention_heads"]),
-                num_kv_heads=int(config.get("num_key_value_heads") or config["num_attention_heads"]),
-                vocab_size=int(config["vocab_size"]),
-                tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-                head_dim=int(config["head_dim"]) if config.get("head_dim") else None,
-            )
-        except KeyError as e:
-            raise HardwareIncompatibleError(
-                f"config.json lacks {e.args[0]!r}; cannot size the model."
-            ) from None
+    def from_config(cls, config: dict[str, Any], source: str = "config.json") -> "Architecture":
+        """The architecture of a parsed config.json; a missing, malformed or out-of-range key is a named error."""
+        facts = architecture_facts(config, source)
+        return cls(
+            hidden_size=facts.hidden_size,
+            intermediate_size=facts.intermediate_size,
+            num_layers=facts.num_hidden_layers,
+            num_heads=facts.num_attention_heads,
+            num_kv_heads=facts.num_key_value_heads or facts.num_attention_heads,
+            vocab_size=facts.vocab_size,
+            tie_word_embeddings=facts.tie_word_embeddings,
+            head_dim=facts.head_dim,
+        )
 
 
 # Published configs of the bases Unsloth ships (hidden, intermediate, layers, heads, kv heads, vocab, tied).
@@ -102,7 +99,9 @@ def _family_key(name: str) -> str:
 
 
 def _config_is_4bit(config: dict[str, Any]) -> bool:
-    quantization = config.get("quantization_config") or {}
+    quantization = config.get("quantization_config")
+    if not isinstance(quantization, dict):
+        return False
     return bool(quantization.get("load_in_4bit")) or quantization.get("quant_method") == "bitsandbytes_4bit"
 
 
@@ -110,8 +109,7 @@ def is_prequantized_4bit(base_model: str, model_path: str | None = None) -> bool
     """Whether the base checkpoint itself is 4-bit (e.g. `unsloth/llama-3-8b-bnb-4bit`), whatever the method."""
     for candidate in (model_path, base_model):
         if candidate and (Path(candidate) / "config.json").is_file():
-            config = json.loads((Path(candidate) / "config.json").read_text(encoding="utf-8"))
-            return _config_is_4bit(config)
+            return _config_is_4bit(read_model_config(Path(candidate) / "config.json"))
     return "bnb-4bit" in base_model.lower()
 
 
@@ -119,8 +117,8 @@ def resolve_architecture(base_model: str, model_path: str | None = None) -> tupl
     """The architecture and where it came from: a local config.json first, then the shipped facts."""
     for candidate in (model_path, base_model):
         if candidate and (Path(candidate) / "config.json").is_file():
-            config = json.loads((Path(candidate) / "config.json").read_text(encoding="utf-8"))
-            return Architecture.from_config(config), str(Path(candidate) / "config.json")
+            path = Path(candidate) / "config.json"
+            return Architecture.from_config(read_model_config(path), str(path)), str(path)
     key = _family_key(base_model)
     if key in KNOWN_ARCHITECTURES:
         return KNOWN_ARCHITECTURES[key], f"shipped facts for {key}"

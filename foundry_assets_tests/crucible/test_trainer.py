@@ -1,7 +1,14 @@
 """The trainer's settings: what each backend and strategy is told about batching."""
 
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from foundry_assets.crucible.hardware import HardwareReport
 from foundry_assets.crucible.strategies import get_strategy
-from foundry_assets.crucible.trainer import padding_free
+from foundry_assets.crucible.trainer import build_trainer, padding_free
 
 from .conftest import PARAMS
 
@@ -18,3 +25,51 @@ def test_dora_on_unsloth_trains_on_padded_batches() -> None:
         assert choose(PARAMS, get_strategy(name), "unsloth") is None
     assert choose(dataclasses.replace(PARAMS, padding_free=True), get_strategy("dora"), "unsloth") is True
     assert choose(dataclasses.replace(PARAMS, padding_free=False), get_strategy("lora"), "unsloth") is False
+
+
+class _RecordingStrategy:
+    """A strategy whose 'trainer' keeps the dataset it was handed: what the real trainer's tokenizer would see."""
+
+    def __init__(self, name: str) -> None:
+        self.real = get_strategy(name)
+        self.data_format = self.real.data_format
+        self.use_dora = self.real.use_dora
+        self.dataset: Any = None
+
+    def name(self) -> str:
+        return self.real.name()
+
+    def build_trainer(self, *, train_dataset: Any, **_: Any) -> Any:
+        self.dataset = train_dataset
+        return SimpleNamespace(
+            data_collator=None, add_callback=lambda c: None, remove_callback=lambda c: None
+        )
+
+
+@pytest.mark.parametrize("name", ["lora", "orpo"])
+def test_a_huge_record_is_cut_before_the_tokenizer_sees_it(name: str, tmp_path: Path) -> None:
+    """A 50 MB record used about 9 GB: it was tokenized whole and only then truncated to max_seq_length. Each text
+    field is now cut to 16 characters per token of max_seq_length first (ample for any tokenizer's longest token)."""
+    huge = "word " * 2_000_000  # 10 MB
+    small = {"text": "short"} if name == "lora" else {"prompt": "p", "chosen": "c", "rejected": "r"}
+    record = {"text": huge} if name == "lora" else {"prompt": huge, "chosen": huge, "rejected": "no"}
+    strategy = _RecordingStrategy(name)
+    hardware = HardwareReport("cpu", "cpu", None, None, gradient_checkpointing=False)
+    build_trainer(
+        model=None,
+        tokenizer=None,
+        strategy=strategy,  # type: ignore[arg-type]
+        examples=[small, record],
+        params=PARAMS,
+        hardware=hardware,
+        backend="peft",
+        output_dir=tmp_path,
+        save_steps=0,
+        on_log=None,
+        label=name,
+    )
+    rows = strategy.dataset.to_list()
+    limit = PARAMS.max_seq_length * 16
+    assert rows[0] == small, "a record within the bound is untouched"
+    for key, value in record.items():
+        assert rows[1][key] == value[:limit]

@@ -118,3 +118,47 @@ def test_preflight_unknown_model_and_bad_manifest(tmp_path: Path, capsys: pytest
     assert "Cannot size 'acme/unknown-7b'" in capsys.readouterr().err
     manifest.write_text("job_id: j1\n")
     assert main(["preflight", str(manifest), "--vram-gb", "24"]) == 2
+
+
+GOOD_CONFIG = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "vocab_size": 512}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({**GOOD_CONFIG, "num_hidden_layers": -5}, "num_hidden_layers"),  # printed FITS
+        ({**GOOD_CONFIG, "hidden_size": "wide"}, "hidden_size"),  # a traceback (int('wide'))
+        ({**GOOD_CONFIG, "num_attention_heads": 0}, "num_attention_heads"),  # ZeroDivisionError
+        ({**GOOD_CONFIG, "num_key_value_heads": 8}, "num_key_value_heads"),  # more KV heads than heads
+        ({**GOOD_CONFIG, "vocab_size": 10**400}, "vocab_size"),
+        ({**GOOD_CONFIG, "hidden_size": 2}, "hidden_size"),  # head dim 0
+        ([1, 2], "config.json"),
+        ("{not json", "config.json"),
+    ],
+)
+def test_preflight_with_a_malformed_config_is_a_short_named_error(
+    config: object, named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`foundry preflight` printed a traceback for a malformed config.json, or "FITS" for `num_hidden_layers: -5`."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "job_id: j1\nbase_model: acme/x\nmodel_path: model\nmethod_config: {type: lora}\n"
+        "publish_target: {registry: /tmp/r, tag: v1}\n"
+    )
+    assert main(["preflight", str(manifest), "--vram-gb", "24"]) == 2
+    captured = capsys.readouterr()
+    assert "FITS" not in captured.out and "Traceback" not in captured.err
+    [line] = captured.err.splitlines()
+    assert line.startswith("foundry: ") and named in line and "config.json" in line and len(line) < 500
+
+
+@pytest.mark.parametrize("vram", ["-5", "0", "nan", "inf"])
+def test_preflight_refuses_a_card_size_that_is_no_size(vram: str, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = str(Path(__file__).resolve().parents[2] / "examples" / "reference-manifest.yaml")
+    with pytest.raises(SystemExit) as info:
+        main(["preflight", manifest, "--vram-gb", vram])
+    assert info.value.code == 2 and "--vram-gb" in capsys.readouterr().err

@@ -215,3 +215,24 @@ def test_foundry_curate_cli(
     with pytest.raises(SystemExit) as info:
         parser.parse_args(["curate", str(drop), "--out", "o", "--threshold", "2"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("layout", ["inside", "same", "symlinked"])
+def test_foundry_curate_refuses_to_write_over_its_input(
+    layout: str, tmp_path: Path, embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`foundry curate X --out DIR` with X inside DIR wrote its outputs over X (an input named train.jsonl)."""
+    monkeypatch.setattr(embed_module, "MiniLMEmbedder", lambda **_: embedder)
+    parser = argparse.ArgumentParser(prog="foundry")
+    add_curate_parser(parser.add_subparsers(dest="command", required=True))
+    folder = tmp_path / "work"
+    folder.mkdir()
+    drop = write(folder / "train.jsonl", rows_of("alpaca"))
+    before = drop.read_bytes()
+    out = {"inside": folder, "same": drop, "symlinked": tmp_path / "link"}[layout]
+    if layout == "symlinked":
+        out.symlink_to(folder)
+    args = parser.parse_args(["curate", str(drop), "--out", str(out)])
+    with pytest.raises(DataError, match=r"--out .* holds the input .*; write the outputs to another folder"):
+        args.func(args)
+    assert drop.read_bytes() == before
