@@ -18,7 +18,6 @@ from pathlib import Path
 import dagster as dg
 
 from foundry_assets.audit import AuditTrail
-from foundry_assets.audit_events import Record
 from foundry_assets.errors import FoundryError
 from foundry_assets.intake.lot import compute_lot
 from foundry_assets.manifest import TrainingManifest
@@ -36,11 +35,12 @@ from foundry_assets.runner import (
 from foundry_assets.workspace import Workspace, default_root
 
 
-def published_before(manifest: TrainingManifest, workspace: Workspace) -> Record | None:
-    """The `published` record of this manifest's lot under its tag, when the registry copy still verifies: running
-    the job again would only rebuild weights that are not published over it (`publish_job` keeps the verified copy),
-    so `foundry run` says so and launches nothing. None when the lot is not published (or its copy is gone)."""
-    path = workspace.audit_path(manifest.job_id)
+def published_before(manifest_path: str | Path) -> str | None:
+    """What `foundry run` says instead of launching, when the manifest's lot is already published under its tag and
+    the registry copy still verifies: a run would only rebuild weights that are not published over it
+    (`publish_job` keeps the verified copy). None when the lot is not published, or its copy is gone."""
+    manifest = checked_manifest(manifest_path)
+    path = Workspace(default_root()).audit_path(manifest.job_id)
     if not path.is_file():
         return None
     target = manifest.publish_target
@@ -55,7 +55,13 @@ def published_before(manifest: TrainingManifest, workspace: Workspace) -> Record
             resources.publisher.verify(target.registry, target.tag, dict(record["data"].get("files") or {}))
     except FoundryError:  # a broken trail or a lost copy: the run itself reports it, or publishes again
         return None
-    return record
+    data = record["data"]
+    return (
+        f"job {manifest.job_id}: this lot is already published (audit record #{record['seq']}) and the registry "
+        f"copy verifies; nothing to run.\npublished:  {data.get('uri')}\n"
+        f"tag:        {data.get('tag')} (already published, {data.get('artifact')})\n"
+        f"lot number: {lot}"
+    )
 
 
 def launch_manifest(

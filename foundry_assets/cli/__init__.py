@@ -45,9 +45,8 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
     import dagster as dg
 
     from foundry_assets.daemon import instance_daemon
-    from foundry_assets.runner import checked_manifest, ensure_dagster_home
+    from foundry_assets.runner import ensure_dagster_home
     from foundry_assets.submit import follow_run, launch_manifest, published_before, terminate_on_signals
-    from foundry_assets.workspace import Workspace, default_root
 
     _console(verbose)
     home = ensure_dagster_home()
@@ -64,16 +63,8 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
         for path in manifest_paths:
             if len(manifest_paths) > 1:
                 say(f"\n== {path}")
-            manifest = checked_manifest(path)
-            earlier = published_before(manifest, Workspace(default_root()))
-            if earlier is not None:
-                data = earlier["data"]
-                say(
-                    f"job {manifest.job_id}: this lot is already published (audit record #{earlier['seq']}) and"
-                )
-                say(f"the registry copy verifies; nothing to run.\npublished:  {data.get('uri')}")
-                say(f"tag:        {data.get('tag')} (already published, {data.get('artifact')})")
-                say(f"lot number: {data.get('lot_number')}")
+            if (done := published_before(path)) is not None:
+                say(done)
                 continue
             manifest, run_id = launch_manifest(path, instance=instance)
             current.append(run_id)
