@@ -123,9 +123,9 @@ def _doc(**target: Any) -> dict[str, Any]:
             "required when trigger_deployment is true",
         ),
         ({"webhook_url": "ftp://x/y"}, "publish_target.webhook_url", "not an http:// or https:// URL"),
-        ({"webhook_url": "https://u:p@x/y"}, "publish_target.webhook_url", "holds user info"),
+        ({"webhook_url": "https://u:p@x/y"}, "publish_target.webhook_url", "holds a credential"),
         ({"registry": "git+https://host"}, "publish_target.registry", "names no repository"),
-        ({"registry": "git+https://u:tok@host/r.git"}, "publish_target.registry", "password"),
+        ({"registry": "git+https://u:tok@host/r.git"}, "publish_target.registry", "a password"),
     ],
 )
 def test_bad_publish_targets_name_the_field(target: dict[str, Any], field: str, hint: str) -> None:
