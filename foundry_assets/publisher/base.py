@@ -136,16 +136,16 @@ def _step(step: PublishStep, what: str, action: Callable[[], Any]) -> Any:
 
 
 def short_error(error: BaseException) -> str:
-    """A failure as one short line, its URLs redacted: an OSError as `[ENOSPC] No space left on device: PATH`, a
+    """A failure as one short line, its URLs redacted: an OSError as `[ENOSPC] No space left on device: PATH` (a copy's `SOURCE -> DEST`), a
     `shutil.Error` (a list of every file that failed) as its first entry and the count, anything else as its text,
     cut at `ERROR_TEXT_LIMIT` characters."""
     if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
         entries = error.args[0]  # copytree's (source, destination, reason) of each file that failed
-        _source, target, why = entries[0]
-        text = f"{why}: {target}" + (f" (and {len(entries) - 1} more files)" if len(entries) > 1 else "")
+        text = str(entries[0][-1]) + (f" (and {len(entries) - 1} more files)" if len(entries) > 1 else "")
     elif isinstance(error, OSError) and error.strerror:
         code = errno.errorcode.get(error.errno or 0, str(error.errno))
-        text = f"[{code}] {error.strerror}" + (f": {error.filename}" if error.filename else "")
+        files = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+        text = f"[{code}] {error.strerror}" + (f": {files}" if files else "")
     else:
         text = str(error) or type(error).__name__
     text = redact(text)

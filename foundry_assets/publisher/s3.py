@@ -62,7 +62,10 @@ def s3_client(
     config = Config(
         connect_timeout=connect_timeout_s,
         read_timeout=read_timeout_s,
-        retries={"max_attempts": max_attempts, "mode": "standard"},
+        retries={
+            "total_max_attempts": max_attempts,
+            "mode": "standard",
+        },  # `max_attempts` would count retries
         **({"signature_version": UNSIGNED} if unsigned else {}),
     )
     return boto3.session.Session(profile_name=profile_name).client("s3", config=config, **options)
@@ -137,11 +140,11 @@ class S3Registry(RegistryBackend):
     def timeout_error(self, error: Exception) -> PublishError:
         """What an operator reads when the endpoint did not answer: which limit, its value, and what to do."""
         config = self.client.meta.config
-        attempts = (config.retries or {}).get("max_attempts", "?")
+        attempts = (config.retries or {}).get("total_max_attempts", "?")
         which = "connect" if "connect" in type(error).__name__.lower() else "read"
         return PublishError(
             f"the S3 endpoint {redact(self.client.meta.endpoint_url)} did not answer for s3://{self.bucket} "
-            f"({which} timeout: connect_timeout {config.connect_timeout} s, read_timeout {config.read_timeout} s, "
+            f"({which} timeout: connect_timeout {config.connect_timeout:g} s, read_timeout {config.read_timeout:g} s, "
             f"{attempts} attempt(s)); check that the endpoint is up (FOUNDRY_S3_ENDPOINT_URL), or raise the S3 "
             "resource's connect_timeout_s/read_timeout_s for a slow one"
         )
