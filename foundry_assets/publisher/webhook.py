@@ -66,10 +66,15 @@ def check_webhook_url(url: str) -> str:
 
 
 def _origin(url: str) -> str:
-    """scheme://host:port of `url` (redacted), the unit a token may be sent to."""
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
-    return redact(f"{parts.scheme}://{parts.hostname}:{port}")
+    """scheme://host:port of `url`, the unit a token may be sent to (a receiver's Location may be anything)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    except ValueError:
+        return "an unreadable address"
+    return (
+        redact(f"{parts.scheme}://{parts.hostname}:{port}") if parts.hostname else "an address without a host"
+    )
 
 
 def deployment_payload(result: PublishResult, *, lot_number: str, **extra: Any) -> dict[str, Any]:

@@ -166,6 +166,12 @@ def test_a_same_origin_redirect_is_not_delivered_either(receiver: str) -> None:
     )
 
 
+def test_a_redirect_to_an_unreadable_address_is_a_delivery_error(receiver: str) -> None:
+    Receiver.script, Receiver.location = [302], "http://host:port-is-not-a-number/x"
+    with pytest.raises(DeliveryError, match="redirecting to an unreadable address"):
+        notify_deployment(f"{receiver}/hook", _payload())
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="not an http"):
         notify_deployment("file:///etc/passwd", {})
