@@ -22,9 +22,8 @@ from foundry_assets.defs.resources import (
     AuditTrailResource,
     EmbedderResource,
     GpuResource,
-    PublisherResource,
     WorkspaceResource,
-    s3_resource_from_env,
+    publisher_resource_from_env,
 )
 from foundry_assets.defs.sensors import drop_sensor
 from foundry_assets.workspace import default_root
@@ -46,7 +45,7 @@ def build_resources() -> dict[str, Any]:
         "audit_trail": AuditTrailResource(),
         "embedder": EmbedderResource(),
         "gpu": GpuResource(lock_dir=gpu_lock_dir()),
-        "publisher": PublisherResource(s3=s3_resource_from_env()),
+        "publisher": publisher_resource_from_env(),
         # explicit, so a later run (or the UI) can load any partition's upstream values from DAGSTER_HOME
         "io_manager": StageResultIOManager(base_dir=io_dir(default_root())),
     }

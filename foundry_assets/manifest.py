@@ -21,6 +21,12 @@ from pydantic import (
 
 from foundry_assets.crucible.strategies import registered_names
 from foundry_assets.errors import ManifestError
+from foundry_assets.redact import (
+    REGISTRY_CREDENTIALS_FIX,
+    WEBHOOK_CREDENTIALS_FIX,
+    credential_problem,
+    redact,
+)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REGISTRY_SCHEMES = ("file", "s3", "git+file", "git+ssh", "git+https")
@@ -130,7 +136,8 @@ class PublishTarget(_Section):
     registry: str = Field(
         description="Registry URI: a local path or file:// URI (embedded default), s3://bucket/prefix, or a Git LFS "
         "remote git+file:///path/repo.git, git+ssh://git@host/org/repo.git or git+https://host/org/repo.git "
-        "(append #branch to commit on a branch other than the remote's default)."
+        "(append #branch to commit on a branch other than the remote's default). Put no credentials in it: "
+        "S3 and git credentials come from the environment (see the README's manifest section)."
     )
     tag: str = Field(description="Version tag of the artifact inside the registry, e.g. v2.1.0-safety.")
     trigger_deployment: bool = Field(
@@ -140,7 +147,8 @@ class PublishTarget(_Section):
         None,
         validate_default=True,
         description="http(s) URL the deployment notice is POSTed to; required when trigger_deployment is true. "
-        "Put no credentials in it (send tokens as headers configured outside the manifest).",
+        "Put no credentials in it (no user info, no token in the query): the publisher resource sends its "
+        "webhook_token (FOUNDRY_WEBHOOK_TOKEN) as an Authorization: Bearer header.",
     )
     artifact: Literal["auto", "adapter", "merged_model"] = Field(
         "auto",
@@ -160,21 +168,21 @@ class PublishTarget(_Section):
             raise ValueError(
                 "registry is empty; give a folder path, a file:// URI, s3://bucket/prefix or git+https://…"
             )
+        problem = credential_problem("registry", value, REGISTRY_CREDENTIALS_FIX)
+        if problem:
+            raise ValueError(problem)
         parsed = urlparse(value)
         scheme = parsed.scheme.lower()
         if scheme and scheme not in REGISTRY_SCHEMES and len(scheme) > 1:  # len 1: a Windows drive letter
             raise ValueError(
-                f"registry {value!r} uses the unknown scheme {scheme!r}; use a path, "
+                f"registry {redact(value)!r} uses the unknown scheme {scheme!r}; use a path, "
                 + " or ".join(f"{s}://…" for s in REGISTRY_SCHEMES)
             )
         if scheme == "s3" and not parsed.netloc:
-            raise ValueError(f"registry {value!r} names no bucket; write s3://BUCKET/PREFIX")
+            raise ValueError(f"registry {redact(value)!r} names no bucket; write s3://BUCKET/PREFIX")
         if scheme.startswith("git+") and not parsed.path.strip("/"):
-            raise ValueError(f"registry {value!r} names no repository; write {scheme}://HOST/ORG/REPO.git")
-        if parsed.password:
             raise ValueError(
-                "registry holds a password in its URI; remove it and let the S3 client or git's credential "
-                "helper/ssh agent supply credentials"
+                f"registry {redact(value)!r} names no repository; write {scheme}://HOST/ORG/REPO.git"
             )
         return value
 
@@ -188,15 +196,14 @@ class PublishTarget(_Section):
                     "deployment webhook (https://…), or set trigger_deployment: false"
                 )
             return None
+        problem = credential_problem("webhook_url", value, WEBHOOK_CREDENTIALS_FIX)
+        if problem:
+            raise ValueError(problem)
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(
-                f"webhook_url {value!r} is not an http:// or https:// URL with a host; "
+                f"webhook_url {redact(value)!r} is not an http:// or https:// URL with a host; "
                 "write e.g. https://deploy.example/hooks/models"
-            )
-        if parsed.username or parsed.password:
-            raise ValueError(
-                "webhook_url holds user info (user:password@); remove it and send credentials as headers"
             )
         return value
 

@@ -377,3 +377,48 @@ def test_a_local_model_folder_and_a_hub_name_are_valid(tmp_path: Path) -> None:
     (path.parent / "base").mkdir()
     (path.parent / "base" / "config.json").write_text("{}")
     assert load_manifest(path).model_path == str(path.parent / "base")
+
+
+@pytest.mark.parametrize(
+    ("field", "url", "carrier"),
+    [
+        ("registry", "git+https://ghp_Zq8sEkr1t@host/org/repo.git", "a user name"),
+        ("registry", "git+https://user:pw-Zq8sEkr1t@host/org/repo.git", "a password"),
+        ("registry", "s3://AKIAKEY:Zq8sEkr1t@bucket/prefix", "a password"),
+        ("registry", "git+ssh://git:pw-Zq8sEkr1t@host/org/repo.git", "a password"),
+        ("registry", "s3://bucket/prefix?X-Amz-Signature=Zq8sEkr1t", "'X-Amz-Signature'"),
+        ("registry", "git+https://host/org/repo.git?token=Zq8sEkr1t", "'token'"),
+        ("webhook_url", "https://hook-Zq8sEkr1t@deploy.example/hooks", "a user name"),
+        ("webhook_url", "https://bot:Zq8sEkr1t@deploy.example/hooks", "a password"),
+        ("webhook_url", "https://deploy.example/hooks?access_token=Zq8sEkr1t", "'access_token'"),
+        ("webhook_url", "https://deploy.example/hooks?a=1&X-Amz-Credential=Zq8sEkr1t", "'X-Amz-Credential'"),
+        ("webhook_url", "https://deploy.example/hooks?sig=Zq8sEkr1t", "'sig'"),
+    ],
+)
+def test_a_credential_in_a_publish_url_is_refused_without_echoing_it(
+    field: str, url: str, carrier: str
+) -> None:
+    doc = _doc()
+    doc["publish_target"][field] = url
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(doc, source="m.yaml")
+    message = str(info.value)
+    assert f"  publish_target.{field}: {field} holds a credential" in message and carrier in message
+    assert "Zq8sEkr1t" not in message and "not echoed" in message
+    fix = "FOUNDRY_WEBHOOK_TOKEN" if field == "webhook_url" else "AWS_ACCESS_KEY_ID"
+    assert fix in message, "the error says where the credential goes instead"
+
+
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [
+        ("registry", "git+ssh://git@github.com/org/models.git"),  # the ssh login is not a secret
+        ("registry", "git+ssh://github.com/org/models.git#release"),
+        ("registry", "s3://bucket/prefix"),
+        ("webhook_url", "https://deploy.example/hooks?env=prod&team=ml"),
+    ],
+)
+def test_publish_urls_without_credentials_stay_valid(field: str, url: str) -> None:
+    doc = _doc()
+    doc["publish_target"][field] = url
+    assert getattr(parse_manifest(doc).publish_target, field) == url

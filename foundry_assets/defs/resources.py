@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from foundry_assets.audit import AuditTrail
 from foundry_assets.errors import HardwareIncompatibleError
@@ -22,6 +22,7 @@ from foundry_assets.publisher import (
     push_artifact,
     verify_artifact,
 )
+from foundry_assets.publisher.s3 import S3_CONNECT_TIMEOUT_S, S3_MAX_ATTEMPTS, S3_READ_TIMEOUT_S, s3_client
 from foundry_assets.workspace import Workspace, default_root
 
 
@@ -133,14 +134,52 @@ class EmbedderResource(dg.ConfigurableResource):
         return self._cache[key]
 
 
+class FoundryS3Resource(S3Resource):
+    """dagster-aws's `S3Resource` whose client bounds every call (`publisher.s3.s3_client`): a frozen S3 server fails
+    the step within about a minute instead of holding the run (botocore's defaults: 60 s reads, 5 attempts)."""
+
+    connect_timeout_s: float = Field(S3_CONNECT_TIMEOUT_S, gt=0, description="Seconds to connect to S3.")
+    read_timeout_s: float = Field(
+        S3_READ_TIMEOUT_S,
+        gt=0,
+        description="Seconds a socket may wait for the S3 server before the attempt fails.",
+    )
+    max_attempts: int = Field(
+        S3_MAX_ATTEMPTS,
+        ge=1,
+        description="Attempts per S3 call (botocore's standard retry mode, with backoff).",
+    )
+
+    def get_client(self) -> Any:
+        credentials = {
+            "aws_access_key_id": self.aws_access_key_id,
+            "aws_secret_access_key": self.aws_secret_access_key,
+            "aws_session_token": self.aws_session_token,
+        }
+        return s3_client(
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            max_attempts=self.max_attempts,
+            profile_name=self.profile_name,
+            unsigned=self.use_unsigned_session,
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            **credentials,
+        )
+
+
 class PublisherResource(dg.ConfigurableResource):
     """Pushes a staged artifact to the registry a manifest names, and fetches published ones back; S3 goes through
-    dagster-aws's `S3Resource`."""
+    dagster-aws's `S3Resource` (`FoundryS3Resource` by default). Credentials live here, never in a manifest: the
+    manifest refuses a registry or webhook URL that holds one."""
 
     s3: S3Resource
-    """S3 client settings (endpoint, region, credentials); `s3_resource_from_env()` builds the default."""
+    """S3 client settings (endpoint, region, credentials, timeouts); `s3_resource_from_env()` builds the default."""
     webhook_token: str = ""
-    """Bearer token sent with deployment notices (set it from an EnvVar; never logged)."""
+    """Bearer token sent with deployment notices (`publisher_resource_from_env()` reads FOUNDRY_WEBHOOK_TOKEN through
+    an EnvVar; never logged, never sent to another origin)."""
 
     def push(
         self,
@@ -187,12 +226,26 @@ S3_ENVIRONMENT = {
 """S3Resource field → the environment variable it is read from (through `dg.EnvVar`, so values never reach logs)."""
 
 
-def s3_resource_from_env() -> S3Resource:
-    """An `S3Resource` reading each setting through `dg.EnvVar` where that variable is set when the code location loads.
+WEBHOOK_TOKEN_ENV = "FOUNDRY_WEBHOOK_TOKEN"
+"""The environment variable holding the deployment webhook's bearer token."""
+
+
+def s3_resource_from_env() -> FoundryS3Resource:
+    """A `FoundryS3Resource` reading each setting through `dg.EnvVar` where that variable is set when the code location
+    loads.
 
     Unset settings fall back to boto3's own chain (instance roles, ~/.aws); values are never written to logs.
     """
     fields: dict[str, Any] = {
         field: dg.EnvVar(var) for field, var in S3_ENVIRONMENT.items() if os.environ.get(var)
     }
-    return S3Resource(**fields)
+    return FoundryS3Resource(**fields)
+
+
+def publisher_resource_from_env() -> PublisherResource:
+    """The publisher with `s3_resource_from_env()` and the webhook token from FOUNDRY_WEBHOOK_TOKEN (through an EnvVar,
+    so its value never reaches the run's config or logs) where that variable is set."""
+    token: dict[str, Any] = (
+        {"webhook_token": dg.EnvVar(WEBHOOK_TOKEN_ENV)} if os.environ.get(WEBHOOK_TOKEN_ENV) else {}
+    )
+    return PublisherResource(s3=s3_resource_from_env(), **token)

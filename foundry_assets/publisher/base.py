@@ -5,7 +5,9 @@ the order of the handoff, the hash manifest, the refusal of a conflicting tag an
 here, once. The way back from a registry (`fetch_artifact`, `verify_artifact`) lives in `fetch.py`.
 """
 
+import errno
 import logging
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -13,9 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from foundry_assets.errors import PublishError
+from foundry_assets.redact import REGISTRY_CREDENTIALS_FIX, credential_problem, redact
 
 log = logging.getLogger(__name__)
 HASH_MANIFEST = "MANIFEST.sha256"
+ERROR_TEXT_LIMIT = 600
+"""At most this many characters of a failure's own text go into a step's error (a remote's answer can be long)."""
 PublishStep = Literal["prepare", "compare", "upload", "verify", "record", "cleanup"]
 """The handoff's steps, in order; a `PublishStepError` names the one that failed."""
 
@@ -76,6 +81,9 @@ class RegistryBackend(ABC):
     """One kind of registry. `uri` is the registry root; a tag is a folder/prefix/git tag under it."""
 
     def __init__(self, uri: str) -> None:
+        problem = credential_problem("the registry URI", uri, REGISTRY_CREDENTIALS_FIX)
+        if problem:
+            raise PublishError(problem)
         self.uri = uri
 
     @classmethod
@@ -124,7 +132,24 @@ def _step(step: PublishStep, what: str, action: Callable[[], Any]) -> Any:
     except PublishStepError:
         raise
     except Exception as e:
-        raise PublishStepError(step, f"{what}: {e}") from e
+        raise PublishStepError(step, f"{what}: {short_error(e)}") from e
+
+
+def short_error(error: BaseException) -> str:
+    """A failure as one short line, its URLs redacted: an OSError as `[ENOSPC] No space left on device: PATH` (a copy's `SOURCE -> DEST`), a
+    `shutil.Error` (a list of every file that failed) as its first entry and the count, anything else as its text,
+    cut at `ERROR_TEXT_LIMIT` characters."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
+        entries = error.args[0]  # copytree's (source, destination, reason) of each file that failed
+        text = str(entries[0][-1]) + (f" (and {len(entries) - 1} more files)" if len(entries) > 1 else "")
+    elif isinstance(error, OSError) and error.strerror:
+        code = errno.errorcode.get(error.errno or 0, str(error.errno))
+        files = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+        text = f"[{code}] {error.strerror}" + (f": {files}" if files else "")
+    else:
+        text = str(error) or type(error).__name__
+    text = redact(text)
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "… (cut)"
 
 
 def _differing(expected: dict[str, str], found: dict[str, str]) -> list[str]:

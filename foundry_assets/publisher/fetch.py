@@ -25,6 +25,7 @@ from foundry_assets.publisher.base import (
     RegistryBackend,
     _differing,
     _step,
+    short_error,
 )
 from foundry_assets.publisher.registry import backend_for
 
@@ -38,7 +39,7 @@ def _fetch_step(step: FetchStep, what: str, action: Callable[[], Any]) -> Any:
     except FetchStepError:
         raise
     except Exception as e:
-        raise FetchStepError(step, f"{what}: {e}") from e
+        raise FetchStepError(step, f"{what}: {short_error(e)}") from e
 
 
 @dataclass(frozen=True)

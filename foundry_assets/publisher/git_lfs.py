@@ -7,7 +7,8 @@ or not at all. Verification clones the tag into a fresh folder with LFS smudge o
 
 Needs the `git` and `git-lfs` executables (Debian packages `git`, `git-lfs`). The commit identity defaults to
 `coreason-model-foundry <foundry@localhost>`; `GIT_AUTHOR_*`/`GIT_COMMITTER_*` environment variables override it.
-Authentication is git's own (ssh agent, credential helper); a password in the URI is never logged.
+Authentication is git's own (ssh agent, credential helper); a URI holding a credential is refused, and git's error
+text is redacted before it is raised.
 """
 
 import logging
@@ -22,6 +23,7 @@ from urllib.parse import urlparse, urlunparse
 from foundry_assets.errors import PublishError
 from foundry_assets.hashing import sha256_file, tree_digest
 from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest
+from foundry_assets.redact import redact
 
 log = logging.getLogger(__name__)
 LFS_PATTERNS = ("*.safetensors", "*.bin", "*.gguf")
@@ -59,11 +61,7 @@ class GitLfsRegistry(RegistryBackend):
         remote = parsed._replace(scheme=parsed.scheme[4:], fragment="")
         self.remote = urlunparse(remote)
         self.branch = parsed.fragment or None
-        netloc = parsed.netloc
-        self._password = parsed.password or ""
-        if self._password:
-            netloc = netloc.replace(f":{self._password}@", ":***@")
-        self.safe_remote = "git+" + urlunparse(remote._replace(netloc=netloc))
+        self.safe_remote = "git+" + self.remote  # no credentials: `RegistryBackend` refuses a URI holding one
 
     @classmethod
     def scheme(cls) -> str:
@@ -76,11 +74,11 @@ class GitLfsRegistry(RegistryBackend):
         return ("git+file", "git+ssh", "git+https")
 
     def tag_uri(self, tag: str) -> str:
-        """`git+https://host/repo.git@TAG` (pip's form), with any password masked."""
+        """`git+https://host/repo.git@TAG` (pip's form)."""
         return f"{self.safe_remote}@{tag}"
 
     def _git(self, *args: str, cwd: Path, skip_smudge: bool = False) -> str:
-        """Run one git command; a failure becomes a PublishError whose text never holds the URI's password."""
+        """Run one git command; a failure becomes a PublishError with git's last words, every URL in them redacted."""
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
         if skip_smudge:
             env["GIT_LFS_SKIP_SMUDGE"] = "1"
@@ -102,11 +100,11 @@ class GitLfsRegistry(RegistryBackend):
                 f"git {args[0]} against {self.safe_remote} timed out after {e.timeout} s"
             ) from None
         if done.returncode != 0:
-            output = (done.stderr or done.stdout).strip()
-            output = output.replace(self._password, "***") if self._password else output
+            # redacted: git quotes remote URLs, and an `insteadOf` rule or a redirect may have put a token in one
+            output = redact((done.stderr or done.stdout).strip())
             if "'lfs' is not a git command" in output:
                 output = "git-lfs is not installed; install the Debian package git-lfs"
-            raise PublishError(f"git {args[0]} failed (exit {done.returncode}): {output[-2000:]}")
+            raise PublishError(f"git {args[0]} failed (exit {done.returncode}): {output[-500:]}")
         return done.stdout
 
     def _repo(self, folder: Path, *, smudge: bool) -> Path:

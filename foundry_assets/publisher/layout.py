@@ -13,6 +13,10 @@ from typing import Any
 
 import yaml
 
+from foundry_assets.errors import PublishError
+from foundry_assets.publisher.base import short_error
+from foundry_assets.redact import redact
+
 MODEL_CARD = "README.md"
 MANIFEST_FILE = "manifest.yaml"
 EXAM_REPORT_FILE = "exam_report.json"
@@ -141,14 +145,38 @@ def stage_artifact(
     """Lay out a fresh `staging` folder: `<kind>/` (weights, tokenizer), manifest, exam report and model card."""
     staging = Path(staging)
     shutil.rmtree(staging, ignore_errors=True)
-    # hard links where the job folder and staging share a file system: an 8B model is staged without 16 GB more
-    # disk. The weights are never written in place (every stage writes a new folder and renames it), and the
-    # registry's verified copy is made from staging, so a link is as good as a copy here.
-    shutil.copytree(source, staging / kind, copy_function=_link_or_copy)
-    (staging / MANIFEST_FILE).write_text(
-        yaml.safe_dump(dict(manifest_dict), sort_keys=False), encoding="utf-8"
-    )
-    report = {k: v for k, v in exam_report_dict.items() if k != "report_path"}
-    (staging / EXAM_REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
-    write_model_card(staging, manifest_dict, exam_report_dict)
+    try:
+        # hard links where the job folder and staging share a file system: an 8B model is staged without 16 GB more
+        # disk. The weights are never written in place (every stage writes a new folder and renames it), and the
+        # registry's verified copy is made from staging, so a link is as good as a copy here.
+        shutil.copytree(source, staging / kind, copy_function=_link_or_copy)
+        (staging / MANIFEST_FILE).write_text(
+            yaml.safe_dump(_redacted(dict(manifest_dict)), sort_keys=False), encoding="utf-8"
+        )
+        report = {k: v for k, v in exam_report_dict.items() if k != "report_path"}
+        (staging / EXAM_REPORT_FILE).write_text(
+            json.dumps(report, indent=2, sort_keys=True), encoding="utf-8"
+        )
+        write_model_card(staging, manifest_dict, exam_report_dict)
+    except (
+        OSError
+    ) as e:  # a full disk: one short line (copytree's own error lists every file), no half staging
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PublishError(
+            f"staging the {kind} into {staging} failed: {short_error(e)}; the staging folder was removed (free "
+            "space, then run the publish again)"
+        ) from e
     return staging
+
+
+def _redacted(value: Any) -> Any:
+    """`value` with every URL in its strings redacted. A validated manifest holds no credential (the manifest refuses
+    a registry or webhook URL with one), so the foundry's own jobs publish their manifest unchanged; this keeps any
+    other caller's dict from publishing a token in `manifest.yaml`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value

@@ -4,9 +4,10 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from foundry_assets.errors import PublishError
 from foundry_assets.fsio import build_dir
 from foundry_assets.hashing import sha256_tree
-from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest
+from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest, short_error
 
 
 class LocalRegistry(RegistryBackend):
@@ -37,11 +38,25 @@ class LocalRegistry(RegistryBackend):
         return parse_hash_manifest(listing.read_text(encoding="utf-8"))
 
     def upload(self, staging: Path, tag: str, files: dict[str, str]) -> None:
-        """Copy to a hidden partial folder, then rename it to the tag."""
+        """Copy the listed files and the hash manifest to a hidden partial folder, then rename it to the tag.
+
+        File by file, so that the first failure (a full disk) stops the copy and is reported as one short line
+        naming the file (copytree would go on and report every file in a list); the partial folder is removed.
+        """
+
+        def copy(tmp: Path) -> None:
+            for name in sorted([*files, HASH_MANIFEST]):
+                try:
+                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(staging / name, tmp / name)
+                except OSError as e:
+                    raise PublishError(
+                        f"copying {name!r} into the registry {self.root} failed: {short_error(e)}; the partial "
+                        f"copy was removed and no tag {tag!r} was made (free space, then publish again)"
+                    ) from e
+
         # renamed into place whole; the rename fails if the tag appeared meanwhile
-        build_dir(
-            self.root / tag, lambda tmp: shutil.copytree(staging, tmp, dirs_exist_ok=True), replace=False
-        )
+        build_dir(self.root / tag, copy, replace=False)
 
     def remote_hashes(self, tag: str) -> dict[str, str]:
         """Hash the tag folder's files."""

@@ -2,6 +2,8 @@
 
 The caller passes the boto3 S3 client (or a zero-argument factory such as dagster-aws's `S3Resource.get_client`), so
 endpoint, region and credentials are configured — and kept — outside this module; nothing here reads or logs them.
+`s3_client()` builds one whose calls are bounded (connect and read timeouts, a few retries), so a frozen server fails
+the step within about a minute (3 attempts of 20 s) instead of hanging it for several; the foundry's S3 resource uses it.
 
 Upload order makes the tag complete-or-not: the files first (each with its SHA256 in the object metadata `sha256`
 and as S3's own `ChecksumSHA256`, so the server rejects a corrupted body), `MANIFEST.sha256` last and only if absent
@@ -10,22 +12,80 @@ match, replaces the rest and deletes strays, then writes the manifest.
 """
 
 import base64
+import functools
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
 from foundry_assets.errors import PublishError
 from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest
+from foundry_assets.redact import redact
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 _CHUNK = 1 << 20
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 """Files at least this large go up as a multipart upload (boto3's managed transfer)."""
 MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
 """Part size of a multipart upload (S3 needs at least 5 MiB per part but the last)."""
+
+
+S3_CONNECT_TIMEOUT_S = 10.0
+"""Seconds to wait for a TCP connection to the S3 endpoint (botocore's default is 60)."""
+S3_READ_TIMEOUT_S = 20.0
+"""Seconds a socket may wait for the server (an answer, or room to send a part); a server that accepts the connection
+and then freezes fails an attempt after this. S3 answers a 16 MiB part within a second or two of receiving it."""
+S3_MAX_ATTEMPTS = 3
+"""Attempts per S3 call, retried in botocore's `standard` mode (with backoff, on timeouts, throttling and 5xx)."""
+
+
+def s3_client(
+    *,
+    connect_timeout_s: float = S3_CONNECT_TIMEOUT_S,
+    read_timeout_s: float = S3_READ_TIMEOUT_S,
+    max_attempts: int = S3_MAX_ATTEMPTS,
+    profile_name: str | None = None,
+    unsigned: bool = False,
+    **options: Any,
+) -> Any:
+    """A boto3 S3 client whose every call is bounded: botocore's defaults (60 s to connect, 60 s per read, up to 5
+    legacy-mode attempts, each retried again inside a multipart transfer) let a frozen server hold a publish for
+    minutes. `options` are `boto3.client`'s (endpoint_url, region_name, credentials, verify, use_ssl)."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        retries={
+            "total_max_attempts": max_attempts,
+            "mode": "standard",
+        },  # `max_attempts` would count retries
+        **({"signature_version": UNSIGNED} if unsigned else {}),
+    )
+    return boto3.session.Session(profile_name=profile_name).client("s3", config=config, **options)
+
+
+def _timeouts_named(
+    method: Callable[Concatenate["S3Registry", P], R],
+) -> Callable[Concatenate["S3Registry", P], R]:
+    """Turn botocore's timeout errors in `method` into a `PublishError` naming S3, the endpoint and the limits."""
+
+    @functools.wraps(method)
+    def wrapper(self: "S3Registry", *args: P.args, **kwargs: P.kwargs) -> R:
+        from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+        try:
+            return method(self, *args, **kwargs)
+        except (ConnectTimeoutError, ReadTimeoutError) as e:
+            raise self.timeout_error(e) from e
+
+    return wrapper
 
 
 def _error_code(error: Exception) -> str:
@@ -68,16 +128,26 @@ class S3Registry(RegistryBackend):
 
     @property
     def client(self) -> Any:
-        """The boto3 S3 client, created on first use from the factory (or from the environment)."""
+        """The boto3 S3 client, created on first use from the factory (or `s3_client()` from the environment)."""
         if self._client is None:
             source = self._client_or_factory
             if source is None:
-                import boto3
-
-                self._client = boto3.client("s3")
+                self._client = s3_client()
             else:
                 self._client = source() if callable(source) else source
         return self._client
+
+    def timeout_error(self, error: Exception) -> PublishError:
+        """What an operator reads when the endpoint did not answer: which limit, its value, and what to do."""
+        config = self.client.meta.config
+        attempts = (config.retries or {}).get("total_max_attempts", "?")
+        which = "connect" if "connect" in type(error).__name__.lower() else "read"
+        return PublishError(
+            f"the S3 endpoint {redact(self.client.meta.endpoint_url)} did not answer for s3://{self.bucket} "
+            f"({which} timeout: connect_timeout {config.connect_timeout:g} s, read_timeout {config.read_timeout:g} s, "
+            f"{attempts} attempt(s)); check that the endpoint is up (FOUNDRY_S3_ENDPOINT_URL), or raise the S3 "
+            "resource's connect_timeout_s/read_timeout_s for a slow one"
+        )
 
     def key(self, tag: str, name: str = "") -> str:
         """The object key of `name` inside the tag (the tag's prefix, ending in '/', when `name` is empty)."""
@@ -102,6 +172,7 @@ class S3Registry(RegistryBackend):
                 return None
             raise
 
+    @_timeouts_named
     def existing_hashes(self, tag: str) -> dict[str, str] | None:
         """The tag's MANIFEST.sha256; None when absent, so an unfinished upload is completed, not refused."""
         try:
@@ -116,6 +187,7 @@ class S3Registry(RegistryBackend):
             raise
         return parse_hash_manifest(body.read().decode("utf-8"))
 
+    @_timeouts_named
     def upload(self, staging: Path, tag: str, files: dict[str, str]) -> None:
         """Upload every file (skipping objects that already match), delete strays, then write the manifest."""
         from boto3.s3.transfer import TransferConfig
@@ -183,6 +255,7 @@ class S3Registry(RegistryBackend):
             )
         return sha
 
+    @_timeouts_named
     def download(self, tag: str, files: dict[str, str], dest: Path) -> None:
         """Stream each listed object to `dest`, hashing it on the way; a body that does not match fails naming it."""
         for name, expected in sorted(files.items()):
@@ -208,6 +281,7 @@ class S3Registry(RegistryBackend):
                 )
             log.debug("Downloaded and verified s3://%s/%s", self.bucket, key)
 
+    @_timeouts_named
     def remote_hashes(self, tag: str) -> dict[str, str]:
         """Read every object of the tag back (streamed) and return {relative path: SHA256 of its bytes}."""
         prefix = self.key(tag)

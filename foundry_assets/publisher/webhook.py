@@ -1,28 +1,34 @@
 """Deployment trigger: POST a JSON notice of a verified publish to a webhook, with retries and exponential backoff.
 
-Only the standard library (urllib). A connection error, a timeout, HTTP 429 or a 5xx is retried; any other 4xx is
-the receiver refusing the notice and fails at once. The notice carries an `Idempotency-Key` header (the SHA256 of
-the body), so a receiver can drop the duplicate of a retried delivery. A failed notice never un-publishes: the
-caller reports it as a failed step. URLs are logged without user info, query or fragment (where tokens hide).
+Sent with urllib3, whose `Retry` does the retrying: a connection error, a timeout, HTTP 429 or a 5xx is retried; any
+other 4xx is the receiver refusing the notice and fails at once. Redirects are never followed: the operator's bearer
+token must not reach another address, and a 301/302/303 would turn the POST into a GET without the notice, so a 3xx
+is a failure naming where it pointed. Only a 2xx answer counts as delivered. The notice carries an `Idempotency-Key`
+header (the SHA256 of the body), so a receiver can drop the duplicate of a retried delivery. A failed notice never
+un-publishes: the caller reports it as a failed step. A URL holding a credential is refused (the token goes in a
+header); URLs are logged and raised redacted.
 """
 
 import hashlib
-import http.client
 import json
 import logging
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urljoin, urlsplit
+
+import urllib3
+from urllib3.exceptions import HTTPError, MaxRetryError
+from urllib3.util.retry import Retry
 
 from foundry_assets.errors import PublishError
 from foundry_assets.publisher.base import PublishResult
+from foundry_assets.redact import WEBHOOK_CREDENTIALS_FIX, credential_problem, redact
 
 log = logging.getLogger(__name__)
 USER_AGENT = "coreason-model-foundry"
+RETRIED_STATUSES = frozenset({429, *range(500, 600)})
+"""Answers worth another attempt: the receiver is busy or broken, not refusing this notice."""
 
 
 class DeliveryError(PublishError):
@@ -48,24 +54,27 @@ class DeliveryResult:
         return asdict(self)
 
 
-def redact_url(url: str) -> str:
-    """The URL without user info, query or fragment, safe for logs and metadata."""
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    netloc = f"{host}:{parsed.port}" if parsed.port else host
-    return urlunparse((parsed.scheme, netloc, parsed.path, "", "", ""))
-
-
 def check_webhook_url(url: str) -> str:
-    """Return `url` if it is an http(s) URL with a host and no user info; raise ValueError otherwise."""
-    parsed = urlparse(url)
+    """Return `url` if it is an http(s) URL with a host and no credential; raise ValueError otherwise."""
+    problem = credential_problem("webhook URL", url, WEBHOOK_CREDENTIALS_FIX)
+    if problem:
+        raise ValueError(problem)
+    parsed = urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"webhook URL {redact_url(url)!r} is not an http:// or https:// URL with a host")
-    if parsed.username or parsed.password:
-        raise ValueError(
-            f"webhook URL {redact_url(url)!r} holds user info; send credentials as `headers` instead"
-        )
+        raise ValueError(f"webhook URL {redact(url)!r} is not an http:// or https:// URL with a host")
     return url
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port of `url`, the unit a token may be sent to (a receiver's Location may be anything)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    except ValueError:
+        return "an unreadable address"
+    return (
+        redact(f"{parts.scheme}://{parts.hostname}:{port}") if parts.hostname else "an address without a host"
+    )
 
 
 def deployment_payload(result: PublishResult, *, lot_number: str, **extra: Any) -> dict[str, Any]:
@@ -82,15 +91,6 @@ def deployment_payload(result: PublishResult, *, lot_number: str, **extra: Any) 
     }
 
 
-def _retriable(error: Exception) -> tuple[bool, int | None, str]:
-    """Whether a failed attempt is worth retrying, its HTTP status if any, and a short description."""
-    if isinstance(error, urllib.error.HTTPError):
-        return error.code >= 500 or error.code == 429, error.code, f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        return True, None, f"connection failed: {error.reason}"
-    return True, None, f"{type(error).__name__}: {error}"
-
-
 def notify_deployment(
     url: str,
     payload: Mapping[str, Any],
@@ -99,12 +99,13 @@ def notify_deployment(
     backoff_s: float = 0.5,
     timeout_s: float = 5.0,
     headers: Mapping[str, str] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> DeliveryResult:
-    """POST `payload` as JSON to `url`: up to `1 + retries` attempts, waiting `backoff_s * 2**n` between them.
+    """POST `payload` as JSON to `url`: up to `1 + retries` attempts, backing off `backoff_s * 2**n` between them
+    (urllib3's `Retry`: the first retry at once).
 
-    `headers` (e.g. an Authorization token) are sent but never logged. Raises `DeliveryError` after the last
-    attempt, or at once when the receiver answers with a 4xx other than 429.
+    `headers` (e.g. an Authorization token) are sent to `url`'s origin only and never logged. Raises
+    `DeliveryError` after the last attempt, at once when the receiver answers with a 4xx other than 429, and on
+    any redirect.
     """
     check_webhook_url(url)
     if retries < 0 or backoff_s < 0 or timeout_s <= 0:
@@ -117,47 +118,62 @@ def notify_deployment(
         "Idempotency-Key": key,
         **(headers or {}),
     }
-    where, attempts = redact_url(url), retries + 1
-    for attempt in range(1, attempts + 1):
-        request = urllib.request.Request(url, data=body, headers=send_headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                response.read()
-                log.info(
-                    "Deployment notice delivered to %s (HTTP %d, attempt %d)", where, response.status, attempt
-                )
-                return DeliveryResult(where, response.status, attempt, key)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            delay = _after_failure(e, where, attempt, attempts, backoff_s)
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _after_failure(error: Exception, where: str, attempt: int, attempts: int, backoff_s: float) -> float:
-    """How long to wait before the next attempt; raises `DeliveryError` when the failure is final (a refusal, or
-    the last attempt)."""
-    retry, status, reason = _retriable(error)
-    if not retry:
-        raise DeliveryError(
-            f"deployment webhook {where} refused the notice: {reason}; not retried (fix the receiver "
-            "or the payload, then re-run the notice).",
-            attempts=attempt,
-            status_code=status,
-        ) from None
-    if attempt == attempts:
-        raise DeliveryError(
-            f"deployment webhook {where} failed after {attempts} attempts; last: {reason}. The artifact "
-            "stays published; re-run the notice once the receiver is up.",
-            attempts=attempt,
-            status_code=status,
-        ) from None
-    delay = backoff_s * 2 ** (attempt - 1)
-    log.warning(
-        "Deployment notice to %s failed (%s); retry %d/%d in %.2f s",
-        where,
-        reason,
-        attempt,
-        attempts - 1,
-        delay,
+    retry = Retry(
+        total=retries,
+        redirect=False,  # never followed: see the module's docstring
+        status_forcelist=RETRIED_STATUSES,
+        allowed_methods=None,  # the POST is retried too: the Idempotency-Key makes a duplicate harmless
+        backoff_factor=backoff_s,
+        raise_on_status=False,  # the last answer is returned, and reported below
+        respect_retry_after_header=False,  # a receiver's Retry-After must not hold the publish step for as long as it likes
     )
-    return delay
+    where, pool = redact(url), urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s))
+    try:
+        response = pool.request("POST", url, body=body, headers=send_headers, retries=retry, redirect=False)
+    except MaxRetryError as e:
+        raise DeliveryError(
+            f"deployment webhook {where} failed after {retries + 1} attempts; last: no answer "
+            f"({redact(str(e.reason))[:300]}). The artifact stays published; re-run the notice once the receiver is up.",
+            attempts=retries + 1,
+            status_code=None,
+        ) from None
+    except HTTPError as e:
+        raise DeliveryError(
+            f"deployment webhook {where}: {redact(str(e))[:300]}", attempts=1, status_code=None
+        ) from None
+    finally:
+        pool.clear()
+    attempts = len(response.retries.history) + 1 if response.retries else 1
+    _check_answer(response, url, where, attempts)
+    log.info("Deployment notice delivered to %s (HTTP %d, attempt %d)", where, response.status, attempts)
+    return DeliveryResult(where, response.status, attempts, key)
+
+
+def _check_answer(response: urllib3.BaseHTTPResponse, url: str, where: str, attempts: int) -> None:
+    """Raise `DeliveryError` unless the final answer is a 2xx: a redirect, a refusal, or the last failed retry."""
+    status, reason = response.status, f"HTTP {response.status} {response.reason or ''}".rstrip()
+    if 200 <= status < 300:
+        return
+    if 300 <= status < 400:
+        location = response.headers.get("Location", "")
+        target = _origin(urljoin(url, location)) if location else "no Location"
+        raise DeliveryError(
+            f"deployment webhook {where} answered {reason}, redirecting to {target}; redirects are not followed "
+            "(the notice and its token go to the configured address only), so nothing was delivered. Set "
+            "publish_target.webhook_url to the final address.",
+            attempts=attempts,
+            status_code=status,
+        )
+    if status in RETRIED_STATUSES:
+        raise DeliveryError(
+            f"deployment webhook {where} failed after {attempts} attempts; last: {reason}. The artifact stays "
+            "published; re-run the notice once the receiver is up.",
+            attempts=attempts,
+            status_code=status,
+        )
+    raise DeliveryError(
+        f"deployment webhook {where} refused the notice: {reason}; not retried (fix the receiver or the payload, "
+        "then re-run the notice).",
+        attempts=attempts,
+        status_code=status,
+    )

@@ -45,12 +45,15 @@ class _KillingRegistry(LocalRegistry):
         if self.point == "mid-upload":
             import foundry_assets.publisher.local as local
 
-            def one_file_then_die(source: Path, dest: Path, **_: Any) -> None:
-                (Path(dest) / "adapter").mkdir(parents=True, exist_ok=True)
-                (Path(dest) / HASH_MANIFEST).write_text("partial")
-                _die()
+            copied: list[str] = []
+            copyfile = local.shutil.copyfile
 
-            local.shutil.copytree = one_file_then_die  # type: ignore[assignment]  # in the child only
+            def one_file_then_die(source: Path, dest: Path) -> None:
+                if copied:  # the first file is in the partial folder, the second one is not
+                    _die()
+                copied.append(str(copyfile(source, dest)))
+
+            local.shutil.copyfile = one_file_then_die  # type: ignore[assignment]  # in the child only
         if self.point == "after-rename":
             on_verified = lambda _result: _die()  # noqa: E731  # the tag is in place, nothing recorded
         return super().push(staging, version_tag, registry=registry, on_verified=on_verified)
@@ -120,6 +123,8 @@ def test_a_publish_killed_at_any_step_is_completed_by_the_next_run_and_recorded_
     child.join(60)
     assert child.exitcode == -signal.SIGKILL, f"the child was not killed at {point} (exit {child.exitcode})"
 
+    if point == "mid-upload":
+        assert list(job.registry.glob(".v1.work-*")), "the kill left the partial copy the next run must clean"
     if rerun == "whole job":
         _rebuild(job)
         exam = job.exam()

@@ -1,6 +1,7 @@
 """The Git LFS registry against a local bare repository (git+file://), with no global git configuration."""
 
 import hashlib
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from foundry_assets.errors import PublishError
 from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher import PublishStepError, backend_for, git_lfs, push_artifact
 from foundry_assets.publisher.base import HASH_MANIFEST
@@ -117,15 +119,41 @@ def test_foreign_tag_without_listing_is_refused(
     assert staging.exists()
 
 
-def test_unreachable_remote_names_the_step_and_masks_the_password(
-    staged: Callable[..., Path], tmp_path: Path
-) -> None:
+def test_unreachable_remote_names_the_step(staged: Callable[..., Path], tmp_path: Path) -> None:
     staging = staged()
     with pytest.raises(PublishStepError) as info:
         push_artifact(staging, "v1", registry=f"git+file://{tmp_path}/missing.git")
     assert info.value.step == "compare" and "git ls-remote failed" in str(info.value) and staging.exists()
-    registry = GitLfsRegistry("git+https://bot:hunter2@127.0.0.1:1/org/models.git")
-    assert registry.tag_uri("v1") == "git+https://bot:***@127.0.0.1:1/org/models.git@v1"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "git+https://bot:hunter2@127.0.0.1:1/org/models.git",
+        "git+https://ghp_hunter2@127.0.0.1:1/org/models.git",
+    ],
+)
+def test_a_remote_holding_a_credential_is_refused_without_echoing_it(uri: str) -> None:
+    with pytest.raises(PublishError, match="holds a credential") as info:
+        GitLfsRegistry(uri)
+    assert "hunter2" not in str(info.value) and "credential helper" in str(info.value)
+
+
+def test_git_output_quoting_a_token_is_redacted(
+    staged: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git quotes remote URLs in its errors, and an `insteadOf` rule or a proxy may have put a token in one: whatever
+    git prints is redacted before it is raised (here a `git` ahead on PATH prints such an error)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(
+        "#!/bin/sh\necho \"fatal: unable to access 'https://x-access-token:ghp_hunter2@127.0.0.1:1/org/m.git/"
+        "?access_token=hunter2': Failed to connect\" >&2\nexit 128\n"
+    )
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     with pytest.raises(PublishStepError) as info:
-        push_artifact(staging, "v1", registry=registry)
-    assert "git ls-remote failed" in str(info.value) and "hunter2" not in str(info.value)
+        push_artifact(staged(), "v1", registry="git+https://127.0.0.1:1/org/m.git")
+    message = str(info.value)
+    assert "hunter2" not in message and "Failed to connect" in message
+    assert "https://***@127.0.0.1:1/org/m.git/?access_token=***" in message

@@ -1,14 +1,23 @@
 """The artifact layout (model card), the handoff's named steps, and the manifest's publish_target validation."""
 
+import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from foundry_assets.errors import ManifestError
+from foundry_assets.errors import ManifestError, PublishError
 from foundry_assets.manifest import REGISTRY_SCHEMES, PublishTarget, parse_manifest
-from foundry_assets.publisher import PublishResult, PublishStepError, push_artifact, registered_schemes
+from foundry_assets.publisher import (
+    PublishResult,
+    PublishStepError,
+    layout,
+    push_artifact,
+    registered_schemes,
+)
 from foundry_assets.publisher.layout import render_model_card, stage_artifact, write_model_card
 
 MANIFEST: dict[str, Any] = {
@@ -64,6 +73,50 @@ def test_stage_artifact_lays_out_weights_manifest_report_and_card(tmp_path: Path
     names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     assert names == ["README.md", "adapter/adapter_model.safetensors", "exam_report.json", "manifest.yaml"]
     assert "report_path" not in (staging / "exam_report.json").read_text()
+
+
+def test_the_published_manifest_never_holds_a_credential(tmp_path: Path) -> None:
+    """A validated manifest holds none (they are refused); a hand-made dict passed to staging has its URLs redacted."""
+    source = tmp_path / "adapter-out"
+    source.mkdir()
+    (source / "adapter_model.safetensors").write_bytes(b"w")
+    target = {
+        "registry": "git+https://ghp_Zq8sEkr1t@host/org/models.git",
+        "tag": "v1",
+        "webhook_url": "https://deploy.example/hooks?env=prod&token=Zq8sEkr1t",
+    }
+    staging = stage_artifact(
+        source,
+        tmp_path / "staging",
+        kind="adapter",
+        manifest_dict={**MANIFEST, "publish_target": target},
+        exam_report_dict=EXAM,
+    )
+    published = yaml.safe_load((staging / "manifest.yaml").read_text())["publish_target"]
+    assert published["registry"] == "git+https://***@host/org/models.git"
+    assert published["webhook_url"] == "https://deploy.example/hooks?env=prod&token=***"
+    assert not [p for p in staging.rglob("*") if p.is_file() and b"Zq8sEkr1t" in p.read_bytes()]
+
+
+def test_staging_on_a_full_disk_fails_in_one_short_line_and_leaves_no_staging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "adapter-out"
+    source.mkdir()
+    for shard in range(40):
+        (source / f"model-{shard:05d}-of-00040.safetensors").write_bytes(b"w")
+
+    def full_disk(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dst)
+
+    monkeypatch.setattr(layout, "_link_or_copy", full_disk)
+    with pytest.raises(PublishError) as info:
+        stage_artifact(
+            source, tmp_path / "staging", kind="adapter", manifest_dict=MANIFEST, exam_report_dict=EXAM
+        )
+    message = str(info.value)
+    assert "No space left on device" in message and "(and 39 more files)" in message
+    assert len(message) < 600 and not (tmp_path / "staging").exists()
 
 
 def test_on_verified_runs_before_staging_is_removed_and_a_failure_keeps_it(
@@ -123,9 +176,9 @@ def _doc(**target: Any) -> dict[str, Any]:
             "required when trigger_deployment is true",
         ),
         ({"webhook_url": "ftp://x/y"}, "publish_target.webhook_url", "not an http:// or https:// URL"),
-        ({"webhook_url": "https://u:p@x/y"}, "publish_target.webhook_url", "holds user info"),
+        ({"webhook_url": "https://u:p@x/y"}, "publish_target.webhook_url", "holds a credential"),
         ({"registry": "git+https://host"}, "publish_target.registry", "names no repository"),
-        ({"registry": "git+https://u:tok@host/r.git"}, "publish_target.registry", "password"),
+        ({"registry": "git+https://u:tok@host/r.git"}, "publish_target.registry", "a password"),
     ],
 )
 def test_bad_publish_targets_name_the_field(target: dict[str, Any], field: str, hint: str) -> None:

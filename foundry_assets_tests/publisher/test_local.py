@@ -1,5 +1,9 @@
 import hashlib
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +77,38 @@ def test_missing_or_empty_staging_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(PublishError, match="empty"):
         push_artifact(tmp_path / "empty", "v1", registry=str(tmp_path / "r"))
+
+
+_FULL_DISK_PUSH = """
+import json, resource, signal, sys
+from foundry_assets.publisher import PublishStepError, push_artifact
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+try:
+    push_artifact(sys.argv[1], "v1", registry=sys.argv[2])
+except PublishStepError as e:
+    print(json.dumps({"step": e.step, "message": str(e)}))
+"""
+
+
+def test_a_full_registry_fails_in_one_short_line_and_leaves_no_partial_tag(tmp_path: Path) -> None:
+    """Files larger than the process may write (RLIMIT_FSIZE) stand for a full disk: the copy stops at the first
+    failure with one line naming the registry and the reason, not copytree's list of every file that failed."""
+    staging = _stage(tmp_path, b"w" * (256 * 1024))
+    for shard in range(40):
+        (staging / "adapter" / f"model-{shard:05d}-of-00040.safetensors").write_bytes(b"s" * (128 * 1024))
+    registry = tmp_path / "registry"
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_PUSH, str(staging), str(registry)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    failure = json.loads(done.stdout.strip().splitlines()[-1])
+    assert failure["step"] == "upload"
+    message = failure["message"]
+    assert len(message) < 1000, f"{len(message)} characters"
+    assert str(registry) in message and "File too large" in message and "EFBIG" in message
+    assert list(registry.iterdir()) == [], "no tag and no partial folder is left in the registry"
+    assert (staging / "exam_report.json").exists(), "staging is kept for a retry"

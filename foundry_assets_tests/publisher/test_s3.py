@@ -3,12 +3,14 @@
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from foundry_assets.errors import PublishError
 from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher import PublishStepError, backend_for, push_artifact
 from foundry_assets.publisher.base import HASH_MANIFEST, parse_hash_manifest
@@ -161,3 +163,40 @@ def test_backend_for_builds_an_s3_registry_with_the_callers_client(s3_client: An
         "some/prefix",
         "s3://bucket-a/some/prefix/v3/",
     )
+
+
+@pytest.fixture()
+def frozen_server() -> Iterator[int]:
+    """A TCP port that accepts connections (the kernel's backlog) and never answers: a frozen S3 server."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+def test_a_frozen_server_fails_the_step_within_the_configured_timeouts(
+    aws_env: None, frozen_server: int, staged: Callable[..., Path]
+) -> None:
+    """The publisher's S3 resource bounds every call (botocore's defaults held a publish ≈ 6 min): the step fails
+    naming S3, the endpoint and the limit that ran out."""
+    from foundry_assets.defs.resources import FoundryS3Resource, PublisherResource
+
+    s3 = FoundryS3Resource(
+        endpoint_url=f"http://127.0.0.1:{frozen_server}",
+        connect_timeout_s=1,
+        read_timeout_s=1,
+        max_attempts=2,
+    )
+    staging = staged()
+    with pytest.raises(PublishStepError) as info:
+        PublisherResource(s3=s3).push(staging, "v1", registry="s3://models/prod")
+    message = str(info.value)
+    assert info.value.step == "compare" and staging.exists()
+    assert f"S3 endpoint http://127.0.0.1:{frozen_server} did not answer for s3://models" in message
+    assert "read timeout: connect_timeout 1 s, read_timeout 1 s, 2 attempt(s)" in message
+
+
+def test_a_registry_uri_holding_a_credential_is_refused(s3_client: Any) -> None:
+    with pytest.raises(PublishError, match="holds a credential") as info:
+        backend_for(f"s3://{ACCESS_KEY}:{SECRET_KEY}@models/prod", s3_client=s3_client)
+    assert SECRET_KEY not in str(info.value) and ACCESS_KEY not in str(info.value)
