@@ -98,6 +98,7 @@ def test_the_published_manifest_never_holds_a_credential(tmp_path: Path) -> None
     assert not [p for p in staging.rglob("*") if p.is_file() and b"Zq8sEkr1t" in p.read_bytes()]
 
 
+@pytest.mark.faults
 def test_staging_on_a_full_disk_fails_in_one_short_line_and_leaves_no_staging(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

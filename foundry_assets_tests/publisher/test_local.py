@@ -91,6 +91,7 @@ except PublishStepError as e:
 """
 
 
+@pytest.mark.faults
 def test_a_full_registry_fails_in_one_short_line_and_leaves_no_partial_tag(tmp_path: Path) -> None:
     """Files larger than the process may write (RLIMIT_FSIZE) stand for a full disk: the copy stops at the first
     failure with one line naming the registry and the reason, not copytree's list of every file that failed."""

@@ -174,6 +174,7 @@ def frozen_server() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
+@pytest.mark.faults
 def test_a_frozen_server_fails_the_step_within_the_configured_timeouts(
     aws_env: None, frozen_server: int, staged: Callable[..., Path]
 ) -> None:
