@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from foundry_assets.crucible.preconditions import CHARS_PER_TOKEN_BOUND
 from foundry_assets.devices import model_dtype, resolve_device
 from foundry_assets.errors import DataError
 from foundry_assets.examiner.models import BATCH_SIZES, batches, free_memory, load_model, pad_id
@@ -20,7 +21,10 @@ def token_loss(
     import torch.nn.functional as F
 
     pad = pad_id(tokenizer)
-    encoded = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    # cut before tokenizing (truncation keeps the start, so the tokens are the same): a 50 MB test record is never
+    # tokenized whole
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    encoded = [tokenizer(t[:limit], truncation=True, max_length=max_length)["input_ids"] for t in texts]
     encoded = [ids for ids in encoded if len(ids) >= 2]
     total_nll, total_tokens = 0.0, 0
     with torch.inference_mode():

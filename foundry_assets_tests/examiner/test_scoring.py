@@ -7,7 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from foundry_assets.crucible.preconditions import CHARS_PER_TOKEN_BOUND
 from foundry_assets.curator.formats import render_prompt
+from foundry_assets.errors import DataError
 from foundry_assets.examiner import scoring
 from foundry_assets.examiner.models import load_model
 from foundry_assets.examiner.scoring import generate_answers, heldout_loss, normalize_answer
@@ -76,3 +78,19 @@ def test_batched_greedy_answers_equal_one_at_a_time_in_the_original_order(traine
     assert len(set(alone)) > 1  # distinct answers, so a reordering would show
     for batch_size in (1, 3, 16):
         assert generate_answers(model, tokenizer, prompts, max_new_tokens=8, batch_size=batch_size) == alone
+
+
+def test_a_huge_test_record_is_cut_before_the_tokenizer_sees_it() -> None:
+    """A 50 MB held-out text costs what max_length tokens cost: the tokenizer is handed a bounded prefix."""
+    seen: list[int] = []
+
+    def tokenizer(text: str, **_: object) -> dict[str, list[int]]:
+        seen.append(len(text))
+        return {"input_ids": [7]}  # one token: nothing to score, so no model is needed
+
+    tokenizer.pad_token_id = 0  # type: ignore[attr-defined]
+    with pytest.raises(DataError, match="nothing to score"):
+        scoring.token_loss(
+            None, tokenizer, ["x" * 50_000_000, "short"], max_length=512, batch_size=1, batch_tokens=1
+        )
+    assert seen == [512 * CHARS_PER_TOKEN_BOUND, 5]
