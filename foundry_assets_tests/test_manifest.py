@@ -240,7 +240,7 @@ def test_an_alias_bomb_is_refused_before_it_expands(
     """350 bytes that alias 9^9 strings: once 21 s, 1.5 GB and a 35 MB error through the sensor, past 2.8 GB
     through `foundry validate`. Aliases are refused while composing, before anything is built."""
     with pytest.raises(ManifestError, match=r"alias \*a refused: a manifest uses no YAML aliases"):
-        read_yaml(alias_bomb(), source="drop")
+        read_yaml(alias_bomb())
     path = tmp_path / "bomb.yaml"
     path.write_bytes(alias_bomb())
     with pytest.raises(ManifestError, match="line 2, column 8"):
@@ -282,12 +282,12 @@ def test_yaml_errors_name_the_line_without_quoting_the_text() -> None:
     """PyYAML's error carries a snippet of the offending line: for a symlinked credentials file, the secret."""
     text = "[default]\naws_secret_access_key = fAkEsEcReT\n"
     with pytest.raises(ManifestError) as info:
-        read_yaml(text, source="manifest.yaml")
+        read_yaml(text)
     assert str(info.value) == (
-        "manifest.yaml is not valid YAML: expected '<document start>', but found '<scalar>' (line 2, column 1)"
+        "manifest is not valid YAML: expected '<document start>', but found '<scalar>' (line 2, column 1)"
     )
     with pytest.raises(ManifestError, match=r"is not UTF-8 text: byte 0xff on line 2; save it as UTF-8"):
-        read_yaml(b"job_id: a\n# \xff\n", source="manifest.yaml")
+        read_yaml(b"job_id: a\n# \xff\n")
 
 
 def test_quoted_inputs_and_the_number_of_problems_are_bounded() -> None:
