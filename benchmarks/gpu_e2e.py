@@ -328,6 +328,11 @@ def main() -> int:
     parser.add_argument(
         "--lanes", type=int, default=1, help="jobs at once (the gpu pool's size); each run claims its own GPU"
     )
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="then run `foundry run` of every job once more: a published lot is a no-op (no run, no new record)",
+    )
     parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/_out"))
     args = parser.parse_args()
     root = Path(args.root).resolve()
@@ -392,6 +397,7 @@ def main() -> int:
             "job_dir_after_gib": round(dir_bytes(job_dir) / GIB, 3),
             "artifact_gib": round(dir_bytes(tag) / GIB, 3),
             "published": tag.is_dir(),
+            "manifest": str(manifest),
             **facts,
         }
 
@@ -434,10 +440,30 @@ def main() -> int:
         "base_gib": round(base_bytes / GIB, 2),
         "build_s": round(build_s, 1),
         "jobs": rows,
+        "reruns": [rerun(row, env, out, root) for row in rows if row["published"]] if args.rerun else [],
     }
     (out / "gpu_e2e.json").write_text(json.dumps(report, indent=2, default=str))
     print_table(report)
     return 0 if all(r["exit"] == 0 and r["published"] for r in rows) else 1
+
+
+def rerun(row: dict[str, Any], env: dict[str, str], out: Path, root: Path) -> dict[str, Any]:
+    """`foundry run` of a published job's manifest again: what it costs and whether it stayed a no-op."""
+    job = row["job"]
+    trail = root / "foundry" / "audit" / f"e2e-{job}.jsonl"
+    before = trail.read_text().splitlines()
+    log = out / f"e2e-{job}-rerun.log"
+    code, wall, _ = run_job(Path(row["manifest"]), env, log)
+    said = log.read_text(errors="replace")
+    result = {
+        "job": job,
+        "exit": code,
+        "wall_s": round(wall, 1),
+        "no_op": "this lot is already published" in said and " queued on the instance" not in said,
+        "new_records": len(trail.read_text().splitlines()) - len(before),
+    }
+    print(json.dumps({"rerun": result}), flush=True)
+    return result
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -491,6 +517,11 @@ def print_table(report: dict[str, Any]) -> None:
             r["artifact_gib"],
         ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
+    if report.get("reruns"):
+        print("\nThe same `foundry run` again, each job published:\n")
+        print("| job | exit | wall s | no-op (no run launched) | new audit records |\n|---|---|---|---|---|")
+        for r in report["reruns"]:
+            print(f"| {r['job']} | {r['exit']} | {r['wall_s']} | {r['no_op']} | {r['new_records']} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 import json
 import os
 import re
+import reprlib
 import stat
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -504,9 +506,29 @@ class TrainingManifest(_Section):
         return self.model_copy(update=updates)
 
 
+MAX_QUOTED_CHARS = 300
+"""The most characters of anyone's input an error message carries: enough to recognise a value, never a file."""
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 80
+_QUOTE.maxlist = _QUOTE.maxtuple = _QUOTE.maxdict = _QUOTE.maxset = 4
+_QUOTE.maxlevel = 3
+
+
+def bounded(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how much was left out. Error text ends up in cursors, logs and
+    records: a message that quotes its input must not grow with it (a 1 KB YAML alias bomb once wrote 35 MB)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 def _describe(error: ValidationError) -> str:
+    """One line per problem (at most 20), each naming the field; a quoted input is a short `reprlib` summary, so
+    neither a huge value nor one that shares itself a billion times is ever rendered whole."""
     lines = []
-    for item in error.errors():
+    problems = error.errors()
+    for item in problems[:20]:
         where = ".".join(str(p) for p in item["loc"]) or "(document)"
         kind = item["type"]
         message = item["msg"].removeprefix("Value error, ")
@@ -515,8 +537,10 @@ def _describe(error: ValidationError) -> str:
         elif kind == "missing":
             message = "required field is missing; add it (see `foundry schema`)"
         elif "input" in item and kind not in ("value_error",):
-            message = f"{message} (got {item['input']!r})"
-        lines.append(f"  {where}: {message}")
+            message = f"{message} (got {_QUOTE.repr(item['input'])})"
+        lines.append(bounded(f"  {where}: {message}"))
+    if len(problems) > 20:
+        lines.append(f"  … and {len(problems) - 20} more problem(s)")
     return "\n".join(lines)
 
 
@@ -530,33 +554,106 @@ def parse_manifest(document: Any, *, source: str = "manifest") -> TrainingManife
         return TrainingManifest.model_validate(document)
     except ValidationError as e:
         fields = sorted({".".join(str(p) for p in item["loc"]) or "(document)" for item in e.errors()})
-        summary = f"{source} is invalid: {len(e.errors())} problem(s) in {', '.join(fields)}"
+        summary = bounded(f"{source} is invalid: {len(e.errors())} problem(s) in {', '.join(fields)}")
         raise ManifestError(f"{summary}\n{_describe(e)}") from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a mapping that gives one key twice (YAML itself lets the last one win silently)."""
+MAX_MANIFEST_BYTES = 64 << 10
+"""A manifest is a few hundred bytes (the reference one: 372); a file over 64 KiB is refused before it is parsed
+(files are read to 64 KiB + 1 byte). PyYAML parses in Python: 64 KiB of the densest YAML costs about 2 s on a busy
+node, 1 MiB nearly a minute, longer than a sensor tick may take."""
+
+MAX_YAML_DEPTH = 32
+"""Nesting a manifest may use (it needs about 5): deeper is refused while composing, before Python's recursion
+limit is near (2 KB of `[` once raised a RecursionError out of the parser)."""
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML's safe loader with a manifest's limits, enforced while the document is composed, before anything is
+    built: no aliases (`*name`), nesting at most MAX_YAML_DEPTH, and no key given twice.
+
+    Aliases are refused outright rather than counted: a manifest has no repeated section, so it needs none, and a
+    count does not bound the cost (nine aliases of nine aliases, nine deep, are 81 aliases that expand to 10^9
+    values; an 800-byte "billion laughs" took 21 s and 1.5 GB). Anchors alone expand nothing and stay allowed.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            alias = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"alias *{bounded(str(alias.anchor), 40)} refused: a manifest uses no YAML aliases (they can expand "
+                "a small file into billions of values); write the value out",
+                alias.start_mark,
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nesting deeper than {MAX_YAML_DEPTH} levels refused; a manifest needs about 5",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Refuses a mapping that gives one key twice (YAML itself lets the last one win silently)."""
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
-            if key in seen:
+            if isinstance(key, Hashable) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
-                    f"{key!r} is given twice (lines {seen[key]} and {line}); keep one",
+                    f"{bounded(repr(key), 80)} is given twice (lines {seen[key]} and {line}); keep one",
                     key_node.start_mark,
                 )
-            seen[key] = line
+            if isinstance(key, Hashable):
+                seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(text: str) -> Any:
-    """A manifest's YAML document (safe types only; a key given twice is a yaml.YAMLError naming it and its lines).
-    Every place that reads a manifest's text uses this, so a drop, a pasted manifest and a file are read alike."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+def _describe_yaml(error: yaml.YAMLError) -> str:
+    """What the parser found and where, without its snippet of the text (a symlinked credentials file once reached
+    the sensor's cursor that way)."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        what = "; ".join(part for part in (error.context, error.problem) if part)
+        mark = error.problem_mark or error.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return bounded(f"{what}{where}")
+    return bounded(str(error))
+
+
+def read_yaml(text: str | bytes, *, source: str = "manifest") -> Any:
+    """A manifest's YAML document, safe types only, read within `_ManifestLoader`'s limits; bytes must be UTF-8 and
+    at most MAX_MANIFEST_BYTES. Every place that reads a manifest's text uses this, so a drop, a pasted manifest
+    and a file are read alike; any problem is a ManifestError naming `source` and where, quoting little."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{source} is larger than {MAX_MANIFEST_BYTES >> 10} KiB; a manifest is a few KB: is this the right file?"
+        )
+    try:
+        document = text.decode("utf-8") if isinstance(text, bytes) else text
+    except UnicodeDecodeError as e:
+        line = e.object.count(b"\n", 0, e.start) + 1
+        raise ManifestError(
+            f"{source} is not UTF-8 text: byte {e.object[e.start]:#04x} on line {line}; save it as UTF-8"
+        ) from None
+    try:
+        return yaml.load(document, Loader=_ManifestLoader)
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{source} is not valid YAML: {_describe_yaml(e)}") from None
+    except ValueError as e:  # a scalar YAML resolves but Python cannot build: a 5000-digit int, month 13
+        raise ManifestError(f"{source} holds a value that cannot be read: {bounded(str(e), 80)}") from None
 
 
 DATA_ROOTS_ENV = "FOUNDRY_DATA_ROOTS"
@@ -622,20 +719,18 @@ def check_local_paths(manifest: TrainingManifest, manifest_dir: Path) -> None:
 
 
 def load_manifest(path: str | Path, *, resolve_paths: bool = True) -> TrainingManifest:
-    """Read and validate a manifest file; relative paths are resolved against the file's folder, and the data and
-    local model folders are checked (`check_local_paths`). With `resolve_paths=False` (a registered manifest, read
-    back as it was registered) neither happens."""
+    """Read and validate a manifest file (at most MAX_MANIFEST_BYTES); relative paths are resolved against the file's
+    folder, and the data and local model folders are checked (`check_local_paths`). With `resolve_paths=False` (a
+    registered manifest, read back as it was registered) neither happens."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise ManifestError(f"Manifest file {str(path)!r} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"Manifest file {str(path)!r} cannot be read: {e}") from None
-    try:
-        document = read_yaml(text)
-    except yaml.YAMLError as e:
-        raise ManifestError(f"{path} is not valid YAML: {e}") from None
+    except OSError as e:
+        raise ManifestError(f"Manifest file {str(path)!r} cannot be read: {e.strerror}") from None
+    document = read_yaml(raw, source=str(path))
     manifest = parse_manifest(document, source=str(path))
     if not resolve_paths:
         return manifest

@@ -7,15 +7,19 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from foundry_assets.cli import main
 from foundry_assets.crucible.strategies import registered_names
 from foundry_assets.errors import ManifestError
 from foundry_assets.manifest import (
+    MAX_QUOTED_CHARS,
     MergeSource,
     TrainingManifest,
     load_manifest,
     manifest_json_schema,
     parse_manifest,
+    read_yaml,
 )
+from foundry_assets_tests.intake.hostile import alias_bomb
 
 REFERENCE = Path(__file__).parents[1] / "examples" / "reference-manifest.yaml"
 
@@ -422,3 +426,75 @@ def test_publish_urls_without_credentials_stay_valid(field: str, url: str) -> No
     doc = _doc()
     doc["publish_target"][field] = url
     assert getattr(parse_manifest(doc).publish_target, field) == url
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """350 bytes that alias 9^9 strings: once 21 s, 1.5 GB and a 35 MB error through the sensor, past 2.8 GB
+    through `foundry validate`. Aliases are refused while composing, before anything is built."""
+    with pytest.raises(ManifestError, match=r"alias \*a refused: a manifest uses no YAML aliases"):
+        read_yaml(alias_bomb())
+    path = tmp_path / "bomb.yaml"
+    path.write_bytes(alias_bomb())
+    with pytest.raises(ManifestError, match="line 2, column 8"):
+        load_manifest(path)
+    assert main(["validate", str(path)]) == 2
+    assert len(capsys.readouterr().err) < 400
+
+
+def test_deep_nesting_is_refused_by_name_not_a_recursion_error() -> None:
+    """2 KB of `[` (block or flow) raised RecursionError out of the composer, past every `except FoundryError`."""
+    with pytest.raises(ManifestError, match="nesting deeper than 32 levels refused"):
+        read_yaml(b"job_id: " + b"[" * 2000)
+    with pytest.raises(ManifestError, match="nesting deeper than 32 levels refused"):
+        read_yaml("".join("  " * depth + "- \n" for depth in range(200)))
+
+
+def test_a_manifest_file_over_64_kib_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.yaml"
+    path.write_text(REFERENCE.read_text() + ("#" * 999 + "\n") * 70)  # valid YAML, 70 KB
+    with pytest.raises(ManifestError, match="larger than 64 KiB"):
+        load_manifest(path)
+    os.truncate(path, 1 << 40)  # a 1 TiB sparse file: read whole, it would never finish
+    with pytest.raises(ManifestError, match="larger than 64 KiB"):
+        load_manifest(path)
+
+
+def test_values_yaml_reads_but_python_cannot_build_are_manifest_errors() -> None:
+    """A 5000-digit integer, a 13th month, a list as a key: ValueError/TypeError escaped read_yaml, so the sensor
+    (which catches FoundryError) failed its tick."""
+    with pytest.raises(ManifestError, match="holds a value that cannot be read: Exceeds the limit"):
+        read_yaml("seed: " + "1" * 5000)
+    with pytest.raises(ManifestError, match=r"month must be in 1\.\.12"):
+        read_yaml("created: 2024-13-45")
+    with pytest.raises(ManifestError, match=r"found unhashable key \(line 1, column 2\)"):
+        read_yaml("{[a]: 1, [a]: 2}")
+
+
+def test_yaml_errors_name_the_line_without_quoting_the_text() -> None:
+    """PyYAML's error carries a snippet of the offending line: for a symlinked credentials file, the secret."""
+    text = "[default]\naws_secret_access_key = fAkEsEcReT\n"
+    with pytest.raises(ManifestError) as info:
+        read_yaml(text)
+    assert str(info.value) == (
+        "manifest is not valid YAML: expected '<document start>', but found '<scalar>' (line 2, column 1)"
+    )
+    with pytest.raises(ManifestError, match=r"is not UTF-8 text: byte 0xff on line 2; save it as UTF-8"):
+        read_yaml(b"job_id: a\n# \xff\n")
+
+
+def test_quoted_inputs_and_the_number_of_problems_are_bounded() -> None:
+    """Errors quoted `repr(input)` whole: a 35 MB reason in the sensor's cursor. Now a reprlib summary, each line
+    at most MAX_QUOTED_CHARS, at most 20 problems listed."""
+    doc = _doc()
+    doc["base_model"] = ["x" * 100] * 100_000
+    doc["job_id"] = "bad/" + "y" * 100_000
+    doc["exam"] = {f"unknown_{n}": n for n in range(1000)}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(doc)
+    message = str(info.value)
+    assert "base_model: Input should be a valid string (got ['xxxx" in message
+    assert "job_id 'bad/yyy" in message and "… (" in message
+    assert "… and 982 more problem(s)" in message
+    assert len(message) < 22 * (MAX_QUOTED_CHARS + 40) + MAX_QUOTED_CHARS

@@ -1,14 +1,45 @@
 """The drop ledger: what the sensor has done with each drop, by fingerprint; serialised as the sensor's cursor."""
 
 import json
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from foundry_assets.errors import ManifestError
-from foundry_assets.intake.drops import DropRef
-from foundry_assets.intake.plan import DropPlan
+from foundry_assets.errors import FoundryError, ManifestError
+from foundry_assets.intake.drops import DropRef, DropSource
+from foundry_assets.intake.plan import DropPlan, inspect_drop
+from foundry_assets.manifest import bounded
+from foundry_assets.workspace import Workspace
 
 DropStatus = Literal["requested", "invalid"]
+
+
+@dataclass(frozen=True)
+class DropRejection:
+    """Why a listed drop is not requested (at most a few hundred characters), and whether the next tick tries it
+    again: `retry` when it could not be fetched (S3 unreachable), not when its content is wrong."""
+
+    reason: str
+    retry: bool
+
+
+def failure_reason(error: Exception) -> str:
+    """Why a drop failed, bounded: a FoundryError's own message (written for the user, its quotes bounded), else the
+    exception's type and where it was raised, never its message, which may quote the drop's content. An unexpected
+    error stays visible as what it is (a RecursionError in plan.py) without carrying the input along."""
+    if isinstance(error, FoundryError):
+        return bounded(str(error))
+    frames = list(traceback.walk_tb(error.__traceback__))
+    where = ""
+    if frames:
+        frame, line = frames[-1]
+        where = f" at {Path(frame.f_code.co_filename).name}:{line} ({frame.f_code.co_name})"
+    detail = f" ({error.strerror})" if isinstance(error, OSError) and error.strerror else ""
+    return bounded(
+        f"the foundry could not inspect this drop: {type(error).__name__}{where}{detail}; a drop beyond the "
+        "foundry's limits or a foundry bug: please report it"
+    )
 
 
 @dataclass
@@ -25,7 +56,16 @@ class DropLedger:
         evaluated again, and run keys keep a valid drop from running twice)."""
         try:
             document = json.loads(cursor or "{}")
-            return cls(dict(document["drops"])) if document.get("version") == cls.VERSION else cls()
+            if document.get("version") != cls.VERSION:
+                return cls()
+            return cls(  # reasons bounded again: a cursor written before they were could hold megabytes
+                {
+                    name: {**entry, "reason": bounded(str(entry["reason"]))}
+                    if "reason" in entry
+                    else dict(entry)
+                    for name, entry in dict(document["drops"]).items()
+                }
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             return cls()
 
@@ -55,6 +95,26 @@ class DropLedger:
                     "a job_id names one job: give this drop its own job_id"
                 )
         self.mark(ref, "requested", job_id=plan.job_id, run_key=plan.run_key)
+
+    def evaluate(self, source: DropSource, ref: DropRef, workspace: Workspace) -> DropPlan | DropRejection:
+        """Open and inspect a listed drop and record the outcome: requested, or invalid with a bounded reason. Any
+        exception of one drop (not only a FoundryError: a RecursionError, a MemoryError, a decoding error) rejects
+        that drop alone, so no drop can stop the sensor for the others. Only a failure to fetch the drop that is not
+        the drop's own fault (S3 unreachable) is left unrecorded, for the next tick to try again."""
+        try:
+            with source.open(ref) as drop:
+                try:
+                    plan = inspect_drop(drop, workspace)
+                    self.request(ref, plan)
+                    return plan
+                except Exception as e:
+                    reason = failure_reason(e)
+                    self.mark(ref, "invalid", reason=reason)
+                    return DropRejection(reason, retry=False)
+        except Exception as e:
+            if isinstance(e, FoundryError):  # the drop is wrong as listed: an S3 key that leaves its folder
+                self.mark(ref, "invalid", reason=failure_reason(e))
+            return DropRejection(failure_reason(e), retry=not isinstance(e, FoundryError))
 
     def rejected(self) -> dict[str, str]:
         """Each invalid drop and why, as last evaluated."""

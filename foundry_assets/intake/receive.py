@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from foundry_assets.errors import DataError, ManifestError
 from foundry_assets.fsio import build_dir, copy_file, write_bytes
 from foundry_assets.intake.drops import MANIFEST_NAME, DropFolder, find_drop
@@ -86,11 +84,7 @@ def receive_location(
 def receive_manifest_text(text: str, workspace: Workspace, *, job_id: str) -> TrainingManifest:
     """Register a manifest given as YAML text (pasted in the launchpad) for job `job_id`, with the same field-named
     validation as a manifest file. Its data must already be on the node: `data.path` absolute, a JSONL file."""
-    try:
-        document = read_yaml(text)
-    except yaml.YAMLError as e:
-        raise ManifestError(f"manifest_yaml is not YAML: {e}") from None
-    manifest = parse_manifest(document, source="manifest_yaml")
+    manifest = parse_manifest(read_yaml(text, source="manifest_yaml"), source="manifest_yaml")
     if manifest.job_id != job_id:
         raise ManifestError(
             f"manifest_yaml holds job_id {manifest.job_id!r}, but this run is for job {job_id!r}: launch it for "

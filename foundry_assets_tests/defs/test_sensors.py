@@ -18,9 +18,12 @@ from foundry_assets.defs.intake import raw_data
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.sensors import DROP_LOCATION_ENV
 from foundry_assets.hashing import sha256_file
+from foundry_assets.intake.drops import DropFolder
 from foundry_assets.intake.ledger import DropLedger
+from foundry_assets.intake.plan import DropPlan, inspect_drop
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
+from foundry_assets_tests.intake.hostile import SECRET, assert_secret_absent, make_hostile_drops
 
 
 @pytest.fixture
@@ -187,6 +190,76 @@ def test_invalid_drops_are_skipped_reported_once_and_reconsidered_only_when_chan
     assert [r.partition_key for r in third.run_requests or []] == ["missing-data"]
     assert added_partitions(third) == ["missing-data"]
     assert "missing-data" not in DropLedger.loads(third.cursor).rejected()
+
+
+MAX_REASON = 400
+"""A rejection reason's bound in these tests: MAX_QUOTED_CHARS of text and the few words around it."""
+
+
+@pytest.mark.faults
+def test_hostile_drops_are_rejected_alone_with_bounded_reasons_and_the_good_one_is_received(
+    tmp_path: Path,
+    inbox: Path,
+    template: Path,
+    workspace: Workspace,
+    instance: dg.DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fault injection (issue 13): one tick over every hostile drop and one good one. Before, the first of them
+    raised out of the tick (RecursionError, UnicodeDecodeError, ValueError, MemoryError after 21 s and 1.5 GB for
+    the alias bomb), so no tick ever finished and no drop was received; a symlinked manifest put the credentials
+    it pointed at into the cursor."""
+    expected = make_hostile_drops(inbox, template, tmp_path / "credentials")
+    put_drop(inbox, template, "good")
+    put_drop(inbox, template, "exhausts-memory")
+    expected["exhausts-memory"] = "MemoryError at "  # a failure no check foresaw: named by type, not message
+
+    def exhausting(drop: DropFolder, ws: Workspace) -> DropPlan:
+        if drop.name == "exhausts-memory":
+            raise MemoryError(f"while reading {SECRET}")
+        return inspect_drop(drop, ws)
+
+    monkeypatch.setattr("foundry_assets.intake.ledger.inspect_drop", exhausting)
+    defs = build_definitions()
+    result = tick(instance, defs, None)
+
+    assert [r.partition_key for r in result.run_requests or []] == ["good"]
+    reasons = DropLedger.loads(result.cursor).rejected()
+    assert set(reasons) == set(expected)
+    for name, phrase in expected.items():
+        assert phrase in reasons[name], (name, reasons[name])
+        assert len(reasons[name]) <= MAX_REASON, (name, len(reasons[name]))
+    assert len(result.cursor or "") < len(expected) * (MAX_REASON + 200)
+    logged = capfd.readouterr()
+    for name in expected:
+        assert f"Skipped invalid drop {name!r}" in logged.err
+    assert_secret_absent(result.cursor, result.skip_reason, logged.out, logged.err)
+    assert_secret_absent([(r.run_key, r.run_config, r.tags) for r in result.run_requests or []])
+    assert_secret_absent(*(p.read_bytes().decode(errors="replace") for p in files_under(workspace.root)))
+
+    # Handled once: the next tick evaluates none of them again.
+    again = tick(instance, defs, result.cursor)
+    assert not again.run_requests and "Skipped invalid drop" not in capfd.readouterr().err
+
+
+def test_a_tick_leaves_drops_past_its_time_to_the_next_tick(
+    inbox: Path,
+    template: Path,
+    workspace: Workspace,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dagster times a sensor evaluation out after 60 s and then keeps no cursor: a tick that tried every slow drop
+    at once would try them again for ever. With no time left, each tick still evaluates one drop."""
+    monkeypatch.setattr("foundry_assets.defs.sensors.TICK_SECONDS", 0.0)
+    for name in ("drop-1", "drop-2"):
+        put_drop(inbox, template, name)
+    defs = build_definitions()
+    first = tick(instance, defs, None)
+    assert [r.partition_key for r in first.run_requests or []] == ["drop-1"]
+    second = tick(instance, defs, first.cursor)
+    assert [r.partition_key for r in second.run_requests or []] == ["drop-2"]
 
 
 def test_no_drop_location_yet_is_a_skip_not_an_error(
