@@ -1,0 +1,101 @@
+"""What real drops hold that the synthetic ones did not: undecodable text, JSON-array files, a cache key ending in a
+NUL byte, shared boilerplate (issue 13)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from foundry_assets.curator.embed import MiniLMEmbedder
+from foundry_assets.curator.pipeline import curate_drop
+from foundry_assets.curator.readers import read_drop
+from foundry_assets.errors import DataError
+from foundry_assets_tests.curator.test_drops import adds_up, rows_of
+
+
+def test_a_lone_surrogate_or_a_non_utf8_byte_quarantines_only_its_record(
+    tmp_path: Path, embedder: MiniLMEmbedder
+) -> None:
+    good = [json.dumps(r).encode() for r in rows_of("alpaca")]
+    lines = [
+        good[0],
+        b'{"instruction": "Smile \\ud83d please.", "output": "Done."}',  # 2: valid JSON, not valid Unicode
+        *good[1:5],
+        b'{"instruction": "caf\xe9 au lait", "output": "A drink."}',  # 7: Latin-1 byte
+        b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\\udc80"}]}',  # 8
+        *good[5:],
+    ]
+    drop = tmp_path / "d.jsonl"
+    drop.write_bytes(b"\n".join(lines) + b"\n")
+    result = curate_drop(drop, tmp_path / "out", data_format="sft", embedder=embedder, test_fraction=0.25)
+    adds_up(result)
+    assert (result.rows_read, result.quarantined) == (12, 3)
+    assert result.quarantine_path is not None
+    quarantine = [json.loads(x) for x in result.quarantine_path.read_text(encoding="utf-8").splitlines()]
+    assert [q["line"] for q in quarantine] == [2, 7, 8]
+    assert "field 'instruction' is not valid Unicode" in quarantine[0]["reason"]
+    assert "\\ud83d" in quarantine[0]["reason"] and "\\ud83d" in quarantine[0]["raw"]
+    assert "not valid UTF-8" in quarantine[1]["reason"]
+    assert "field 'messages[1].content' is not valid Unicode" in quarantine[2]["reason"]
+
+    csv_drop = tmp_path / "d.csv"  # a CSV row holding a byte that is not UTF-8: that row only
+    csv_drop.write_bytes(b"prompt,completion\nHi,Hello\ncaf\xe9,x\nBye,Later\n")
+    read = read_drop(csv_drop)
+    assert [r.line for r in read.records] == [2, 4]
+    assert [(q.line, "field 'prompt' is not valid Unicode" in q.reason) for q in read.quarantined] == [
+        (3, True)
+    ]
+
+
+def _alpaca_array(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=4, ensure_ascii=False)
+
+
+def test_a_json_array_file_is_read_as_records(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
+    rows: list[Any] = rows_of("alpaca")
+    rows.insert(2, {"instruction": "no output"})
+    rows.insert(4, "not an object")
+    drop = tmp_path / "alpaca_data.json"
+    drop.write_text(_alpaca_array(rows), encoding="utf-8")
+    read = read_drop(drop)
+    assert read.file_format == "json" and len(read.records) == 9
+    text = drop.read_text(encoding="utf-8").splitlines()
+    starts = [r.line for r in read.records] + [q.line for q in read.quarantined]
+    assert all(
+        text[line - 1].strip().rstrip(",") in ("{", '"not an object"') for line in starts
+    )  # the line each starts on
+    assert [q.reason.split(" (")[0] for q in read.quarantined] == [
+        "unknown record shape",
+        "each record must be a JSON object, got str",
+    ]
+    result = curate_drop(drop, tmp_path / "out", data_format="sft", embedder=embedder, test_fraction=0.25)
+    adds_up(result)
+    assert (result.rows_read, result.quarantined, result.removed, result.file_format) == (11, 2, 1, "json")
+
+    jsonl_named_json = tmp_path / "lines.json"  # a .json file holding JSONL is still read line by line
+    jsonl_named_json.write_text("".join(json.dumps(r) + "\n" for r in rows_of("alpaca")), encoding="utf-8")
+    assert len(read_drop(jsonl_named_json).records) == 9
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(
+        '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": oops}\n]', encoding="utf-8"
+    )
+    with pytest.raises(DataError, match=r"broken.json:3: malformed JSON .* column 19 of the JSON array"):
+        read_drop(broken)
+    unclosed = tmp_path / "unclosed.json"
+    unclosed.write_text('[{"instruction": "a", "output": "b"}', encoding="utf-8")
+    with pytest.raises(DataError, match="not closed"):
+        read_drop(unclosed)
+
+
+def test_a_json_array_over_the_size_limit_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from foundry_assets.curator import readers
+
+    drop = tmp_path / "big.json"
+    drop.write_text(_alpaca_array(rows_of("alpaca")), encoding="utf-8")
+    monkeypatch.setattr(readers, "MAX_ARRAY_BYTES", 100)
+    with pytest.raises(DataError, match=r"over the 100-byte limit .*jq -c"):
+        read_drop(drop)
