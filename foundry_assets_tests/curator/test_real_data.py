@@ -1,17 +1,20 @@
 """What real drops hold that the synthetic ones did not: undecodable text, JSON-array files, a cache key ending in a
 NUL byte, shared boilerplate (issue 13)."""
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from foundry_assets.curator.cache import EmbeddingCache
 from foundry_assets.curator.embed import MiniLMEmbedder
 from foundry_assets.curator.pipeline import curate_drop
 from foundry_assets.curator.readers import read_drop
 from foundry_assets.errors import DataError
-from foundry_assets_tests.curator.test_drops import adds_up, rows_of
+from foundry_assets_tests.curator.test_drops import Spy, adds_up, rows_of, write
 
 
 def test_a_lone_surrogate_or_a_non_utf8_byte_quarantines_only_its_record(
@@ -99,3 +102,46 @@ def test_a_json_array_over_the_size_limit_is_refused_with_the_fix(
     monkeypatch.setattr(readers, "MAX_ARRAY_BYTES", 100)
     with pytest.raises(DataError, match=r"over the 100-byte limit .*jq -c"):
         read_drop(drop)
+
+
+def _text_whose_key_ends_in_nul(cache: EmbeddingCache) -> str:
+    """A record text whose cache key (a sha256 digest) ends in a NUL byte: about 1 text in 256."""
+    return next(
+        text
+        for i in range(100_000)
+        if cache.key(text := f"Describe the storage unit {i}.\nUnit {i} holds spare parts.").endswith(b"\0")
+    )
+
+
+def test_cache_keys_ending_in_nul_round_trip(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path, "model", 4)
+    text = _text_whose_key_ends_in_nul(cache)
+    key = cache.key(text)
+    vector = np.arange(4, dtype=np.float32)[None, :]
+    cache.add([key], vector)
+    found, vectors = EmbeddingCache(tmp_path, "model", 4).lookup([key])  # a new process reads the shard
+    assert found.tolist() == [True] and np.array_equal(vectors, vector)
+
+    old = tmp_path / "model" / "old.keys.npy"  # a shard written before: keys as S32
+    other = hashlib.sha256(b"old").digest()[:31] + b"\0"
+    np.save(tmp_path / "model" / "old.vecs.npy", np.ones((1, 4), dtype=np.float32))
+    np.save(old, np.array([other], dtype="S32"))
+    found, vectors = EmbeddingCache(tmp_path, "model", 4).lookup([other, key])
+    assert found.tolist() == [True, True] and vectors[0].tolist() == [1.0] * 4
+    np.save(old, np.array(["not a digest"]))  # anything else is skipped, never served
+    assert EmbeddingCache(tmp_path, "model", 4).lookup([other])[0].tolist() == [False]
+
+
+def test_two_curations_of_the_same_drop_are_byte_identical_and_the_second_embeds_nothing(
+    tmp_path: Path, embedder: MiniLMEmbedder
+) -> None:
+    probe = EmbeddingCache(tmp_path / "probe", embedder.name, embedder.dim)
+    instruction, output = _text_whose_key_ends_in_nul(probe).split("\n")
+    drop = write(tmp_path / "d.jsonl", [*rows_of("alpaca"), {"instruction": instruction, "output": output}])
+    spy = Spy(embedder)
+    kwargs: dict[str, Any] = {"data_format": "sft", "embedder": spy, "cache_dir": tmp_path / "cache"}
+    first = curate_drop(drop, tmp_path / "o1", **kwargs)
+    again = curate_drop(drop, tmp_path / "o2", **kwargs)
+    assert (first.embedded_new, again.embedded_new, again.embedded_cached, spy.calls) == (10, 0, 10, [10])
+    for name in ("train.jsonl", "test.jsonl", "removed.jsonl", "quarantine.jsonl", "contamination.jsonl"):
+        assert (tmp_path / "o1" / name).read_bytes() == (tmp_path / "o2" / name).read_bytes(), name
