@@ -28,6 +28,7 @@ assistant → ``### Response:``), blocks separated by one blank line. Preference
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -126,19 +127,41 @@ def detect_shape(obj: dict[str, Any]) -> RecordShape:
     return shape
 
 
-def _content_fields(record: Record) -> list[str]:
-    """The record's text fields in reading order (the content that is trained on)."""
+EmbedField = Literal[
+    "instruction",
+    "input",
+    "output",
+    "prompt",
+    "completion",
+    "chosen",
+    "rejected",
+    "system",
+    "user",
+    "assistant",
+]
+"""A content field SemDeDup may embed: a field of the alpaca, prompt_completion or preference shape, or the turns of
+one role of a chat transcript (``messages``)."""
+
+
+def _named_fields(record: Record) -> list[tuple[str, str]]:
+    """The record's text fields in reading order, each with its name (a chat turn is named by its role)."""
     d = record.data
     if record.shape == "alpaca":
-        return [d["instruction"], d.get("input", ""), d["output"]]
+        return [("instruction", d["instruction"]), ("input", d.get("input", "")), ("output", d["output"])]
     if record.shape == "messages":
-        return [m["content"] for m in d["messages"]]
-    return [d[k] for k in _REQUIRED[record.shape]]
+        return [(m["role"], m["content"]) for m in d["messages"]]
+    return [(k, d[k]) for k in _REQUIRED[record.shape]]
 
 
-def text_for_embedding(record: Record) -> str:
-    """The text SemDeDup compares: every content field of the record, joined by newlines."""
-    return "\n".join(t for t in _content_fields(record) if t)
+def _content_fields(record: Record) -> list[str]:
+    """The record's text fields in reading order (the content that is trained on)."""
+    return [text for _, text in _named_fields(record)]
+
+
+def text_for_embedding(record: Record, fields: Collection[EmbedField] | None = None) -> str:
+    """The text SemDeDup compares: the record's content fields (only those named in `fields`, when given), joined
+    by newlines. Empty when `fields` names none of the record's non-empty fields."""
+    return "\n".join(t for name, t in _named_fields(record) if t and (fields is None or name in fields))
 
 
 def canonical_content(record: Record) -> str:

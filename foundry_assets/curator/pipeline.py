@@ -21,6 +21,7 @@ complete, so a failure leaves the previous outputs (or nothing) rather than a ha
 """
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from foundry_assets.curator.decontam import OverlapReport, ngram_overlap
 from foundry_assets.curator.formats import (
     EXAM_ITEM,
     DataFormat,
+    EmbedField,
     Record,
     exam_item,
     split_train_test,
@@ -148,6 +150,24 @@ def _test_row(example: dict[str, str], record: Record) -> dict[str, Any]:
     """A held-out row: the formatted example, its drop line and, for a record marked with a task, its exam item."""
     item = exam_item(record)
     return {**example, "source_line": record.line, **({EXAM_ITEM: item} if item else {})}
+
+
+def _embedding_texts(records: list[Record], fields: Sequence[EmbedField] | None) -> list[str]:
+    """What SemDeDup embeds of each record; a record left with no text by `fields` is a DataError (every such record
+    would embed the same empty text and all but one would be removed)."""
+    texts = [text_for_embedding(r, fields) for r in records]
+    empty = [r.line for r, t in zip(records, texts, strict=True) if not t]
+    if fields is not None and empty:
+        shown = ", ".join(map(str, empty[:_MAX_LISTED_LINES])) + (
+            " …" if len(empty) > _MAX_LISTED_LINES else ""
+        )
+        raise DataError(
+            f"curation.embed_fields {list(fields)} selects no text of {len(empty)} record(s) (lines {shown}, "
+            f"a {records[texts.index('')].shape!r} record first); name at least one field of each shape in the "
+            "drop (alpaca: instruction/input/output, prompt_completion: prompt/completion, preference: "
+            "prompt/chosen/rejected, messages: system/user/assistant)"
+        )
+    return texts
 
 
 def _check_read(read: ReadResult, out_dir: Path) -> None:
@@ -309,18 +329,20 @@ def curate_drop(
     cache_dir: Path | str | None = None,
     decontaminate_train: bool = False,
     ngram_n: int = 13,
+    embed_fields: Sequence[EmbedField] | None = None,
 ) -> CurationResult:
     """Read, validate, deduplicate, split and decontaminate one drop; write the five files and return the counts.
 
     `file_format` defaults to the file's suffix; `keep`, `n_clusters` and `dedup_seed` go to `semdedup`;
     `cache_dir` enables the embedding cache; `decontaminate_train` drops training records that share an
-    `ngram_n`-gram with a test record (they are always reported)."""
+    `ngram_n`-gram with a test record (they are always reported); `embed_fields` limits what SemDeDup embeds of
+    each record to the named fields (default: every content field)."""
     out_dir = Path(out_dir)
     read = read_drop(Path(data_path), file_format)
     _check_read(read, out_dir)
     records = read.records
     examples = _format_all(records, data_format)
-    texts = [text_for_embedding(r) for r in records]
+    texts = _embedding_texts(records, embed_fields)
     cache = EmbeddingCache(cache_dir, embedder.name, embedder.dim) if cache_dir is not None else None
     vectors, embedded_new = embed_texts(texts, embedder, cache=cache)
     dedup = semdedup(vectors, threshold, n_clusters=n_clusters, keep=keep, seed=dedup_seed)
