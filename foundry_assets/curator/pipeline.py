@@ -8,7 +8,8 @@ Outputs in `out_dir`:
 - ``removed.jsonl``: ``{"line", "kept_line", "similarity"}`` for every near-duplicate SemDeDup removed;
 - ``quarantine.jsonl``: ``{"line", "reason", "raw"}`` for every record that could not be used;
 - ``contamination.jsonl``: ``{"split": "test", "line", "ngram"}`` for every test item sharing an n-gram with the
-  training set, and ``{"split": "train", "line", "dropped"}`` for every training item sharing one with the test set.
+  training set, and ``{"split": "train", "line", "dropped"}`` for every training item sharing one with the test set
+  (`contamination`: the exam's definition, on the texts the exam reads).
 
 Nothing is lost silently: ``rows_read = quarantined + removed + kept`` and ``kept = train_rows + test_rows +
 train_decontaminated`` always hold (checked before anything is written). A drop that is empty, or entirely
@@ -29,15 +30,17 @@ from typing import Any
 import numpy as np
 
 from foundry_assets.curator.cache import Embedder, EmbeddingCache, embed_texts
-from foundry_assets.curator.decontam import OverlapReport, ngram_overlap
+from foundry_assets.curator.contamination import contamination
+from foundry_assets.curator.decontam import OverlapReport
 from foundry_assets.curator.formats import (
     EXAM_ITEM,
     DataFormat,
     EmbedField,
     Record,
+    embedding_texts,
+    eval_text,
     exam_item,
     split_train_test,
-    text_for_embedding,
     to_training_example,
 )
 from foundry_assets.curator.readers import FileFormat, ReadResult, read_drop
@@ -152,24 +155,6 @@ def _test_row(example: dict[str, str], record: Record) -> dict[str, Any]:
     return {**example, "source_line": record.line, **({EXAM_ITEM: item} if item else {})}
 
 
-def _embedding_texts(records: list[Record], fields: Sequence[EmbedField] | None) -> list[str]:
-    """What SemDeDup embeds of each record; a record left with no text by `fields` is a DataError (every such record
-    would embed the same empty text and all but one would be removed)."""
-    texts = [text_for_embedding(r, fields) for r in records]
-    empty = [r.line for r, t in zip(records, texts, strict=True) if not t]
-    if fields is not None and empty:
-        shown = ", ".join(map(str, empty[:_MAX_LISTED_LINES])) + (
-            " …" if len(empty) > _MAX_LISTED_LINES else ""
-        )
-        raise DataError(
-            f"curation.embed_fields {list(fields)} selects no text of {len(empty)} record(s) (lines {shown}, "
-            f"a {records[texts.index('')].shape!r} record first); name at least one field of each shape in the "
-            "drop (alpaca: instruction/input/output, prompt_completion: prompt/completion, preference: "
-            "prompt/chosen/rejected, messages: system/user/assistant)"
-        )
-    return texts
-
-
 def _check_read(read: ReadResult, out_dir: Path) -> None:
     """Refuse an empty or entirely quarantined drop (after writing the quarantine file so it can be read)."""
     if read.records:
@@ -194,8 +179,7 @@ def _quantiles(values: np.ndarray | None) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _Split:
-    """The kept records split train/test (training records sharing an n-gram with a test record dropped when asked),
-    the overlap report and one contamination row per item involved."""
+    """The kept records split train/test (contaminated training records dropped when asked), the overlap, its rows."""
 
     train: list[Record]
     test: list[Record]
@@ -215,22 +199,20 @@ def _split(
 ) -> _Split:
     """Hold out the test split, find the n-grams it shares with training, and decontaminate training if asked."""
     train, test = split_train_test(kept, test_fraction, split_seed)
-    overlap = ngram_overlap(
-        [text_of[r.line] for r in train], [text_of[r.line] for r in test], n=ngram_n, find_train=True
+    overlap = contamination(
+        [text_of[r.line] for r in train], [text_of[r.line] for r in test], ngram_n, find_train=True
     )
     train_hits = set(overlap.contaminated_train or [])
-    contamination: list[dict[str, Any]] = [
-        {"split": "test", "line": test[i].line} for i in overlap.contaminated
-    ]
+    rows: list[dict[str, Any]] = [{"split": "test", "line": test[i].line} for i in overlap.contaminated]
     for example in overlap.examples:
-        contamination[overlap.contaminated.index(example["test_index"])]["ngram"] = example["ngram"]
-    contamination += [
+        rows[overlap.contaminated.index(example["test_index"])]["ngram"] = example["ngram"]
+    rows += [
         {"split": "train", "line": train[i].line, "dropped": decontaminate_train} for i in sorted(train_hits)
     ]
     dropped = len(train_hits) if decontaminate_train else 0
     if decontaminate_train:
         train = [r for i, r in enumerate(train) if i not in train_hits]
-    return _Split(train, test, overlap, contamination, dropped)
+    return _Split(train, test, overlap, rows, dropped)
 
 
 @dataclass(frozen=True)
@@ -342,7 +324,7 @@ def curate_drop(
     _check_read(read, out_dir)
     records = read.records
     examples = _format_all(records, data_format)
-    texts = _embedding_texts(records, embed_fields)
+    texts = embedding_texts(records, embed_fields)
     cache = EmbeddingCache(cache_dir, embedder.name, embedder.dim) if cache_dir is not None else None
     vectors, embedded_new = embed_texts(texts, embedder, cache=cache)
     dedup = semdedup(vectors, threshold, n_clusters=n_clusters, keep=keep, seed=dedup_seed)
@@ -352,7 +334,7 @@ def curate_drop(
             f"{data_path}: only {len(kept)} distinct record(s) after SemDeDup (threshold {threshold}); "
             "at least 2 are needed to hold out a test set — add data or raise the threshold"
         )
-    text_of = {r.line: t for r, t in zip(records, texts, strict=True)}
+    text_of = {r.line: eval_text(ex) for r, ex in zip(records, examples, strict=True)}
     split = _split(
         kept,
         text_of,
