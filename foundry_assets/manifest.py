@@ -251,6 +251,21 @@ class DataConfig(_Section):
     )
 
 
+EmbedFieldName = Literal[
+    "instruction",
+    "input",
+    "output",
+    "prompt",
+    "completion",
+    "chosen",
+    "rejected",
+    "system",
+    "user",
+    "assistant",
+]
+"""A content field SemDeDup may embed (`curator.formats.EmbedField`)."""
+
+
 class CurationConfig(_Section):
     """SemDeDup settings."""
 
@@ -274,6 +289,22 @@ class CurationConfig(_Section):
     decontaminate_train: bool = Field(
         False, description="Drop training records that share an n-gram with a test record before training."
     )
+    embed_fields: list[EmbedFieldName] | None = Field(
+        None,
+        min_length=1,
+        description="Which content fields SemDeDup embeds and compares; empty: all of them. Names: instruction, "
+        "input, output (alpaca), prompt, completion (prompt_completion), prompt, chosen, rejected (preference), "
+        "system, user, assistant (the turns of that role in messages). Leave out a field that repeats the same long "
+        "text in every record (a system prompt, a tool preamble): it makes unrelated records look alike and drives "
+        "false removals. E.g. [user, assistant]. A record with no text in the named fields is an error.",
+    )
+
+    @field_validator("embed_fields")
+    @classmethod
+    def _distinct_fields(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"curation.embed_fields {value} names a field twice; list each field once")
+        return value
 
 
 class MergeSource(_Section):

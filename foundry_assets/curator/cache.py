@@ -1,10 +1,14 @@
 """An embedding cache keyed by content: a re-run, or a new drop that repeats records, does not re-embed them.
 
 Layout: ``<cache_dir>/<model name>/`` holds shards, each a pair ``<id>.keys.npy`` (sha256 digests of the embedded
-texts, ``S32``) and ``<id>.vecs.npy`` (float32, one row per key). A shard is written to temporary names and renamed into
+texts, a uint8 array of n × 32) and ``<id>.vecs.npy`` (float32, one row per key). A shard is written to temporary names and renamed into
 place, vectors first and keys last, so a reader sees a complete shard or none; two processes may write at once (each
 writes its own shards; a key present twice is harmless). Vectors are read through memory maps. The key is
 sha256(model name + NUL + text), so changing the model (or its name) never returns another model's vectors.
+
+Keys are raw bytes, not numpy ``S32`` strings: ``S32`` strips trailing NUL bytes when read back, so the ≈ 1 in 256
+digests that end in one were never found again (re-embedded on every run, with vectors that may differ in the last
+bits). Shards written that way are still read: their buffers hold all 32 bytes (`_digests`).
 """
 
 import hashlib
@@ -28,6 +32,20 @@ class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
+_KEY_BYTES = 32
+
+
+def _digests(keys: np.ndarray) -> list[bytes] | None:
+    """The 32-byte keys of a shard: a uint8 array of n × 32, or (older shards) ``S32``, whose buffer keeps the
+    trailing NUL bytes that its `tolist()` would strip. None for anything else (the shard is skipped)."""
+    rows = keys.dtype == np.uint8 and keys.ndim == 2 and keys.shape[1] == _KEY_BYTES
+    strings = keys.dtype.kind == "S" and keys.dtype.itemsize == _KEY_BYTES and keys.ndim == 1
+    if not (rows or strings):
+        return None
+    raw = np.ascontiguousarray(keys).tobytes()
+    return [raw[i : i + _KEY_BYTES] for i in range(0, len(raw), _KEY_BYTES)]
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
 
@@ -44,13 +62,13 @@ class EmbeddingCache:
         self._shards: list[np.ndarray] = []
         for keys_path in sorted(self.folder.glob("*.keys.npy")):
             vecs_path = keys_path.with_name(keys_path.name.replace(".keys.npy", ".vecs.npy"))
-            keys = np.load(keys_path)
+            keys = _digests(np.load(keys_path))
             vecs = np.load(vecs_path, mmap_mode="r")
-            if vecs.shape != (len(keys), dim):
-                continue  # a shard of another dimension (renamed model); never served
+            if keys is None or vecs.shape != (len(keys), dim):
+                continue  # not a shard of 32-byte keys, or of another dimension (renamed model); never served
             shard = len(self._shards)
             self._shards.append(vecs)
-            for row, key in enumerate(keys.tolist()):
+            for row, key in enumerate(keys):
                 self._index.setdefault(key, (shard, row))
 
     def key(self, text: str) -> bytes:
@@ -78,7 +96,7 @@ class EmbeddingCache:
                 f"cache add: {vectors.shape} vectors for {len(keys)} keys of dimension {self.dim}"
             )
         stem = uuid.uuid4().hex
-        key_array = np.array(keys, dtype="S32")
+        key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), _KEY_BYTES)
         for suffix, array in ((".vecs.npy", vectors), (".keys.npy", key_array)):
             with atomic_file(self.folder / f"{stem}{suffix}") as f:
                 np.save(f, array)

@@ -1,7 +1,7 @@
 """Which records SemDeDup compares, and the pairs above the threshold among them (the module `semdedup` explains why).
 
 Clusters: k-means centroids (one mean direction when k = 1), every record owned by its nearest centroid and probing
-further ones within the probe margin (`Probes`). Pairs: the owners of a cluster among themselves, and the records
+the further ones a near-copy of it could be owned by (`kmeans.assign`, `Probes`). Pairs: the owners of a cluster among themselves, and the records
 probing the cluster against its owners (`Probes.pairs`), screened a block at a time.
 
 Memory: O(n·p + k·d) besides the input, which may be a float16/float32 memory map, plus the candidate pairs above the
@@ -36,16 +36,20 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(np.einsum("ij,ij->i", a64, b64))
 
 
-def cluster(embeddings: np.ndarray, k: int, probes: int, seed: int) -> Assignment:
-    """The `probes` nearest of k centroids for every record; one cluster is the records' mean direction (no k-means)."""
+def cluster(
+    embeddings: np.ndarray, k: int, seed: int, *, reach: float | None, margin: float | None, probes: int
+) -> Assignment:
+    """k centroids, every record's nearest and the further ones it probes (`kmeans.assign`); one cluster is the
+    records' mean direction (no k-means)."""
     if k > 1:
-        return assign(embeddings, fit_centroids(embeddings, k, seed=seed), probes)
+        centroids = fit_centroids(embeddings, k, seed=seed)
+        return assign(embeddings, centroids, reach=reach, margin=margin, probes=probes)
     total = np.zeros(embeddings.shape[1], dtype=np.float64)
     for s in range(0, embeddings.shape[0], _MEAN_BLOCK):
         total += unit_block(embeddings[s : s + _MEAN_BLOCK]).sum(axis=0)
     norm = np.linalg.norm(total)
     centroid = (total / norm if norm > 0 else total).astype(np.float32)[None, :]
-    return assign(embeddings, centroid, 1)
+    return assign(embeddings, centroid)
 
 
 class Pairs:
@@ -141,32 +145,27 @@ def _by_cluster(
 @dataclass(frozen=True)
 class Probes:
     """Where every record is compared: the owners of each cluster and the records probing it (each grouped by cluster,
-    best rank first, CSR layout), and `probed`, the mask over `assignment.nearest` of the clusters a record probes."""
+    best rank first, CSR layout), from the assignment's probes."""
 
     assignment: Assignment
-    probed: np.ndarray
     owners: np.ndarray
     owner_bounds: np.ndarray
     probers: np.ndarray
     prober_bounds: np.ndarray
 
     @classmethod
-    def build(cls, assignment: Assignment, rank: np.ndarray, k: int, margin: float) -> "Probes":
-        """Each record probes the further clusters whose centroid cosine is within `margin` of its nearest's."""
+    def build(cls, assignment: Assignment, rank: np.ndarray, k: int) -> "Probes":
+        """Group the records by the cluster they own and by each further cluster they probe."""
         everyone = np.arange(rank.size)
         owners, owner_bounds = _by_cluster(assignment.label.astype(np.int64), everyone, rank, k)
-        probed = assignment.nearest_similarity >= assignment.nearest_similarity[:, :1] - np.float32(margin)
-        probed[:, 0] = True
-        extra_rows, extra_col = np.nonzero(probed[:, 1:])
-        probers, prober_bounds = _by_cluster(
-            assignment.nearest[extra_rows, extra_col + 1].astype(np.int64), extra_rows, rank, k
-        )
-        return cls(assignment, probed, owners, owner_bounds, probers, prober_bounds)
+        extra_rows = np.repeat(everyone, np.diff(assignment.probe_bounds))
+        probers, prober_bounds = _by_cluster(assignment.probe_clusters.astype(np.int64), extra_rows, rank, k)
+        return cls(assignment, owners, owner_bounds, probers, prober_bounds)
 
     @property
     def mean_probes(self) -> float:
         """Clusters a record is compared in, on average (1 = its own cluster only)."""
-        return float(self.probed.sum()) / self.probed.shape[0]
+        return 1.0 + self.assignment.probe_clusters.size / max(self.assignment.label.size, 1)
 
     def _owners_of(self, c: int) -> np.ndarray:
         return self.owners[self.owner_bounds[c] : self.owner_bounds[c + 1]]
@@ -185,8 +184,10 @@ class Probes:
         return pairs
 
     def candidates(self, i: int) -> np.ndarray:
-        """Every record paired with i: the owners of the clusters i probes, and the records probing i's cluster."""
-        clusters = self.assignment.nearest[i][self.probed[i]].tolist()
+        """Every record paired with i: the owners of the clusters i owns and probes, and the records probing i's
+        cluster."""
+        a = self.assignment
+        clusters = [int(a.label[i]), *a.probe_clusters[a.probe_bounds[i] : a.probe_bounds[i + 1]].tolist()]
         parts = [self._owners_of(c) for c in clusters]
-        parts.append(self._probers_of(int(self.assignment.label[i])))
+        parts.append(self._probers_of(int(a.label[i])))
         return np.unique(np.concatenate(parts))

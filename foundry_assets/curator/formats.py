@@ -28,6 +28,7 @@ assistant → ``### Response:``), blocks separated by one blank line. Preference
 
 import hashlib
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -52,6 +53,7 @@ _REQUIRED: dict[RecordShape, tuple[str, ...]] = {
     "prompt_completion": ("prompt", "completion"),
     "preference": ("prompt", "chosen", "rejected"),
 }
+_LISTED = 5
 ACCEPTED_SHAPES: dict[DataFormat, tuple[RecordShape, ...]] = {
     "sft": ("alpaca", "messages", "prompt_completion"),
     "preference": ("preference",),
@@ -126,19 +128,57 @@ def detect_shape(obj: dict[str, Any]) -> RecordShape:
     return shape
 
 
-def _content_fields(record: Record) -> list[str]:
-    """The record's text fields in reading order (the content that is trained on)."""
+EmbedField = Literal[
+    "instruction",
+    "input",
+    "output",
+    "prompt",
+    "completion",
+    "chosen",
+    "rejected",
+    "system",
+    "user",
+    "assistant",
+]
+"""A content field SemDeDup may embed: a field of the alpaca, prompt_completion or preference shape, or the turns of
+one role of a chat transcript (``messages``)."""
+
+
+def _named_fields(record: Record) -> list[tuple[str, str]]:
+    """The record's text fields in reading order, each with its name (a chat turn is named by its role)."""
     d = record.data
     if record.shape == "alpaca":
-        return [d["instruction"], d.get("input", ""), d["output"]]
+        return [("instruction", d["instruction"]), ("input", d.get("input", "")), ("output", d["output"])]
     if record.shape == "messages":
-        return [m["content"] for m in d["messages"]]
-    return [d[k] for k in _REQUIRED[record.shape]]
+        return [(m["role"], m["content"]) for m in d["messages"]]
+    return [(k, d[k]) for k in _REQUIRED[record.shape]]
 
 
-def text_for_embedding(record: Record) -> str:
-    """The text SemDeDup compares: every content field of the record, joined by newlines."""
-    return "\n".join(t for t in _content_fields(record) if t)
+def _content_fields(record: Record) -> list[str]:
+    """The record's text fields in reading order (the content that is trained on)."""
+    return [text for _, text in _named_fields(record)]
+
+
+def text_for_embedding(record: Record, fields: Collection[EmbedField] | None = None) -> str:
+    """The text SemDeDup compares: the record's content fields (only those named in `fields`, when given), joined
+    by newlines. Empty when `fields` names none of the record's non-empty fields."""
+    return "\n".join(t for name, t in _named_fields(record) if t and (fields is None or name in fields))
+
+
+def embedding_texts(records: list[Record], fields: Sequence[EmbedField] | None) -> list[str]:
+    """What SemDeDup embeds of each record; a record left with no text by `fields` is a DataError (every such record
+    would embed the same empty text and all but one would be removed)."""
+    texts = [text_for_embedding(r, fields) for r in records]
+    empty = [r.line for r, t in zip(records, texts, strict=True) if not t]
+    if fields is not None and empty:
+        shown = ", ".join(map(str, empty[:_LISTED])) + (" …" if len(empty) > _LISTED else "")
+        raise DataError(
+            f"curation.embed_fields {list(fields)} selects no text of {len(empty)} record(s) (lines {shown}, "
+            f"a {records[texts.index('')].shape!r} record first); name at least one field of each shape in the "
+            "drop (alpaca: instruction/input/output, prompt_completion: prompt/completion, preference: "
+            "prompt/chosen/rejected, messages: system/user/assistant)"
+        )
+    return texts
 
 
 def canonical_content(record: Record) -> str:

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ASSIGN_BLOCK = 16_384
-"""Rows per block when assigning: a block × k float32 similarity matrix (64 MB at k = 1,000)."""
+ASSIGN_BLOCK = 8_192
+"""Rows per block when assigning: a few block × k float32 matrices (32 MB each at k = 1,000)."""
+BOUND_EPS = 1e-5
+"""Added to the probing bound: far above the float32 rounding of the similarities it compares (~1e-6)."""
 
 
 def unit_block(rows: np.ndarray) -> np.ndarray:
@@ -25,33 +27,14 @@ def unit_block(rows: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Assignment:
-    """The `probes` nearest centroids of every row (best first) and the cosine similarity to the nearest.
-
-    `label` is the nearest centroid (column 0 of `nearest`), `second` the second-nearest (the nearest again when only
-    one is asked for or there is one centroid); `nearest_similarity` holds the cosine to each of `nearest`."""
+    """Every row's nearest centroid (`label`) and its cosine to it (`similarity`), and the further clusters each row
+    probes: `probe_clusters[probe_bounds[i]:probe_bounds[i + 1]]` for row i (CSR layout, rows in order)."""
 
     centroids: np.ndarray
     label: np.ndarray
-    second: np.ndarray
     similarity: np.ndarray
-    nearest: np.ndarray
-    nearest_similarity: np.ndarray
-
-
-def _top(block: np.ndarray, centroids: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """The p nearest centroids of every row of `block` (best first; ties → lower centroid index) and their
-    similarities: p argmax passes (much cheaper than a partition over k columns for the small p used here)."""
-    sims = block @ centroids.T
-    rows = np.arange(sims.shape[0])
-    nearest = np.empty((sims.shape[0], p), dtype=np.int32)
-    values = np.empty((sims.shape[0], p), dtype=np.float32)
-    for j in range(p):
-        best = sims.argmax(axis=1)
-        nearest[:, j] = best
-        values[:, j] = sims[rows, best]
-        if j + 1 < p:
-            sims[rows, best] = -np.inf
-    return nearest, values
+    probe_clusters: np.ndarray
+    probe_bounds: np.ndarray
 
 
 def fit_centroids(
@@ -87,22 +70,63 @@ def fit_centroids(
     return centroids
 
 
-def assign(embeddings: np.ndarray, centroids: np.ndarray, probes: int = 2) -> Assignment:
-    """The `probes` nearest centroids of every row (at most k), computed a block of rows at a time."""
-    n = embeddings.shape[0]
-    p = max(1, min(probes, centroids.shape[0]))
-    nearest = np.empty((n, p), dtype=np.int32)
-    nearest_similarity = np.empty((n, p), dtype=np.float32)
+def _probed(
+    sims: np.ndarray,
+    label: np.ndarray,
+    centroids: np.ndarray,
+    reach: float | None,
+    margin: float | None,
+    extra: int,
+) -> np.ndarray:
+    """Which further clusters each row of a block probes (mask over the k centroids, own cluster excluded), given the
+    block's similarities to every centroid (overwritten with each row's gap to its nearest)."""
+    rows = np.arange(sims.shape[0])
+    gap = np.subtract(sims[rows, label][:, None], sims, out=sims)
+    if margin is not None:
+        allowed = gap <= np.float32(margin)
+    else:  # the row's distance to the bisecting hyperplane of the two centroids, times their distance apart
+        apart = centroids[label] @ centroids.T
+        np.sqrt(np.maximum(2.0 - 2.0 * apart, 0.0, out=apart), out=apart)
+        allowed = gap <= apart * np.float32(reach) + np.float32(BOUND_EPS)
+    allowed[rows, label] = False
+    if extra < centroids.shape[0] - 1:  # at most `extra` further clusters: the nearest of those allowed
+        gap[~allowed] = np.inf
+        nearest = np.argpartition(gap, extra - 1, axis=1)[:, :extra]
+        capped = np.zeros_like(allowed)
+        capped[rows[:, None], nearest] = True
+        allowed &= capped
+    return allowed
+
+
+def assign(
+    embeddings: np.ndarray,
+    centroids: np.ndarray,
+    *,
+    reach: float | None = None,
+    margin: float | None = None,
+    probes: int | None = None,
+) -> Assignment:
+    """Every row's nearest centroid and the further clusters it probes, computed a block of rows at a time.
+
+    A row probes a further cluster B when its distance to the hyperplane halfway between its own centroid A and B is
+    at most `reach` (`(cos(x, A) − cos(x, B)) / |A − B|`; the bound that makes SemDeDup exact, see `semdedup`), or,
+    with `margin`, when cos(x, B) is within `margin` of cos(x, A); `probes` caps the clusters a row is compared in
+    (its own included; the nearest are kept). Neither reach nor margin: no further cluster."""
+    n, k = embeddings.shape[0], centroids.shape[0]
+    extra = 0 if reach is None and margin is None else min(k, probes or k) - 1
+    label = np.empty(n, dtype=np.int32)
+    similarity = np.empty(n, dtype=np.float32)
+    clusters: list[np.ndarray] = []
+    counts = np.zeros(n + 1, dtype=np.int64)
     for s in range(0, n, ASSIGN_BLOCK):
         block = unit_block(embeddings[s : s + ASSIGN_BLOCK])
-        nearest[s : s + len(block)], nearest_similarity[s : s + len(block)] = _top(block, centroids, p)
-    label = nearest[:, 0]
-    second = nearest[:, 1] if p > 1 else label
-    return Assignment(
-        centroids=centroids,
-        label=label,
-        second=second,
-        similarity=nearest_similarity[:, 0],
-        nearest=nearest,
-        nearest_similarity=nearest_similarity,
-    )
+        sims = block @ centroids.T
+        best = sims.argmax(axis=1)
+        label[s : s + len(block)] = best
+        similarity[s : s + len(block)] = sims[np.arange(len(block)), best]
+        if extra:
+            rows, cols = np.nonzero(_probed(sims, best, centroids, reach, margin, extra))
+            clusters.append(cols.astype(np.int32))
+            counts[s + 1 : s + len(block) + 1] = np.bincount(rows, minlength=len(block))
+    probe_clusters = np.concatenate(clusters) if clusters else np.zeros(0, dtype=np.int32)
+    return Assignment(centroids, label, similarity, probe_clusters, np.cumsum(counts))

@@ -8,7 +8,8 @@ Outputs in `out_dir`:
 - ``removed.jsonl``: ``{"line", "kept_line", "similarity"}`` for every near-duplicate SemDeDup removed;
 - ``quarantine.jsonl``: ``{"line", "reason", "raw"}`` for every record that could not be used;
 - ``contamination.jsonl``: ``{"split": "test", "line", "ngram"}`` for every test item sharing an n-gram with the
-  training set, and ``{"split": "train", "line", "dropped"}`` for every training item sharing one with the test set.
+  training set, and ``{"split": "train", "line", "dropped"}`` for every training item sharing one with the test set
+  (`contamination`: the exam's definition, on the texts the exam reads).
 
 Nothing is lost silently: ``rows_read = quarantined + removed + kept`` and ``kept = train_rows + test_rows +
 train_decontaminated`` always hold (checked before anything is written). A drop that is empty, or entirely
@@ -21,6 +22,7 @@ complete, so a failure leaves the previous outputs (or nothing) rather than a ha
 """
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +30,17 @@ from typing import Any
 import numpy as np
 
 from foundry_assets.curator.cache import Embedder, EmbeddingCache, embed_texts
-from foundry_assets.curator.decontam import OverlapReport, ngram_overlap
+from foundry_assets.curator.contamination import contamination
+from foundry_assets.curator.decontam import OverlapReport
 from foundry_assets.curator.formats import (
     EXAM_ITEM,
     DataFormat,
+    EmbedField,
     Record,
+    embedding_texts,
+    eval_text,
     exam_item,
     split_train_test,
-    text_for_embedding,
     to_training_example,
 )
 from foundry_assets.curator.readers import FileFormat, ReadResult, read_drop
@@ -174,8 +179,7 @@ def _quantiles(values: np.ndarray | None) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _Split:
-    """The kept records split train/test (training records sharing an n-gram with a test record dropped when asked),
-    the overlap report and one contamination row per item involved."""
+    """The kept records split train/test (contaminated training records dropped when asked), the overlap, its rows."""
 
     train: list[Record]
     test: list[Record]
@@ -195,22 +199,20 @@ def _split(
 ) -> _Split:
     """Hold out the test split, find the n-grams it shares with training, and decontaminate training if asked."""
     train, test = split_train_test(kept, test_fraction, split_seed)
-    overlap = ngram_overlap(
-        [text_of[r.line] for r in train], [text_of[r.line] for r in test], n=ngram_n, find_train=True
+    overlap = contamination(
+        [text_of[r.line] for r in train], [text_of[r.line] for r in test], ngram_n, find_train=True
     )
     train_hits = set(overlap.contaminated_train or [])
-    contamination: list[dict[str, Any]] = [
-        {"split": "test", "line": test[i].line} for i in overlap.contaminated
-    ]
+    rows: list[dict[str, Any]] = [{"split": "test", "line": test[i].line} for i in overlap.contaminated]
     for example in overlap.examples:
-        contamination[overlap.contaminated.index(example["test_index"])]["ngram"] = example["ngram"]
-    contamination += [
+        rows[overlap.contaminated.index(example["test_index"])]["ngram"] = example["ngram"]
+    rows += [
         {"split": "train", "line": train[i].line, "dropped": decontaminate_train} for i in sorted(train_hits)
     ]
     dropped = len(train_hits) if decontaminate_train else 0
     if decontaminate_train:
         train = [r for i, r in enumerate(train) if i not in train_hits]
-    return _Split(train, test, overlap, contamination, dropped)
+    return _Split(train, test, overlap, rows, dropped)
 
 
 @dataclass(frozen=True)
@@ -309,18 +311,20 @@ def curate_drop(
     cache_dir: Path | str | None = None,
     decontaminate_train: bool = False,
     ngram_n: int = 13,
+    embed_fields: Sequence[EmbedField] | None = None,
 ) -> CurationResult:
     """Read, validate, deduplicate, split and decontaminate one drop; write the five files and return the counts.
 
     `file_format` defaults to the file's suffix; `keep`, `n_clusters` and `dedup_seed` go to `semdedup`;
     `cache_dir` enables the embedding cache; `decontaminate_train` drops training records that share an
-    `ngram_n`-gram with a test record (they are always reported)."""
+    `ngram_n`-gram with a test record (they are always reported); `embed_fields` limits what SemDeDup embeds of
+    each record to the named fields (default: every content field)."""
     out_dir = Path(out_dir)
     read = read_drop(Path(data_path), file_format)
     _check_read(read, out_dir)
     records = read.records
     examples = _format_all(records, data_format)
-    texts = [text_for_embedding(r) for r in records]
+    texts = embedding_texts(records, embed_fields)
     cache = EmbeddingCache(cache_dir, embedder.name, embedder.dim) if cache_dir is not None else None
     vectors, embedded_new = embed_texts(texts, embedder, cache=cache)
     dedup = semdedup(vectors, threshold, n_clusters=n_clusters, keep=keep, seed=dedup_seed)
@@ -330,7 +334,7 @@ def curate_drop(
             f"{data_path}: only {len(kept)} distinct record(s) after SemDeDup (threshold {threshold}); "
             "at least 2 are needed to hold out a test set — add data or raise the threshold"
         )
-    text_of = {r.line: t for r, t in zip(records, texts, strict=True)}
+    text_of = {r.line: eval_text(ex) for r, ex in zip(records, examples, strict=True)}
     split = _split(
         kept,
         text_of,

@@ -1,9 +1,12 @@
-"""Read a drop (JSONL, Parquet or CSV) into validated records; a bad record goes to quarantine, never silently away.
+"""Read a drop (JSONL, JSON, Parquet or CSV) into validated records; a bad record goes to quarantine, never silently away.
 
-Every non-blank line (JSONL) or row (Parquet, CSV) is one record. A record that cannot be used (malformed JSON, not an
-object, a missing or empty field, an unknown or ambiguous shape) is quarantined with its line number and the reason,
-and the rest of the drop goes on. Line numbers are 1-based: the physical line for JSONL and CSV (the header is line 1,
-a quoted field spanning lines counts from the row's first line), the row number for Parquet.
+Every non-blank line (JSONL) or row (Parquet, CSV) is one record; a ``.json`` file is either a top-level array of
+objects (how Alpaca-style datasets ship; one record per element) or JSONL. A record that cannot be used (malformed JSON,
+not an object, a missing or empty field, an unknown or ambiguous shape, text that is not valid Unicode: bytes that are
+not UTF-8, or an escaped lone surrogate such as ``"\\ud83d"``, which is valid JSON but cannot be written as UTF-8) is
+quarantined with its line number and the reason, and the rest of the drop goes on. Line numbers are 1-based: the
+physical line for JSONL and CSV (the header is line 1, a quoted field spanning lines counts from the row's first
+line), the line an array element starts on for a JSON array, the row number for Parquet.
 
 Parquet and CSV carry columns, not objects: a null cell (Parquet) or an empty cell (CSV) is treated as an absent key,
 so one file may hold columns of several shapes. A CSV ``messages`` cell holds the JSON list of turns; a Parquet
@@ -13,6 +16,7 @@ so one file may hold columns of several shapes. A CSV ``messages`` cell holds th
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,16 +24,19 @@ from typing import Any, Literal
 from foundry_assets.curator.formats import Record, detect_shape
 from foundry_assets.errors import DataError
 
-FileFormat = Literal["jsonl", "parquet", "csv"]
+FileFormat = Literal["jsonl", "json", "parquet", "csv"]
 SUFFIXES: dict[str, FileFormat] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
-    ".json": "jsonl",
+    ".json": "json",
     ".parquet": "parquet",
     ".pq": "parquet",
     ".csv": "csv",
 }
 _RAW_CHARS = 300
+MAX_ARRAY_BYTES = 1 << 30
+"""Largest JSON-array file read (1 GiB): unlike JSONL, an array is parsed as one document, so its objects are all
+built before the first record is checked; a larger drop ships as JSONL (one object a line)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,31 @@ def file_format_of(path: Path) -> FileFormat:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= _RAW_CHARS else text[: _RAW_CHARS - 1] + "…"
+    """The start of `text`, writable as UTF-8 (a lone surrogate or undecodable byte shown as its escape)."""
+    text = text if len(text) <= _RAW_CHARS else text[: _RAW_CHARS - 1] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _not_unicode(obj: Any) -> str | None:
+    """Why `obj` cannot be written as UTF-8 (a key or string value holding a lone surrogate: a JSON escape such as
+    \\ud83d without its pair, or a byte that was not UTF-8), naming the field; None when every string is valid text."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+        for text in (where, value) if isinstance(value, str) else (where,):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                bad = text[e.start].encode("utf-8", "backslashreplace").decode()
+                return (
+                    f"field {where!r} is not valid Unicode text ({bad} at character {e.start}: a lone surrogate "
+                    "escape or a byte that is not UTF-8); fix or remove that character"
+                )
+    return None
 
 
 def _take(result: ReadResult, line: int, obj: Any, raw: str) -> None:
@@ -79,6 +110,10 @@ def _take(result: ReadResult, line: int, obj: Any, raw: str) -> None:
         result.quarantined.append(
             Quarantined(line, f"each record must be a JSON object, got {type(obj).__name__}", _clip(raw))
         )
+        return
+    invalid = _not_unicode(obj)
+    if invalid is not None:
+        result.quarantined.append(Quarantined(line, invalid, _clip(raw)))
         return
     try:
         shape = detect_shape(obj)
@@ -113,13 +148,55 @@ def _read_jsonl(raw: bytes, result: ReadResult) -> None:
         _take(result, number, obj, line)
 
 
-def _read_csv(raw: bytes, result: ReadResult) -> None:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
+_ARRAY_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*\[")
+_SPACE = re.compile(r"\s*")
+
+
+def _array_error(result: ReadResult, text: str, pos: int, what: str) -> DataError:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return DataError(
+        f"{result.path}:{line}: {what} at column {column} of the JSON array; fix the file (or ship it as JSONL, "
+        "one object a line, where a bad line is quarantined instead)"
+    )
+
+
+def _read_json(raw: bytes, result: ReadResult) -> None:
+    """A top-level JSON array: each element is a record, numbered by the line it starts on; anything else is JSONL.
+
+    Bytes that are not UTF-8 are kept as surrogate escapes, so only the element holding them is quarantined. A
+    malformed array cannot be resynchronised after the error: the whole file is refused, naming the line."""
+    if not _ARRAY_START.match(raw):
+        _read_jsonl(raw, result)
+        return
+    if len(raw) > MAX_ARRAY_BYTES:
         raise DataError(
-            f"{result.path}: not valid UTF-8 ({e.reason} at byte {e.start}); save the CSV as UTF-8"
-        ) from None
+            f"{result.path}: a JSON array of {len(raw):,} bytes is over the {MAX_ARRAY_BYTES:,}-byte limit for "
+            "arrays; convert it to JSONL (e.g. `jq -c '.[]' data.json > data.jsonl`), which is read line by line"
+        )
+    text = raw.decode("utf-8-sig", "surrogateescape")
+    decoder = json.JSONDecoder()
+    pos = _SPACE.match(text, text.index("[") + 1).end()  # type: ignore[union-attr]
+    line, counted = 1, 0
+    while pos < len(text) and text[pos] != "]":
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise _array_error(result, text, e.pos, f"malformed JSON ({e.msg})") from None
+        line += text.count("\n", counted, pos)
+        counted = pos
+        _take(result, line, obj, text[pos:end])
+        pos = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+        if pos < len(text) and text[pos] == ",":
+            pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        elif pos < len(text) and text[pos] != "]":
+            raise _array_error(result, text, pos, "expected ',' or ']' after an element")
+    if pos >= len(text) or text[pos + 1 :].strip():
+        raise _array_error(result, text, min(pos, len(text)), "the array is not closed by a final ']'")
+
+
+def _read_csv(raw: bytes, result: ReadResult) -> None:
+    text = raw.decode("utf-8-sig", "surrogateescape")  # a row holding bytes that are not UTF-8 is quarantined
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -195,6 +272,8 @@ def read_drop(path: Path | str, file_format: FileFormat | None = None) -> ReadRe
         raise DataError(f"{path}: cannot read the data drop ({e.strerror or e})") from e
     if fmt == "csv":
         _read_csv(raw, result)
+    elif fmt == "json":
+        _read_json(raw, result)
     else:
         _read_jsonl(raw, result)
     return result

@@ -15,21 +15,25 @@ Keep policies (which member of a group survives):
 - ``easy``: the member most similar to its centroid survives.
 - ``random``: a seeded random permutation.
 
-Where it is exact and where not. Pairs are compared only where k-means says they could be close (the paper's trade:
-O(n²·d / k) work instead of O(n²·d)). Plain SemDeDup compares a record only with its own cluster, so two near-copies
-on either side of a cluster boundary are never compared (18% of the duplicates in the benchmark's 384-d mixture). Here
-every record is owned by its nearest centroid and also *probes* up to `probes - 1` next-nearest ones whose centroid
-cosine is within `probe_margin` of the nearest (multi-probe, as in IVF search): a pair is a candidate when either
-record probes the other's cluster. Near-copies have almost the same similarity to every centroid (within
-|a − b| ≤ √(2(1 − t)) of each other, usually far closer), so the cluster of one is nearly always among the few nearest
-of the other; `benchmarks/bench_curator.py` measures the recall against exact search.
+Exact by construction. Pairs are compared only where k-means says they could be close (the paper's trade: far less
+work than all n² pairs). Plain SemDeDup compares a record only with its own cluster, so two near-copies on either side
+of a cluster boundary are never compared (18% of the duplicates in the benchmark's 384-d mixture). Here every record
+is owned by its nearest centroid and also *probes* every further cluster a near-copy of it could be owned by; a pair
+is a candidate when either record probes the other's cluster. The bound: for unit x and y with cos(x, y) > t,
+|x − y| < δ = √(2(1 − t)). If x is owned by centroid A and y by B, x lies on A's side of the hyperplane halfway
+between A and B and y on B's, so their distances to it add up to at most |x − y| < δ and one of them is within δ/2.
+That distance is (cos(x, A) − cos(x, B)) / |A − B|, which every record computes for every centroid from the
+similarities k-means assigns it with (`kmeans.assign`, `reach`). A record probes each cluster within δ/2 (about
+0.158 at t = 0.95, in cosine terms 0.158·|A − B|): every pair above the threshold is then a candidate, whatever the
+data, the centroids or the cluster count. Tight clusters cost about one probe; a drop whose centroids crowd
+together (templated text) pays more probes for its exactness (`benchmarks/RESULTS.md`). `probe_margin` (a fixed
+cosine margin, the earlier heuristic) and `probes` (a cap) trade exactness for speed; `probes=1` is plain SemDeDup.
 
 The keep decisions are then taken globally, in rank order, over the candidate pairs: record i is removed when one of
 its candidates of better rank is kept. That is the exact-search greedy order, whatever order the clusters are scanned
-in, so whenever every pair above the threshold is a candidate the result is identical to `exact_semdedup` (same kept
-set, same kept_index and similarity for every removed record). A missed pair keeps a record that exact search removes,
-which may then remove one that exact search keeps: precision < 1 only ever follows a recall < 1. With one cluster
-(the default below `CLUSTER_SIZE` records) every pair is a candidate: the result is exact.
+in, so with every pair above the threshold a candidate the result is identical to `exact_semdedup` (same kept set,
+same kept_index and similarity for every removed record). With a margin or a cap, a missed pair keeps a record that
+exact search removes, which may then remove one that exact search keeps: precision < 1 only follows a recall < 1.
 
 The clusters, their probes and the candidate pairs live in `candidates` (with the memory bounds); the rank order pass
 over the pairs, and the exact search's greedy, in `greedy`.
@@ -41,21 +45,19 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from foundry_assets.curator.candidates import Probes, cluster, cosines
+from foundry_assets.curator.candidates import SLACK, Probes, cluster, cosines
 from foundry_assets.curator.greedy import RemovedItem, dedup_group, settle
 from foundry_assets.curator.kmeans import unit_block
 
 KeepPolicy = Literal["earliest", "hard", "easy", "random"]
 CLUSTER_SIZE = 1_000
 """Automatic cluster count: ceil(n / CLUSTER_SIZE), so a drop below this size is one cluster (exact search)."""
-DEFAULT_PROBES = 8
-"""Most clusters a record is compared in (its nearest and the next nearest ones). Chosen by measurement against exact
-search on the benchmark's 20k/100k sets (see benchmarks/RESULTS.md): the 2 / 3 / 4 nearest give recall 0.97 / 0.99 /
-0.997; up to 8 within `DEFAULT_PROBE_MARGIN` give the exact result at 3.1-3.6 probes per record (1.1 at 1M)."""
-DEFAULT_PROBE_MARGIN = 0.04
-"""A further cluster is probed only when the record's cosine to its centroid is within this of the nearest one's.
-Near-copies split by a boundary differ there by at most |a - b|·|c1 - c2| (≈ 0.3 at threshold 0.95), in practice far
-less (≤ 0.028 on the benchmark's 100k set); raise it for data whose duplicates straddle boundaries more widely."""
+
+
+def reach(threshold: float) -> float:
+    """How far (distance to the halfway hyperplane between two centroids) a record probes: δ/2 with
+    δ = √(2(1 − t)), t lowered by the candidates' `SLACK` so that rounding never loses a pair at the threshold."""
+    return math.sqrt(2.0 * max(0.0, 1.0 - threshold + SLACK)) / 2.0
 
 
 @dataclass
@@ -74,7 +76,7 @@ class DedupResult:
     keep: str = "earliest"
     removed_in_boundary_pass: int = 0
     probes: int = field(default=1, compare=False)
-    probe_margin: float = field(default=0.0, compare=False)
+    probe_margin: float | None = field(default=None, compare=False)
     mean_probes: float = field(default=1.0, compare=False)
     nn_similarity: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -89,7 +91,7 @@ class DedupResult:
             "keep_policy": self.keep,
             "removed_in_boundary_pass": self.removed_in_boundary_pass,
             "probes": self.probes,
-            "probe_margin": self.probe_margin,
+            "probe_rule": "exact" if self.probe_margin is None else f"margin {self.probe_margin:g}",
             "mean_probes": round(self.mean_probes, 3),
         }
 
@@ -148,12 +150,11 @@ def semdedup(
 ) -> DedupResult:
     """SemDeDup: cluster, then remove records with cosine > threshold to a better-ranked kept record.
 
-    Each record is compared with the records of its nearest cluster and of up to `probes - 1` next-nearest ones
-    whose centroid cosine is within `probe_margin` of the nearest's (defaults `DEFAULT_PROBES`,
-    `DEFAULT_PROBE_MARGIN`; `probe_margin=2.0` probes the `probes` nearest whatever their distance);
-    `boundary_pass=False` is the plain paper setting, one cluster per record (`probes=1`)."""
+    By default each record is compared in its own cluster and every further one a near-copy could be owned by
+    (`reach`): the result is exact search's. `probe_margin` instead probes the clusters whose centroid cosine is
+    within that margin of the nearest's, `probes` caps the clusters per record (the nearest kept); both may miss
+    pairs. `boundary_pass=False` is the plain paper setting, one cluster per record (`probes=1`)."""
     _check_arguments(embeddings, threshold, keep, probes, probe_margin)
-    margin = DEFAULT_PROBE_MARGIN if probe_margin is None else probe_margin
     n = embeddings.shape[0]
     k = auto_clusters(n) if n_clusters is None else n_clusters
     if n and not 1 <= k <= n:
@@ -162,11 +163,12 @@ def semdedup(
         )
     if n == 0:
         return DedupResult(kept=[], removed=[], threshold=threshold, n=0, keep=keep)
-    p = min((DEFAULT_PROBES if probes is None else probes) if boundary_pass else 1, k)
-    assignment = cluster(embeddings, k, p, seed)
+    p = min((k if probes is None else probes) if boundary_pass else 1, k)
+    bound = reach(threshold) if probe_margin is None else None
+    assignment = cluster(embeddings, k, seed, reach=bound, margin=probe_margin, probes=p)
     rank = _ranks(keep, assignment.similarity, seed)
     nn = np.full(n, np.nan, dtype=np.float32) if nearest_neighbours else None
-    probing = Probes.build(assignment, rank, k, margin)
+    probing = Probes.build(assignment, rank, k)
     pairs = probing.pairs(embeddings, rank, threshold, nn)
     removed = settle(embeddings, pairs, rank, threshold, probing.candidates)
     removed.sort(key=lambda item: item.index)
@@ -185,7 +187,7 @@ def semdedup(
         removed_in_boundary_pass=sum(int(label[r.index] != label[r.kept_index]) for r in removed),
         nn_similarity=nn,
         probes=p,
-        probe_margin=margin,
+        probe_margin=probe_margin,
         mean_probes=probing.mean_probes,
     )
 

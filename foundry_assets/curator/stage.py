@@ -17,7 +17,7 @@ def curate(
 ) -> CurationResult:
     """Curate the job's drop into its curated folder, embeddings cached in the node's shared cache.
 
-    Reads the manifest's curation section (threshold, keep policy, training decontamination), data section (test
+    Reads the manifest's curation section (threshold, keep policy, embedded fields, training decontamination), data section (test
     fraction, split seed) and exam section (the n of the n-gram overlap, the same n the exam gates on). The embedder
     already carries curation.embedding_model and curation.batch_size. `result.dataset(raw.lot_number)` is the
     stage's typed result."""
@@ -34,4 +34,5 @@ def curate(
         split_seed=data.split_seed,
         ngram_n=manifest.exam.ngram_size,
         cache_dir=workspace.embedding_cache_dir(),
+        embed_fields=curation.embed_fields,
     )

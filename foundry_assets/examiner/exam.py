@@ -2,7 +2,8 @@
 
 Each gated metric must beat the base model's by the manifest's margin (`exam.min_*_improvement`); a metric not gated is
 reported all the same, a metric with no items is reported as skipped. The test split is clean when the share of its
-items that share an n-gram with a training text is at most `exam.max_contamination`.
+items that share an n-gram with a training text is at most `exam.max_contamination`; "share an n-gram" is
+`curator.contamination`, the definition the curator decontaminates with (content, not template headers).
 """
 
 import math
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from foundry_assets.curator.decontam import OverlapReport, ngram_overlap
+from foundry_assets.curator.contamination import contamination
+from foundry_assets.curator.decontam import OverlapReport
 from foundry_assets.devices import device_name, model_dtype, resolve_device
 from foundry_assets.errors import DataError
 from foundry_assets.examiner.items import ExamItems, QAItem, SafetyPrompt
@@ -56,7 +58,7 @@ def examine(
     """
     exam = exam or ExamConfig()
     resolved = _checked_device(items, exam, device)
-    overlap = ngram_overlap(items.train_texts, items.test_texts, n=exam.ngram_size)
+    overlap = contamination(items.train_texts, items.test_texts, exam.ngram_size)  # the curator's definition
     limit = exam.max_eval_items
     scored = ExamItems(items.train_texts, items.test_texts[:limit], items.logic[:limit], items.safety[:limit])
     # One dtype for both sides (the base's), so the two losses differ by the weights, not by the arithmetic.

@@ -159,7 +159,7 @@ def test_pair_across_a_cluster_boundary_is_found(nudge: float, margin: float | N
 
     e, first, second = straddling_pair(seed=4, nudge=nudge)
     assert float(e[first] @ e[second]) > 0.96
-    labels = assign(e, fit_centroids(e, 2, seed=0), 2).label
+    labels = assign(e, fit_centroids(e, 2, seed=0)).label
     assert labels[first] != labels[second]  # the pair really straddles the boundary
     plain = semdedup(e, 0.95, n_clusters=2, seed=0, probes=1)
     assert second not in {r.index for r in plain.removed}  # one cluster per record misses it
@@ -169,6 +169,33 @@ def test_pair_across_a_cluster_boundary_is_found(nudge: float, margin: float | N
     assert result.removed_in_boundary_pass >= 1
     exact = exact_semdedup(e, 0.95)
     assert (result.kept, result.removed) == (exact.kept, exact.removed)
+
+
+@pytest.mark.parametrize("nudge", [0.04, 0.08, 0.1])
+def test_default_is_exact_for_a_pair_straddling_beyond_any_fixed_margin(nudge: float) -> None:
+    from foundry_assets.curator.kmeans import fit_centroids
+
+    e, first, second = straddling_pair(seed=4, nudge=nudge)
+    assert float(e[first] @ e[second]) > 0.95
+    centroid_sims = e[[first, second]] @ fit_centroids(e, 2, seed=0).T
+    gaps = np.abs(centroid_sims[:, 0] - centroid_sims[:, 1])
+    assert (gaps > 0.05).all()  # both sit further from the boundary than the old 0.04 probe margin reached
+    result = semdedup(e, 0.95, n_clusters=2, seed=0)
+    kept, pairs = naive_all_pairs(e, 0.95)  # exact search, written with numpy over the full matrix
+    assert result.kept == kept and [(r.index, r.kept_index) for r in result.removed] == pairs
+    assert (second, first) in pairs and result.mean_probes < 1.05  # only records near the boundary probe
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_default_equals_exact_search_where_clusters_crowd(seed: int) -> None:
+    """Few dimensions and many clusters: boundaries everywhere, near-copies straddling them at every distance."""
+    e = planted(1500, 900, 6, seed, noise=0.12)
+    result = semdedup(e, 0.95, n_clusters=25, seed=seed)
+    kept, pairs = naive_all_pairs(e, 0.95)
+    assert result.kept == kept and [(r.index, r.kept_index) for r in result.removed] == pairs
+    assert result.removed_in_boundary_pass > 0 and result.to_metadata()["probe_rule"] == "exact"
+    heuristic = semdedup(e, 0.95, n_clusters=25, seed=seed, probe_margin=0.04)
+    assert heuristic.kept != kept  # what the fixed margin missed here
 
 
 def test_kmeans_result_equals_exact_search_when_all_pairs_are_candidates() -> None:
