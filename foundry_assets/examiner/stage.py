@@ -3,6 +3,7 @@
 No Dagster here: the `exam_report` asset calls `examine_job`, and so can a CLI or a notebook.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from foundry_assets.curator.formats import eval_text
@@ -35,14 +36,19 @@ def examine_job(
     """
     # compute.device "cuda" on a node without one is a HardwareIncompatibleError, before any split is read
     device = resolve_device(manifest.compute.device)
-    report = examine(
-        Path(merged.base_model),
-        merged.model_dir,
-        exam_items(curated, merged),
-        manifest.exam,
-        max_length=manifest.method_config.max_seq_length,
-        device=device,
-    )
+    # The verdict names the bytes it judged: the folder the exam loads is hashed beside the exam, on a thread (hashlib
+    # releases the GIL), so at 8B the 15 GB hash overlaps the GPU work instead of adding ~15 s after it.
+    with ThreadPoolExecutor(1, thread_name_prefix="exam-hash") as pool:
+        hashed = pool.submit(sha256_tree, merged.model_dir)
+        report = examine(
+            Path(merged.base_model),
+            merged.model_dir,
+            exam_items(curated, merged),
+            manifest.exam,
+            max_length=manifest.method_config.max_seq_length,
+            device=device,
+        )
+        model_sha256 = tree_digest(hashed.result())
     path = workspace.exam_report_path(manifest.job_id)
     result = ExamResult(
         lot_number=merged.lot_number,
@@ -51,8 +57,7 @@ def examine_job(
         markdown=report.to_markdown(),
         report_path=path,
         source_jobs=merged.source_jobs,
-        # hashed after the exam, from the folder it loaded: the verdict names the bytes it judged
-        model_sha256=tree_digest(sha256_tree(merged.model_dir)),
+        model_sha256=model_sha256,
     )
     write_json(path, result.document(), indent=2, sort_keys=True)
     return result
