@@ -84,7 +84,7 @@ def test_run_with_failed_exam_exits_1_with_one_line_reason(
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FOUNDRY_HOME", str(tmp_path / "foundry"))
-    drop = make_drop(tmp_path / "demo", "cli-fails", exam={"min_loss_improvement": 1000.0})
+    drop = make_drop(tmp_path / "demo", "cli-fails", exam={"min_loss_improvement": 20.0})
     assert main(["run", str(drop.manifest_path)]) == 1
     ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("foundry: ")]
     assert len(ours) == 1 and "exam_report_passes_gate" in ours[0]  # Dagster's own run log goes to stderr too

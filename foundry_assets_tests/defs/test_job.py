@@ -115,7 +115,7 @@ def test_demo_job_materializes_all_six_assets(
 def test_failed_exam_publishes_nothing_even_when_publish_runs_alone(
     demo_root: Path, workspace: Workspace, instance: dg.DagsterInstance
 ) -> None:
-    drop = make_drop(demo_root, "job-fails-exam", exam={"min_loss_improvement": 1000.0})
+    drop = make_drop(demo_root, "job-fails-exam", exam={"min_loss_improvement": 20.0})
     outcome = run_manifest(drop.manifest_path, instance=instance, workspace=workspace)
     assert not outcome.success
     assert "exam_report_passes_gate" in outcome.reason

@@ -41,7 +41,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 def test_a_failed_exam_flipped_to_passed_in_storage_publishes_nothing(
     demo_root: Path, workspace: Workspace, instance: dg.DagsterInstance
 ) -> None:
-    drop = make_drop(demo_root, JOB, exam={"min_loss_improvement": 1000.0})
+    drop = make_drop(demo_root, JOB, exam={"min_loss_improvement": 20.0})
     outcome = run_manifest(drop.manifest_path, instance=instance, workspace=workspace)
     assert not outcome.success and "exam_report_passes_gate" in outcome.reason
 
