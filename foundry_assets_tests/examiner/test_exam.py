@@ -44,7 +44,7 @@ def test_exam_fails_naming_both_losses_when_the_improvement_is_impossible(
     tiny_model_dir: Path, trained_dir: Path
 ) -> None:
     report = examine(
-        tiny_model_dir, trained_dir, ITEMS, ExamConfig(min_loss_improvement=100.0, max_eval_items=3)
+        tiny_model_dir, trained_dir, ITEMS, ExamConfig(min_loss_improvement=20.0, max_eval_items=3)
     )
     assert not report.passed and len(report.reasons) == 1
     loss = report.metrics[0]
