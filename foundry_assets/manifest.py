@@ -29,6 +29,7 @@ from foundry_assets.redact import (
     credential_problem,
     redact,
 )
+from foundry_assets.stages import EmbedField
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REGISTRY_SCHEMES = ("file", "s3", "git+file", "git+ssh", "git+https")
@@ -251,21 +252,6 @@ class DataConfig(_Section):
     )
 
 
-EmbedFieldName = Literal[
-    "instruction",
-    "input",
-    "output",
-    "prompt",
-    "completion",
-    "chosen",
-    "rejected",
-    "system",
-    "user",
-    "assistant",
-]
-"""A content field SemDeDup may embed (`curator.formats.EmbedField`)."""
-
-
 class CurationConfig(_Section):
     """SemDeDup settings."""
 
@@ -289,7 +275,7 @@ class CurationConfig(_Section):
     decontaminate_train: bool = Field(
         False, description="Drop training records that share an n-gram with a test record before training."
     )
-    embed_fields: list[EmbedFieldName] | None = Field(
+    embed_fields: list[EmbedField] | None = Field(
         None,
         min_length=1,
         description="Which content fields SemDeDup embeds and compares; empty: all of them. Names: instruction, "

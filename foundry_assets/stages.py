@@ -16,6 +16,20 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 DataFormat = Literal["sft", "preference"]
 """What a strategy trains on: instruction/response pairs, or preference triplets (prompt, chosen, rejected)."""
+EmbedField = Literal[
+    "instruction",
+    "input",
+    "output",
+    "prompt",
+    "completion",
+    "chosen",
+    "rejected",
+    "system",
+    "user",
+    "assistant",
+]
+"""A content field SemDeDup may embed (`curation.embed_fields`): a field of the alpaca, prompt_completion or preference
+shape, or the turns of one role of a chat transcript (``messages``)."""
 
 
 @dataclass(frozen=True)

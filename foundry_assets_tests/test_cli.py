@@ -91,6 +91,18 @@ def test_run_with_failed_exam_exits_1_with_one_line_reason(
     assert (tmp_path / "home").is_dir()  # the run is on the instance in DAGSTER_HOME, where `make ui` looks
 
 
+def _foundry_run(manifest: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`foundry run MANIFEST` as a user types it: the console script in a process of its own."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "foundry"), "run", str(manifest)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
 @pytest.mark.slow
 def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: Path) -> None:
     """stdout: the run, one line per stage with its duration, the published location; stderr: the run log without
@@ -103,14 +115,7 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
         "DAGSTER_HOME": str(tmp_path / "home"),
         "FOUNDRY_HOME": str(tmp_path / "foundry"),
     }
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "foundry"), "run", str(drop.manifest_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    done = _foundry_run(drop.manifest_path, env)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout.splitlines()
     assert out[0].startswith("run ") and out[-1].startswith("lot number: ")
@@ -131,14 +136,7 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
     # the same command again: the lot is published and its registry copy verifies, so nothing is run or recorded
     trail = tmp_path / "foundry" / "audit" / "cli-quiet.jsonl"
     records = trail.read_text().splitlines()
-    again = subprocess.run(
-        [str(Path(sys.executable).parent / "foundry"), "run", str(drop.manifest_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    again = _foundry_run(drop.manifest_path, env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "this lot is already published" in again.stdout and "nothing to run" in again.stdout
     assert again.stdout.splitlines()[-1] == out[-1]  # the same lot number

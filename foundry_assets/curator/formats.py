@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from foundry_assets.errors import DataError
-from foundry_assets.stages import DataFormat
+from foundry_assets.stages import DataFormat, EmbedField
 
 RecordShape = Literal["alpaca", "messages", "prompt_completion", "preference"]
 
@@ -126,22 +126,6 @@ def detect_shape(obj: dict[str, Any]) -> RecordShape:
                 "fields 'chosen' and 'rejected' are identical; a preference pair needs two answers"
             )
     return shape
-
-
-EmbedField = Literal[
-    "instruction",
-    "input",
-    "output",
-    "prompt",
-    "completion",
-    "chosen",
-    "rejected",
-    "system",
-    "user",
-    "assistant",
-]
-"""A content field SemDeDup may embed: a field of the alpaca, prompt_completion or preference shape, or the turns of
-one role of a chat transcript (``messages``)."""
 
 
 def _named_fields(record: Record) -> list[tuple[str, str]]:

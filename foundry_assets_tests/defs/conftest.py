@@ -82,3 +82,10 @@ def curate_job(instance: dg.DagsterInstance, job_id: str) -> dg.ExecuteInProcess
     )
     assert result.success
     return result
+
+
+def step_failure(result: dg.ExecuteInProcessResult) -> str:
+    """The description (or error) of the first failed step of an in-process run."""
+    event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    data = event.step_failure_data
+    return str(data.user_failure_data.description if data.user_failure_data else data.error)

@@ -25,7 +25,7 @@ from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher.base import HASH_MANIFEST
 from foundry_assets.runner import RunOutcome, run_manifest
 from foundry_assets.workspace import RECORD_STAGES, WEIGHT_STAGES, Workspace
-from foundry_assets_tests.defs.conftest import make_drop
+from foundry_assets_tests.defs.conftest import make_drop, step_failure
 
 pytestmark = pytest.mark.slow
 JOB = "job-cleaned"
@@ -51,12 +51,6 @@ class Published:
             resources=build_resources(),
             raise_on_error=False,
         )
-
-
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    data = event.step_failure_data
-    return str(data.user_failure_data.description if data.user_failure_data else data.error)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +139,7 @@ def test_publishing_again_reverifies_the_registry_copy_without_the_weights(publi
     finally:
         weights.write_bytes(original)
     assert not damaged.success
-    assert "adapter/adapter_model.safetensors" in _failure(damaged)
+    assert "adapter/adapter_model.safetensors" in step_failure(damaged)
     assert (
         json.loads(published.workspace.audit_path(JOB).read_text().splitlines()[-1])["event"]
         == "publish_failed"
@@ -155,7 +149,7 @@ def test_publishing_again_reverifies_the_registry_copy_without_the_weights(publi
 def test_merging_again_without_the_weights_says_why_and_what_to_do(published: Published) -> None:
     result = published.materialize_alone(merged_model)
     assert not result.success
-    reason = _failure(result)
+    reason = step_failure(result)
     assert "was removed from this node after the job's artifact was published" in reason
     assert "foundry run MANIFEST" in reason and "Traceback" not in reason
 

@@ -15,7 +15,7 @@ from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources
 from foundry_assets.defs.publisher import published_artifact
 from foundry_assets.runner import run_manifest
 from foundry_assets.workspace import Workspace
-from foundry_assets_tests.defs.conftest import make_drop
+from foundry_assets_tests.defs.conftest import make_drop, step_failure
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 JOB = "job-tampered"
@@ -33,12 +33,6 @@ def _publish_alone(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     )
 
 
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    data = event.step_failure_data
-    return str(data.user_failure_data.description if data.user_failure_data else data.error)
-
-
 def test_a_failed_exam_flipped_to_passed_in_storage_publishes_nothing(
     demo_root: Path, workspace: Workspace, instance: dg.DagsterInstance
 ) -> None:
@@ -54,7 +48,7 @@ def test_a_failed_exam_flipped_to_passed_in_storage_publishes_nothing(
 
     result = _publish_alone(instance)
     assert not result.success
-    assert "latest exam verdict" in _failure(result) and "failed" in _failure(result)
+    assert "latest exam verdict" in step_failure(result) and "failed" in step_failure(result)
     tag = yaml.safe_load(drop.manifest_path.read_text())["publish_target"]["tag"]
     assert not (drop.registry / tag).exists()  # the registry folder is shared by the session's demo jobs
     assert AuditTrail(workspace.audit_path(JOB)).records()[-1]["event"] == Event.PUBLISH_REFUSED
@@ -64,4 +58,4 @@ def test_a_failed_exam_flipped_to_passed_in_storage_publishes_nothing(
     )
     stored.write_text(json.dumps(document))
     refused = _publish_alone(instance)
-    assert not refused.success and "is not a stage result" in _failure(refused)
+    assert not refused.success and "is not a stage result" in step_failure(refused)
