@@ -196,7 +196,9 @@ def test_the_manifest_names_the_same_embed_fields_as_the_curator() -> None:
     from foundry_assets.curator.formats import EmbedField
     from foundry_assets.manifest import CurationConfig
 
-    every = list(get_args(EmbedField))  # one definition (stages.EmbedField): the manifest takes each curator field
+    every = list(
+        get_args(EmbedField)
+    )  # one definition (stages.EmbedField): the manifest takes each curator field
     assert CurationConfig(embed_fields=every).embed_fields == every
     assert CurationConfig().embed_fields is None
     with pytest.raises(ValidationError, match="names a field twice"):
