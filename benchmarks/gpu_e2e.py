@@ -131,7 +131,7 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
         }
         manifest["publish_target"]["artifact"] = "merged_model"
     if job == "q4":
-        published = registry(args) / "v1.0.0-e2e-qlora" / "adapter"
+        published = registry(args) / "v1.0.0-e2e-qlora"  # a tag's root is the adapter (issue 14)
         manifest["merge"] = {
             "sources": [{"adapter": str(published), "weight": 1.0, "density": 0.5}],
             "normalize": True,
@@ -334,6 +334,11 @@ def main() -> int:
         help="then run `foundry run` of every job once more: a published lot is a no-op (no run, no new record)",
     )
     parser.add_argument("--out", default=os.environ.get("OUT", "benchmarks/_out"))
+    parser.add_argument(
+        "--load-tags",
+        action="store_true",
+        help="load each published tag from its root as a Hugging Face user does, and generate (load_tag.py)",
+    )
     args = parser.parse_args()
     root = Path(args.root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -441,6 +446,9 @@ def main() -> int:
         "build_s": round(build_s, 1),
         "jobs": rows,
         "reruns": [rerun(row, env, out, root) for row in rows if row["published"]] if args.rerun else [],
+        "loads": [load_tag(row, model_dir, args) for row in rows if row["published"]]
+        if args.load_tags
+        else [],
     }
     (out / "gpu_e2e.json").write_text(json.dumps(report, indent=2, default=str))
     print_table(report)
@@ -463,6 +471,21 @@ def rerun(row: dict[str, Any], env: dict[str, str], out: Path, root: Path) -> di
         "new_records": len(trail.read_text().splitlines()) - len(before),
     }
     print(json.dumps({"rerun": result}), flush=True)
+    return result
+
+
+def load_tag(row: dict[str, Any], model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """benchmarks/load_tag.py on the job's published tag, in a fresh process (transformers/peft only)."""
+    tag = registry(args) / f"v1.0.0-e2e-{row['job']}"
+    command = [sys.executable, str(ROOT / "benchmarks" / "load_tag.py"), str(tag), "--base", str(model_dir)]
+    done = subprocess.run(
+        [*command, "--device", args.device], capture_output=True, text=True, check=False, timeout=600
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    result = {"job": row["job"], "exit": done.returncode, **(json.loads(lines[-1]) if lines else {})}
+    if done.returncode != 0:
+        result["error"] = done.stderr[-1500:]
+    print(json.dumps({"load": result}), flush=True)
     return result
 
 
@@ -522,6 +545,17 @@ def print_table(report: dict[str, Any]) -> None:
         print("| job | exit | wall s | no-op (no run launched) | new audit records |\n|---|---|---|---|---|")
         for r in report["reruns"]:
             print(f"| {r['job']} | {r['exit']} | {r['wall_s']} | {r['no_op']} | {r['new_records']} |")
+    if report.get("loads"):
+        print("\nEach published tag loaded from its root in a fresh process (benchmarks/load_tag.py):\n")
+        head = "| job | loaded as | load s | generate s | new tokens | stopped at EOS | card: library / relation | "
+        print(head + "model-index metrics |\n|---|---|---|---|---|---|---|---|")
+        for r in report["loads"]:
+            card = r.get("card", {})
+            print(
+                f"| {r['job']} | {r.get('loaded_as', 'FAIL ' + str(r['exit']))} | {r.get('load_s')} | "
+                f"{r.get('generate_s')} | {r.get('new_tokens')} | {r.get('stopped_at_eos')} | "
+                f"{card.get('library_name')} / {card.get('base_model_relation')} | {len(card.get('model_index', []))} |"
+            )
 
 
 if __name__ == "__main__":
