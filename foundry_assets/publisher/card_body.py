@@ -30,6 +30,7 @@ class PromptFormat:
     eos_token_ids: list[int]
     """generation_config.json's eos_token_id: where `generate` stops."""
     ships_tokenizer: bool
+    """Whether the folder holds a loadable tokenizer (tokenizer.json or a SentencePiece tokenizer.model)."""
 
 
 def _json_file(path: Path) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def prompt_format(weights: Path) -> PromptFormat:
     eos = eos.get("content") if isinstance(eos, dict) else eos
     ids = generation.get("eos_token_id")
     ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    ships = (weights / "tokenizer.json").is_file() or bool(tokenizer)
+    ships = any((weights / name).is_file() for name in ("tokenizer.json", "tokenizer.model"))
     return PromptFormat(template, source, str(eos) if eos else None, ids, ships)
 
 
@@ -70,6 +71,7 @@ def hub_base(base_model: str) -> str | None:
 
 
 def metric_rows(exam: Mapping[str, Any]) -> list[MetricRow]:
+    """The exam report's metric rows, typed as the examiner wrote them."""
     return [MetricRow(**row) for row in exam.get("metrics") or []]
 
 

@@ -58,6 +58,7 @@ EXAM: dict[str, Any] = {
 
 def _weights(folder: Path, *, template: str | None = "{{ messages }}") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").write_text("{}")
     (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|eot_id|>"}))
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [128001, 128009]}))
     if template is not None:
