@@ -46,6 +46,10 @@ def _check_safe_name(field: str, value: str) -> str:
     return value
 
 
+_LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+"""A Hugging Face license id (as the hub lists them) and a hub repository id (NAME or ORG/NAME)."""
+
 MAX_STEPS = 1_000_000
 """Upper bound of step counts (max_steps, logging_steps, checkpoint_steps): far beyond any one fine-tune."""
 MAX_SEQ_LENGTH = 131_072
@@ -158,11 +162,43 @@ class PublishTarget(_Section):
         description="What is published: the trained adapter, or the merged model. 'auto' publishes the merged model "
         "when merge sources are named and the adapter otherwise.",
     )
+    license: str = Field(
+        "other",
+        description="License of the published model: the Hugging Face license id written to the model card. A "
+        "fine-tune is bound by its base model's license, so set the base's, e.g. llama3.1, llama3.2, gemma, "
+        "apache-2.0, mit. 'other' (the default) declares none.",
+    )
+    datasets: list[str] = Field(
+        default_factory=list,
+        description="Hugging Face dataset ids the data drop comes from (e.g. org/safety-prompts), listed in the model "
+        "card's metadata; empty: the card names none (it gives the drop's SHA256 either way).",
+    )
 
     @field_validator("tag")
     @classmethod
     def _safe_tag(cls, value: str) -> str:
         return _check_safe_name("tag", value)
+
+    @field_validator("license")
+    @classmethod
+    def _license_id(cls, value: str) -> str:
+        if not _LICENSE_ID.fullmatch(value):
+            raise ValueError(
+                f"license {value!r} is not a Hugging Face license id: lowercase letters, digits, '.', '-' or '+' "
+                "(e.g. apache-2.0, llama3.1, other)"
+            )
+        return value
+
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_ids(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not _HUB_ID.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"datasets {bad} are not Hugging Face dataset ids; write NAME or ORG/NAME (letters, digits, '.', "
+                "'_', '-'), e.g. org/safety-prompts"
+            )
+        return value
 
     @field_validator("registry")
     @classmethod

@@ -14,8 +14,9 @@ from foundry_assets.publisher.base import (
     PublishStepError,
     RegistryBackend,
 )
+from foundry_assets.publisher.card import build_model_card, write_model_card
 from foundry_assets.publisher.fetch import FetchResult, fetch_artifact, verify_artifact
-from foundry_assets.publisher.layout import stage_artifact, write_model_card
+from foundry_assets.publisher.layout import stage_artifact
 from foundry_assets.publisher.push import push_artifact
 from foundry_assets.publisher.registry import backend_for, registered_schemes
 from foundry_assets.publisher.stage import (
@@ -46,6 +47,7 @@ __all__ = [
     "RegistryBackend",
     "announce",
     "backend_for",
+    "build_model_card",
     "deployment_payload",
     "fetch_artifact",
     "notify_deployment",

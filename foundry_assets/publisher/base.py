@@ -19,6 +19,9 @@ from foundry_assets.redact import REGISTRY_CREDENTIALS_FIX, credential_problem, 
 
 log = logging.getLogger(__name__)
 HASH_MANIFEST = "MANIFEST.sha256"
+MANIFEST_FILE = "manifest.yaml"
+EXAM_REPORT_FILE = "exam_report.json"
+"""A tag's own files beside the weights: the hash list, the training manifest and the exam report."""
 ERROR_TEXT_LIMIT = 600
 """At most this many characters of a failure's own text go into a step's error (a remote's answer can be long)."""
 PublishStep = Literal["prepare", "compare", "upload", "verify", "record", "cleanup"]

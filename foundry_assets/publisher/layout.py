@@ -14,117 +14,10 @@ from typing import Any
 import yaml
 
 from foundry_assets.errors import PublishError
-from foundry_assets.publisher.base import short_error
+from foundry_assets.intake.lot import LotNumber
+from foundry_assets.publisher.base import EXAM_REPORT_FILE, MANIFEST_FILE, short_error
+from foundry_assets.publisher.card import write_model_card
 from foundry_assets.redact import redact
-
-MODEL_CARD = "README.md"
-MANIFEST_FILE = "manifest.yaml"
-EXAM_REPORT_FILE = "exam_report.json"
-
-
-def _cell(value: Any) -> str:
-    """A value as a markdown table cell: floats to 4 significant digits, None as '—', pipes escaped."""
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(rows: list[tuple[str, Any]]) -> list[str]:
-    """A two-column markdown table of the rows whose value is set."""
-    lines = ["| | |", "|---|---|"]
-    return lines + [f"| {name} | {_cell(value)} |" for name, value in rows if value not in (None, "", [])]
-
-
-def render_model_card(manifest: Mapping[str, Any], exam_report: Mapping[str, Any]) -> str:
-    """The model card's markdown: front matter, what was trained and how, the exam's numbers, how to verify."""
-    method = manifest.get("method_config", {})
-    target = manifest.get("publish_target", {})
-    merge_sources = manifest.get("merge", {}).get("sources", [])
-    method_name = str(method.get("type", "unknown"))
-    front = {
-        "base_model": manifest.get("base_model"),
-        "library_name": "peft",
-        "tags": ["coreason-model-foundry", method_name],
-    }
-    lines = ["---", yaml.safe_dump(front, sort_keys=True).strip(), "---", ""]
-    lines += [f"# {manifest.get('job_id', 'model')} — {target.get('tag', '')}".rstrip(" —"), ""]
-    lines += [
-        f"A {method_name.upper()} adapter of `{manifest.get('base_model')}` trained by coreason-model-foundry"
-        + (f" and DARE-TIES-merged with {len(merge_sources)} other adapter(s)." if merge_sources else "."),
-        "",
-        "## Training",
-        "",
-    ]
-    lines += _training_table(method_name, method, exam_report)
-    lines += _exam_section(exam_report)
-    lines += [
-        "",
-        "## Files and verification",
-        "",
-        f"`{MANIFEST_FILE}` is the training manifest, `{EXAM_REPORT_FILE}` the full exam report. `MANIFEST.sha256` "
-        "lists the SHA256 of every file; check a download with `sha256sum -c MANIFEST.sha256`.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _training_table(method_name: str, method: Mapping[str, Any], exam_report: Mapping[str, Any]) -> list[str]:
-    """How the adapter was trained, and the lot it was trained from."""
-    return _table(
-        [
-            ("method", method_name),
-            ("rank / alpha", f"{method.get('rank')} / {method.get('alpha') or method.get('rank')}"),
-            ("learning rate", method.get("learning_rate")),
-            ("steps", method.get("max_steps")),
-            ("max sequence length", method.get("max_seq_length")),
-            ("seed", method.get("seed")),
-            ("lot number", exam_report.get("lot_number")),
-            ("dataset sha256", exam_report.get("dataset_sha256")),
-            ("manifest sha256", exam_report.get("manifest_sha256")),
-        ]
-    )
-
-
-def _exam_section(exam_report: Mapping[str, Any]) -> list[str]:
-    """The exam's verdict, its metrics against the baseline, the contamination share and the reasons."""
-    passed = exam_report.get("passed")
-    verdict = "passed" if passed else "FAILED" if passed is not None else "not recorded"
-    lines = [
-        "",
-        "## Exam",
-        "",
-        f"Verdict: **{verdict}** ({exam_report.get('items_scored', 0)} held-out items scored).",
-        "",
-    ]
-    metrics = exam_report.get("metrics", [])
-    if metrics:
-        lines += ["| metric | baseline | candidate | required | result |", "|---|---|---|---|---|"]
-        for row in metrics:
-            result = "pass" if row.get("passed") else "FAIL"
-            cells = [_cell(row.get(k)) for k in ("name", "baseline", "candidate", "required")]
-            lines.append(f"| {' | '.join(cells)} | {result} |")
-    contamination = exam_report.get("contamination") or {}
-    if contamination:
-        lines += [
-            "",
-            f"Contamination: {_cell(contamination.get('fraction'))} of {contamination.get('test_items', '?')} test "
-            f"items share a {contamination.get('ngram_n', '?')}-gram with the training data "
-            f"(allowed: {_cell(contamination.get('max_allowed'))}).",
-        ]
-    reasons = exam_report.get("reasons") or []
-    if reasons:
-        lines += ["", "Reasons:", *(f"- {_cell(r)}" for r in reasons)]
-    return lines
-
-
-def write_model_card(
-    staging: Path, manifest_dict: Mapping[str, Any], exam_report_dict: Mapping[str, Any]
-) -> Path:
-    """Write the model card (README.md) into `staging` and return its path."""
-    path = Path(staging) / MODEL_CARD
-    path.write_text(render_model_card(manifest_dict, exam_report_dict), encoding="utf-8")
-    return path
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -141,6 +34,7 @@ def stage_artifact(
     kind: str,
     manifest_dict: Mapping[str, Any],
     exam_report_dict: Mapping[str, Any],
+    lot: LotNumber,
 ) -> Path:
     """Lay out a fresh `staging` folder: `<kind>/` (weights, tokenizer), manifest, exam report and model card."""
     staging = Path(staging)
@@ -157,7 +51,7 @@ def stage_artifact(
         (staging / EXAM_REPORT_FILE).write_text(
             json.dumps(report, indent=2, sort_keys=True), encoding="utf-8"
         )
-        write_model_card(staging, manifest_dict, exam_report_dict)
+        write_model_card(staging, manifest_dict, exam_report_dict, kind=kind, weights=source, lot=lot)
     except (
         OSError
     ) as e:  # a full disk: one short line (copytree's own error lists every file), no half staging

@@ -28,6 +28,7 @@ from foundry_assets.errors import FoundryError, PublishError
 from foundry_assets.fsio import exclusive_lock
 from foundry_assets.manifest import PublishTarget, TrainingManifest
 from foundry_assets.publisher.base import PublishResult
+from foundry_assets.publisher.card import lot_from_trail
 from foundry_assets.publisher.gate import (
     ReleaseRefused,
     artifact_kind,
@@ -300,8 +301,7 @@ def _stage_checked(job: _Job, exam: ExamResult, merged: MergedModel, kind: str) 
 
 
 def _stage(job: _Job, exam: ExamResult, merged: MergedModel, kind: str) -> Path:
-    """Lay out the artifact in the job's staging folder (any leftover of a killed run is replaced); missing weights
-    are recorded as a failed publish, with why they are gone and what to do."""
+    """Stage the artifact, replacing any leftover; missing weights are recorded as a failed publish, with why."""
     source = merged.model_dir if kind == "merged_model" else merged.adapter_dir
     if not source or not Path(source).is_dir():
         reason = missing_weights_reason(source or job.workspace.adapter_dir(job.job_id), job.records)
@@ -313,6 +313,7 @@ def _stage(job: _Job, exam: ExamResult, merged: MergedModel, kind: str) -> Path:
         kind=kind,
         manifest_dict=job.manifest.model_dump(mode="json"),
         exam_report_dict=exam.document(),
+        lot=lot_from_trail(job.records, job.lot),
     )
 
 

@@ -51,6 +51,7 @@ class Job:
             }
         )
         self.trail = AuditTrail(self.workspace.audit_path(JOB))
+        self.audit(Event.JOB_ACCEPTED, lot_number=LOT, dataset_sha256="2" * 64, manifest_sha256="3" * 64)
         adapter, merged = self.workspace.adapter_dir(JOB), self.workspace.merged_dir(JOB)
         adapter.mkdir(parents=True)
         (adapter / "adapter_model.safetensors").write_bytes(b"weights")

@@ -1,4 +1,4 @@
-"""The artifact layout (model card), the handoff's named steps, and the manifest's publish_target validation."""
+"""The artifact layout (weights, manifest, exam report, card), the handoff steps, publish_target validation."""
 
 import errno
 import os
@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from foundry_assets.errors import ManifestError, PublishError
+from foundry_assets.intake.lot import LotNumber
 from foundry_assets.manifest import REGISTRY_SCHEMES, PublishTarget, parse_manifest
 from foundry_assets.publisher import (
     PublishResult,
@@ -18,7 +19,7 @@ from foundry_assets.publisher import (
     push_artifact,
     registered_schemes,
 )
-from foundry_assets.publisher.layout import render_model_card, stage_artifact, write_model_card
+from foundry_assets.publisher.layout import stage_artifact
 
 MANIFEST: dict[str, Any] = {
     "job_id": "train-prod-2025-01-15",
@@ -43,20 +44,7 @@ EXAM: dict[str, Any] = {
     ],
     "contamination": {"fraction": 0.0, "max_allowed": 0.0, "test_items": 42, "ngram_n": 13},
 }
-
-
-def test_model_card_holds_the_manifest_and_exam_numbers(tmp_path: Path) -> None:
-    path = write_model_card(tmp_path, MANIFEST, EXAM)
-    card = path.read_text()
-    assert path == tmp_path / "README.md" and card.startswith(
-        "---\nbase_model: unsloth/llama-3-8b-bnb-4bit\n"
-    )
-    assert "# train-prod-2025-01-15 — v2.1.0-safety" in card
-    assert "| rank / alpha | 64 / 64 |" in card and f"| lot number | {'ab' * 32} |" in card
-    assert "| heldout_loss | 2.346 | 1.5 | < baseline | pass |" in card
-    assert "Verdict: **passed** (42 held-out items scored)" in card and "merged with 1 other" in card
-    assert "sha256sum -c MANIFEST.sha256" in card and "s3://" not in card, "no registry address in the card"
-    assert render_model_card(MANIFEST, EXAM) == card, "deterministic, so a re-publish is a no-op"
+LOT = LotNumber(dataset_sha256="cd" * 32, manifest_sha256="ef" * 32, lot_number="ab" * 32)
 
 
 def test_stage_artifact_lays_out_weights_manifest_report_and_card(tmp_path: Path) -> None:
@@ -69,6 +57,7 @@ def test_stage_artifact_lays_out_weights_manifest_report_and_card(tmp_path: Path
         kind="adapter",
         manifest_dict=MANIFEST,
         exam_report_dict={**EXAM, "report_path": "/x"},
+        lot=LOT,
     )
     names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     assert names == ["README.md", "adapter/adapter_model.safetensors", "exam_report.json", "manifest.yaml"]
@@ -76,7 +65,27 @@ def test_stage_artifact_lays_out_weights_manifest_report_and_card(tmp_path: Path
 
 
 def test_the_published_manifest_never_holds_a_credential(tmp_path: Path) -> None:
-    """A validated manifest holds none (they are refused); a hand-made dict passed to staging has its URLs redacted."""
+    """A validated manifest holds no credential in its registry or webhook (they are refused); a URL credential in a
+    field that is not checked for one (here base_model) is redacted in every published file, card included."""
+    source = tmp_path / "adapter-out"
+    source.mkdir()
+    (source / "adapter_model.safetensors").write_bytes(b"w")
+    staging = stage_artifact(
+        source,
+        tmp_path / "staging",
+        kind="adapter",
+        manifest_dict={**MANIFEST, "base_model": "https://ghp_Zq8sEkr1t@models.example/org/base"},
+        exam_report_dict=EXAM,
+        lot=LOT,
+    )
+    published = yaml.safe_load((staging / "manifest.yaml").read_text())
+    assert published["base_model"] == "https://***@models.example/org/base"
+    assert not [p for p in staging.rglob("*") if p.is_file() and b"Zq8sEkr1t" in p.read_bytes()]
+
+
+def test_a_hand_made_manifest_with_a_credential_is_refused_at_staging(tmp_path: Path) -> None:
+    """The card is made from the validated manifest, so a dict the foundry would refuse is never published; the
+    refusal does not echo the token."""
     source = tmp_path / "adapter-out"
     source.mkdir()
     (source / "adapter_model.safetensors").write_bytes(b"w")
@@ -85,17 +94,16 @@ def test_the_published_manifest_never_holds_a_credential(tmp_path: Path) -> None
         "tag": "v1",
         "webhook_url": "https://deploy.example/hooks?env=prod&token=Zq8sEkr1t",
     }
-    staging = stage_artifact(
-        source,
-        tmp_path / "staging",
-        kind="adapter",
-        manifest_dict={**MANIFEST, "publish_target": target},
-        exam_report_dict=EXAM,
-    )
-    published = yaml.safe_load((staging / "manifest.yaml").read_text())["publish_target"]
-    assert published["registry"] == "git+https://***@host/org/models.git"
-    assert published["webhook_url"] == "https://deploy.example/hooks?env=prod&token=***"
-    assert not [p for p in staging.rglob("*") if p.is_file() and b"Zq8sEkr1t" in p.read_bytes()]
+    with pytest.raises(PublishError, match=r"publish_target.registry: registry holds a credential") as info:
+        stage_artifact(
+            source,
+            tmp_path / "staging",
+            kind="adapter",
+            manifest_dict={**MANIFEST, "publish_target": target},
+            exam_report_dict=EXAM,
+            lot=LOT,
+        )
+    assert "Zq8sEkr1t" not in str(info.value)
 
 
 @pytest.mark.faults
@@ -113,7 +121,12 @@ def test_staging_on_a_full_disk_fails_in_one_short_line_and_leaves_no_staging(
     monkeypatch.setattr(layout, "_link_or_copy", full_disk)
     with pytest.raises(PublishError) as info:
         stage_artifact(
-            source, tmp_path / "staging", kind="adapter", manifest_dict=MANIFEST, exam_report_dict=EXAM
+            source,
+            tmp_path / "staging",
+            kind="adapter",
+            manifest_dict=MANIFEST,
+            exam_report_dict=EXAM,
+            lot=LOT,
         )
     message = str(info.value)
     assert "No space left on device" in message and "(and 39 more files)" in message
