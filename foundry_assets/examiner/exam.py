@@ -27,6 +27,7 @@ from foundry_assets.examiner.scoring import (
     normalize_answer,
     prompt_texts,
     render,
+    stop_tokens,
     token_loss,
 )
 from foundry_assets.manifest import ExamConfig
@@ -126,6 +127,7 @@ class _Rendered:
     heldout: list[Scored]
     logic: list[str]
     safety: list[str]
+    stop: list[int]
 
 
 def _render(candidate_model: Path, items: ExamItems, max_length: int) -> _Rendered:
@@ -138,6 +140,7 @@ def _render(candidate_model: Path, items: ExamItems, max_length: int) -> _Render
         render(tokenizer, items.heldout, max_length=max_length),
         prompt_texts(tokenizer, [i.prompt for i in items.logic]),
         prompt_texts(tokenizer, [p.prompt for p in items.safety]),
+        stop_tokens(tokenizer),
     )
 
 
@@ -154,7 +157,12 @@ def _score_side(
         )
         logic, safety = [
             generate_answers(
-                model, tokenizer, prompts, max_new_tokens=exam.max_new_tokens, batch_size=sizes.generate_rows
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=exam.max_new_tokens,
+                batch_size=sizes.generate_rows,
+                stop_ids=rendered.stop,
             )
             if prompts
             else []

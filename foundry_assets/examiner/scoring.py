@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from foundry_assets.chat_template import Messages, completion_ids, render_text
+from foundry_assets.chat_template import Messages, completion_ids, end_of_turn, render_text
 from foundry_assets.crucible.preconditions import CHARS_PER_TOKEN_BOUND
 from foundry_assets.devices import model_dtype, resolve_device
 from foundry_assets.errors import DataError
@@ -41,6 +41,13 @@ def render(tokenizer: Any, conversations: Sequence[Conversation], *, max_length:
         ids, start = completion_ids(tokenizer, prompt, completion)
         scored.append((ids[:max_length], start))
     return scored
+
+
+def stop_tokens(tokenizer: Any) -> list[int]:
+    """The template's end-of-turn token (where a trained answer ends; empty when the template has none): with
+    ``<|eot_id|>`` closing turns, a model that is not stopped there runs on into a next turn's header."""
+    turn = end_of_turn(tokenizer)
+    return [turn.token_id] if turn else []
 
 
 def prompt_texts(tokenizer: Any, prompts: Sequence[Messages]) -> list[str]:
@@ -130,9 +137,11 @@ def generate_answers(
     *,
     max_new_tokens: int,
     batch_size: int = 16,
+    stop_ids: Sequence[int] = (),
 ) -> list[str]:
     """Greedy answers to rendered `prompts` (`prompt_texts`) in their order (left-padded batches of similar length on
-    the model's device), each cut at its first line break. The template supplies any BOS, so none is added."""
+    the model's device), each cut at its first line break. The template supplies any BOS, so none is added;
+    generation stops at the eos_token or any of `stop_ids` (the template's end-of-turn token, `stop_tokens`)."""
     import torch
 
     answers = [""] * len(prompts)
@@ -154,7 +163,7 @@ def generate_answers(
                 do_sample=False,
                 use_cache=True,
                 pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=sorted({tokenizer.eos_token_id, *stop_ids}),
             )
             for index, generated in zip(batch, out[:, width:].tolist(), strict=True):
                 text = tokenizer.decode(generated, skip_special_tokens=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from foundry_assets.chat_template import completion_ids
+from foundry_assets.chat_template import DEFAULT_CHAT_TEMPLATE, completion_ids
 from foundry_assets.crucible.preconditions import CHARS_PER_TOKEN_BOUND
 from foundry_assets.errors import DataError
 from foundry_assets.examiner import scoring
@@ -114,3 +114,12 @@ def test_a_huge_test_record_is_cut_before_the_tokenizer_sees_it() -> None:
     assert max(seen) == 512 * CHARS_PER_TOKEN_BOUND + len("short")
     with pytest.raises(DataError, match="has a completion token to score"):
         scoring.token_loss(None, Tokenizer(), rendered, batch_size=1, batch_tokens=1)
+
+
+def test_answers_stop_at_the_templates_end_of_turn_token(tiny_model_dir: Path) -> None:
+    """A template may close turns with its own token (<|eot_id|>, <|im_end|>): generation must stop there too, or the
+    answer runs on into the next turn's header."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert scoring.stop_tokens(tokenizer) == [tokenizer.eos_token_id]
+    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE.replace("eos_token", "'<unk>'")
+    assert scoring.stop_tokens(tokenizer) == [tokenizer.unk_token_id]
