@@ -45,10 +45,26 @@ def texts(n: int, seq_len: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) + str(rng.randint(0, 99)) for _ in range(seq_len)) for _ in range(n)]
 
 
-def preference(n: int, seq_len: int) -> list[dict[str, str]]:
+def turn(role: str, content: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": content}]
+
+
+def completions(n: int, seq_len: int) -> list[dict[str, Any]]:
+    """SFT rows as the curator writes them (TRL's conversational prompt-completion format)."""
+    return [
+        {"prompt": turn("user", f"Question {i}: continue the list."), "completion": turn("assistant", t)}
+        for i, t in enumerate(texts(n, seq_len))
+    ]
+
+
+def preference(n: int, seq_len: int) -> list[dict[str, Any]]:
     chosen, rejected = texts(n, seq_len, seed=1), texts(n, seq_len, seed=2)
     return [
-        {"prompt": f"Question {i}: continue the list.", "chosen": c, "rejected": r}
+        {
+            "prompt": turn("user", f"Question {i}: continue the list."),
+            "chosen": turn("assistant", c),
+            "rejected": turn("assistant", r),
+        }
         for i, (c, r) in enumerate(zip(chosen, rejected, strict=True))
     ]
 
@@ -128,11 +144,11 @@ def crucible(spec: dict[str, Any]) -> dict[str, Any]:
     device = spec.get("device", "cuda")  # "cpu": a smoke test of this script on the tiny model
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     hardware = HardwareReport(device, name, None, None, bool(spec.get("gc", False)))
-    examples: list[dict[str, str]]
+    examples: list[dict[str, Any]]
     if method == "orpo":
         examples = preference(max(16, batch * 4), seq)
     else:
-        examples = [{"text": t} for t in texts(max(16, batch * 4), seq)]
+        examples = completions(max(16, batch * 4), seq)
     params = TrainParams(
         rank=spec.get("rank", 16),
         alpha=None,

@@ -25,24 +25,18 @@ from foundry_assets.alchemist.checkpoint import (
 )
 from foundry_assets.alchemist.dare_ties import stream_dare_ties
 from foundry_assets.alchemist.refs import AdapterRef, read_json
+from foundry_assets.alchemist.tokenizer import (
+    TOKENIZER_FILES,
+    copy_side_files,
+    stop_at_end_of_turn,
+    tokenizer_donor,
+)
 from foundry_assets.devices import resolve_device
 from foundry_assets.errors import MergeError
 from foundry_assets.fsio import replace_dir
 from foundry_assets.hashing import sha256_tree
 
 logger = logging.getLogger(__name__)
-
-TOKENIZER_FILES = (
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.json",
-    "tokenizer.model",
-    "added_tokens.json",
-    "merges.txt",
-    "vocab.json",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 
 
 @dataclass
@@ -175,12 +169,6 @@ def dare_ties_config(
     }
 
 
-def _copy_side_files(donor: Path, out: Path) -> None:
-    for name in (*TOKENIZER_FILES, "generation_config.json"):
-        if (donor / name).is_file():
-            shutil.copy2(donor / name, out / name)
-
-
 def _fold_device(base: BaseCheckpoint, shapes: dict[str, tuple[int, ...]], device: str) -> tuple[str, str]:
     """CUDA when asked and the whole model fits in free GPU memory (with headroom), else the CPU and why."""
     if device != "cuda":
@@ -217,8 +205,8 @@ def _fold(base: BaseCheckpoint, adapter: AdapterRef, out: Path, device: str) -> 
         del merged
     except Exception as e:
         raise MergeError(f"folding adapter {adapter.label!r} into {base.folder} failed: {e}") from e
-    donor = Path(adapter.path) if (Path(adapter.path) / "tokenizer_config.json").is_file() else base.folder
-    _copy_side_files(donor, out)
+    donor = tokenizer_donor(base, [adapter])
+    copy_side_files(donor, out)
     config: dict[str, Any] = {
         "peft_merge_and_unload": True,
         "dtype": dtype_name(base.out_dtype),
@@ -257,8 +245,17 @@ def _dare_ties(
         raise MergeError(f"dare_ties merge failed: {type(e).__name__}: {e}") from e
     (out / "config.json").write_text(json.dumps(base.merged_config(), indent=2, sort_keys=True) + "\n")
     (out / "mergekit_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    _copy_side_files(base.folder, out)
-    return {**config, "random_seed": seed, "device": device, "compute_dtype": "float32", "streamed": True}
+    copy_side_files(base.folder, out, ("generation_config.json",))
+    donor = tokenizer_donor(base, adapters)
+    copy_side_files(donor, out, TOKENIZER_FILES)  # the template the adapters trained with, not the base's
+    return {
+        **config,
+        "random_seed": seed,
+        "device": device,
+        "compute_dtype": "float32",
+        "streamed": True,
+        "tokenizer_from": str(donor.resolve()),
+    }
 
 
 def merge_adapters(
@@ -291,6 +288,7 @@ def merge_adapters(
         else:
             method = "dare_ties"
             config = _dare_ties(base, adapters, out, normalize=normalize, seed=seed, device=device)
+        config["end_of_turn_token_id"] = stop_at_end_of_turn(out)
         files = sha256_tree(out)
         replace_dir(out, out_dir)
     finally:

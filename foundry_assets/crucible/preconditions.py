@@ -4,6 +4,7 @@ base, and the backend (Unsloth, imported first, or PEFT with a recorded warning 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from foundry_assets.crucible.backend import Backend, ensure_unsloth_first
 from foundry_assets.crucible.hardware import HardwareReport
@@ -12,7 +13,8 @@ from foundry_assets.errors import DataError, TrainingError
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED_KEYS = {"sft": ("text",), "preference": ("prompt", "chosen", "rejected")}
+_REQUIRED_KEYS = {"sft": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected")}
+"""The keys of TRL's conversational formats a strategy's rows carry, each a list of {role, content} turns."""
 
 
 def resolve_backend(backend: str, warnings: list[str]) -> Backend:
@@ -31,40 +33,57 @@ def resolve_backend(backend: str, warnings: list[str]) -> Backend:
     return "peft"
 
 
-def check_examples(strategy: TrainingStrategy, examples: list[dict[str, str]]) -> None:
-    """Refuse an empty set or records that lack the keys the strategy's trainer reads."""
+def _is_turns(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, dict) and isinstance(t.get("content"), str) and "role" in t for t in value)
+    )
+
+
+def check_examples(strategy: TrainingStrategy, examples: list[dict[str, Any]]) -> None:
+    """Refuse an empty set or records that lack the conversational keys the strategy's trainer reads."""
     if not examples:
         raise DataError(f"No training examples for {strategy.name()}.")
     required = _REQUIRED_KEYS[strategy.data_format]
     for index, example in enumerate(examples):
-        missing = [key for key in required if not isinstance(example.get(key), str)]
+        missing = [key for key in required if not _is_turns(example.get(key))]
         if missing:
             raise DataError(
-                f"Training example {index} for {strategy.name()} ({strategy.data_format} format) lacks string "
-                f"field(s) {missing}; it has {sorted(example)}. Format the data for {strategy.data_format} first."
+                f"Training example {index} for {strategy.name()} ({strategy.data_format} format) lacks "
+                f"field(s) {missing} as lists of {{role, content}} turns; it has {sorted(example)}. Curate the drop "
+                f"with this version (it writes TRL's conversational {strategy.data_format} rows)."
             )
 
 
 CHARS_PER_TOKEN_BOUND = 16
-"""Characters of a text field kept per token of max_seq_length before tokenizing. BPE tokens of natural text average
+"""Characters of a turn's content kept per token of max_seq_length before tokenizing. BPE tokens of natural text average
 3-5 characters and rarely exceed 16, so the cut leaves more text than max_seq_length tokens and truncation (which
 keeps the start) gives the same tokens; what it prevents is tokenizing a 50 MB record whole (about 9 GB)."""
 
 
-def cap_example_text(examples: list[dict[str, str]], max_seq_length: int) -> list[dict[str, str]]:
-    """`examples` with every text field cut to `max_seq_length * CHARS_PER_TOKEN_BOUND` characters (its start kept,
+def _cut(turns: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    return [{**t, "content": t["content"][:limit]} if len(t["content"]) > limit else t for t in turns]
+
+
+def cap_example_text(examples: list[dict[str, Any]], max_seq_length: int) -> list[dict[str, Any]]:
+    """`examples` with every turn's content cut to `max_seq_length * CHARS_PER_TOKEN_BOUND` characters (its start kept,
     as the trainers' truncation keeps it); how many records were cut is logged."""
     limit = max_seq_length * CHARS_PER_TOKEN_BOUND
+
+    def too_long(value: Any) -> bool:
+        return isinstance(value, list) and any(len(t["content"]) > limit for t in value)
+
     capped = [
-        {key: value[:limit] if isinstance(value, str) else value for key, value in example.items()}
-        if any(isinstance(value, str) and len(value) > limit for value in example.values())
+        {key: _cut(value, limit) if too_long(value) else value for key, value in example.items()}
+        if any(too_long(value) for value in example.values())
         else example
         for example in examples
     ]
     cut = sum(1 for before, after in zip(examples, capped, strict=True) if before is not after)
     if cut:
         logger.warning(
-            "%d training record(s) cut to %d characters per field before tokenizing (max_seq_length %d tokens)",
+            "%d training record(s) cut to %d characters per turn before tokenizing (max_seq_length %d tokens)",
             cut,
             limit,
             max_seq_length,

@@ -38,6 +38,8 @@ class TrainResult:
     """Start-up by phase (s): importing Unsloth, loading the model with adapters, building the trainer."""
     visible_devices: str | None = None
     """CUDA_VISIBLE_DEVICES as the training process saw it (the run's claimed GPU)."""
+    chat_template: dict[str, Any] = field(default_factory=dict)
+    """The chat template trained with (source "base" or "default"), its end-of-turn token and the rows checked."""
 
     def to_metadata(self) -> dict[str, Any]:
         """Plain values for Dagster materialization metadata (str, int, float, bool, list, dict)."""
@@ -64,6 +66,7 @@ class TrainResult:
             "loss_plot": str(self.loss_plot) if self.loss_plot else None,
             "time_to_first_step_s": _round(self.time_to_first_step_s, 2),
             "startup_timings_s": dict(self.timings),
+            "chat_template": dict(self.chat_template),
         }
 
 

@@ -107,10 +107,12 @@ class _SFTStrategy(TrainingStrategy):
         batching: dict[str, Any] = (
             {} if settings.padding_free is None else {"padding_free": settings.padding_free}
         )
+        # The rows are TRL's conversational prompt-completion format (`curator.formats`): TRL (and Unsloth's patched
+        # dataset preparation) render them with the tokenizer's chat template and, prompt-completion data being
+        # detected, train on the completion only (completion_only_loss); `crucible.labels` checks the result.
         args = SFTConfig(
             **_common_args(settings),
             max_length=settings.max_seq_length,
-            dataset_text_field="text",
             packing=False,
             **batching,
         )

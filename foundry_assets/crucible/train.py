@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from foundry_assets.chat_template import ensure_chat_template
 from foundry_assets.crucible import checkpoints as ckpt
 from foundry_assets.crucible.backend import (
     Backend,
@@ -79,7 +80,7 @@ def train_adapter(
     *,
     model_path: str | Path,
     strategy_name: str,
-    train_examples: list[dict[str, str]],
+    train_examples: list[dict[str, Any]],
     out_dir: Path,
     params: TrainParams,
     hardware: HardwareReport,
@@ -95,8 +96,9 @@ def train_adapter(
     setup = _set_up(model_path, strategy_name, train_examples, out_dir, hardware, backend, checkpoints)
     reset_peak_memory()
 
-    # 1. load the base model and add the adapters
+    # 1. load the base model and add the adapters; the tokenizer keeps the base's chat template or gets the default
     model, tokenizer = _load(setup, model_path, params)
+    template_source = ensure_chat_template(tokenizer)
 
     # 2. build the strategy's trainer
     setup.out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -113,12 +115,14 @@ def train_adapter(
             save_steps=checkpoints.plan.every_steps if checkpoints else 0,
             on_log=on_log,
             label=strategy_name,
+            template_source=template_source,
         )
 
         # 3. train (from the last checkpoint of this lot, if any), with a snapshot to prove the parameters moved
         trained = _train(setup, run.trainer, params.max_steps)
 
-        # 4. save into a staging folder, sweep anything that is not adapter/tokenizer, then rename into place
+        # 4. save into a staging folder (the tokenizer with the template it trained with), sweep anything that is not
+        # adapter/tokenizer, then rename into place
         _save(run.trainer.model, tokenizer, Path(work) / "adapter", setup.out_dir)
     if checkpoints is not None:
         ckpt.clear(checkpoints.plan)
@@ -128,7 +132,7 @@ def train_adapter(
 def _set_up(
     model_path: str | Path,
     strategy_name: str,
-    train_examples: list[dict[str, str]],
+    train_examples: list[dict[str, Any]],
     out_dir: Path,
     hardware: HardwareReport,
     backend: str,
@@ -231,6 +235,7 @@ def _result(setup: _Setup, run: TrainerRun, trained: _Trained) -> TrainResult:
         first_step_at=meter.first_step_at,
         timings={k: round(v, 2) for k, v in setup.timings.items()},
         visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        chat_template=run.template.to_metadata(),
     )
 
 

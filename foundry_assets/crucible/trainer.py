@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from foundry_assets.chat_template import TemplateSource
 from foundry_assets.console import verbose
 from foundry_assets.crucible.backend import Backend
 from foundry_assets.crucible.hardware import HardwareReport
+from foundry_assets.crucible.labels import TemplateCheck, check_trained_labels
 from foundry_assets.crucible.params import TrainParams
 from foundry_assets.crucible.preconditions import cap_example_text
 from foundry_assets.crucible.strategies import TrainerSettings, TrainingStrategy
@@ -26,11 +28,13 @@ LogFn = Callable[[int, float], None]
 
 @dataclass
 class TrainerRun:
-    """The trainer, the losses its callback records (step, loss) and the meter that counts its tokens."""
+    """The trainer, the losses its callback records (step, loss), the meter that counts its tokens, and the check of
+    its tokenized rows' labels (`labels.check_trained_labels`)."""
 
     trainer: Any
     losses: list[tuple[int, float]]
     meter: SpeedMeter
+    template: TemplateCheck
 
 
 def build_trainer(
@@ -38,7 +42,7 @@ def build_trainer(
     model: Any,
     tokenizer: Any,
     strategy: TrainingStrategy,
-    examples: list[dict[str, str]],
+    examples: list[dict[str, Any]],
     params: TrainParams,
     hardware: HardwareReport,
     backend: Backend,
@@ -46,14 +50,19 @@ def build_trainer(
     save_steps: int,
     on_log: LogFn | None,
     label: str,
+    template_source: TemplateSource,
 ) -> TrainerRun:
-    """The strategy's trainer on `examples`, writing checkpoints (if `save_steps`) into `output_dir`."""
+    """The strategy's trainer on `examples`, writing checkpoints (if `save_steps`) into `output_dir`, once its
+    tokenized rows are checked to train the assistant answers and their end-of-turn token only."""
     from datasets import Dataset
 
     settings = trainer_settings(params, strategy, hardware, backend, output_dir, save_steps)
     dataset = Dataset.from_list(cap_example_text(examples, params.max_seq_length))
     trainer = strategy.build_trainer(
         model=model, tokenizer=tokenizer, train_dataset=dataset, settings=settings
+    )
+    template = check_trained_labels(
+        trainer.train_dataset, tokenizer, source=template_source, max_length=params.max_seq_length
     )
     if not verbose():  # the Trainer's printed log dicts repeat what the loss callback records
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -65,7 +74,7 @@ def build_trainer(
     meter = SpeedMeter(grad_accum=params.grad_accum, warmup_steps=3 if params.max_steps >= 8 else 1)
     trainer.add_callback(meter.callback())
     trainer.data_collator = meter.wrap_collator(trainer.data_collator)
-    return TrainerRun(trainer, losses, meter)
+    return TrainerRun(trainer, losses, meter, template)
 
 
 def trainer_settings(

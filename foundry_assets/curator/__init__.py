@@ -4,15 +4,15 @@ No Dagster here: `curate` (the stage's entry point, settings from the manifest) 
 asset, `curate_drop` (one file, explicit settings) by `foundry curate` and by `curate` itself."""
 
 from foundry_assets.curator.cache import EmbeddingCache, embed_texts
+from foundry_assets.curator.contamination import content_text
 from foundry_assets.curator.decontam import OverlapReport, ngram_overlap, normalize_words
 from foundry_assets.curator.embed import MiniLMEmbedder
 from foundry_assets.curator.formats import (
     DataFormat,
     Record,
     RecordShape,
+    conversation,
     detect_shape,
-    eval_text,
-    render_prompt,
     split_train_test,
     text_for_embedding,
     to_training_example,
@@ -36,17 +36,17 @@ __all__ = [
     "Record",
     "RecordShape",
     "RemovedItem",
+    "content_text",
+    "conversation",
     "curate",
     "curate_drop",
     "detect_shape",
     "embed_texts",
-    "eval_text",
     "exact_semdedup",
     "ngram_overlap",
     "normalize_words",
     "read_drop",
     "read_jsonl",
-    "render_prompt",
     "semdedup",
     "split_train_test",
     "text_for_embedding",

@@ -8,22 +8,18 @@ one of four shapes:
 - ``prompt_completion``: ``{"prompt", "completion"}``
 - ``preference``: ``{"prompt", "chosen", "rejected"}``
 
-Other keys (ids, provenance) are allowed and ignored. SFT strategies take the first three shapes, rendered into one
-fixed template so that the model learns a single format whatever the drop's shape::
+Other keys (ids, provenance) are allowed and ignored. Every record is written in one of TRL's conversational formats,
+so that the trainer renders it with the tokenizer's chat template (`foundry_assets.chat_template`) and the model
+learns the format it will be prompted in, whatever the drop's shape:
 
-    ### Instruction:
-    {instruction}
-
-    ### Input:            (only when the alpaca input is non-empty)
-    {input}
-
-    ### Response:
-    {output}
-
-Chat turns are rendered role by role with the same headers (system → ``### System:``, user → ``### Instruction:``,
-assistant → ``### Response:``), blocks separated by one blank line. Preference strategies (ORPO) take only
-``preference`` records; their prompt is rendered with the same template up to and including ``### Response:\\n``, so
-``prompt + chosen`` is exactly the SFT text of the chosen answer.
+- SFT strategies take the first three shapes as *prompt-completion* rows ``{"prompt": [turns…], "completion":
+  [{"role": "assistant", "content": …}]}``: an alpaca record's instruction (with its input, when non-empty, after a
+  blank line) is the user turn and its output the completion; a prompt_completion record's prompt is the user turn; a
+  messages record's turns before its last assistant turn are the prompt (earlier assistant turns are context, not
+  trained) and the last assistant turn is the completion. TRL computes the loss on the completion only, closing
+  end-of-turn token included (checked before training: `crucible.labels`).
+- Preference strategies (ORPO) take ``preference`` records as ``{"prompt": [user turn], "chosen": [assistant turn],
+  "rejected": [assistant turn]}``.
 """
 
 import hashlib
@@ -37,15 +33,8 @@ from foundry_assets.stages import DataFormat, EmbedField
 
 RecordShape = Literal["alpaca", "messages", "prompt_completion", "preference"]
 
-INSTRUCTION_HEADER = "### Instruction:"
-INPUT_HEADER = "### Input:"
-RESPONSE_HEADER = "### Response:"
-SYSTEM_HEADER = "### System:"
-ROLE_HEADERS: dict[str, str] = {
-    "system": SYSTEM_HEADER,
-    "user": INSTRUCTION_HEADER,
-    "assistant": RESPONSE_HEADER,
-}
+ROLES = ("system", "user", "assistant")
+Messages = list[dict[str, str]]
 
 _REQUIRED: dict[RecordShape, tuple[str, ...]] = {
     "alpaca": ("instruction", "output"),
@@ -89,8 +78,8 @@ def _check_messages(messages: Any) -> None:
                 f"messages[{k}] must be an object with 'role' and 'content', got {type(turn).__name__}"
             )
         role = turn.get("role")
-        if role not in ROLE_HEADERS:
-            raise DataError(f"messages[{k}].role is {role!r}; allowed roles: {', '.join(ROLE_HEADERS)}")
+        if role not in ROLES:
+            raise DataError(f"messages[{k}].role is {role!r}; allowed roles: {', '.join(ROLES)}")
         try:
             _need_text(turn, "content")
         except DataError as e:
@@ -175,21 +164,31 @@ def canonical_content(record: Record) -> str:
     return json.dumps([record.shape, content], ensure_ascii=False, separators=(",", ":"))
 
 
-def render_prompt(instruction: str, input_text: str = "") -> str:
-    """The template up to and including the response header: what a model is given at generation time."""
-    blocks = [f"{INSTRUCTION_HEADER}\n{instruction}"]
-    if input_text.strip():
-        blocks.append(f"{INPUT_HEADER}\n{input_text}")
-    return "\n\n".join(blocks) + f"\n\n{RESPONSE_HEADER}\n"
+def _turn(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
 
 
-def _render_messages(messages: list[dict[str, Any]]) -> str:
-    """Render a chat transcript role by role with the template's headers."""
-    return "\n\n".join(f"{ROLE_HEADERS[m['role']]}\n{m['content']}" for m in messages)
+def _user_turn(text: str, input_text: str = "") -> Messages:
+    """One user turn: the instruction, then the alpaca input (when non-empty) after a blank line."""
+    return [_turn("user", f"{text}\n\n{input_text}" if input_text.strip() else text)]
 
 
-def to_training_example(record: Record, data_format: DataFormat) -> dict[str, str]:
-    """Format a record for a strategy's trainer: {"text"} for sft, {"prompt", "chosen", "rejected"} for preference."""
+def conversation(record: Record) -> tuple[Messages, Messages]:
+    """The record as a prompt (the turns a model is given) and the assistant turn it answers with (a preference
+    record's chosen answer)."""
+    d = record.data
+    if record.shape == "alpaca":
+        return _user_turn(d["instruction"], d.get("input", "")), [_turn("assistant", d["output"])]
+    if record.shape == "messages":
+        turns = [_turn(m["role"], m["content"]) for m in d["messages"]]
+        return turns[:-1], turns[-1:]
+    answer = d["completion"] if record.shape == "prompt_completion" else d["chosen"]
+    return _user_turn(d["prompt"]), [_turn("assistant", answer)]
+
+
+def to_training_example(record: Record, data_format: DataFormat) -> dict[str, Messages]:
+    """Format a record for a strategy's trainer in TRL's conversational formats: {"prompt", "completion"} for sft,
+    {"prompt", "chosen", "rejected"} for preference (each a list of {role, content} turns)."""
     if data_format not in ACCEPTED_SHAPES:
         raise ValueError(f"data_format is {data_format!r}; allowed: {', '.join(get_args(DataFormat))}")
     accepted = ACCEPTED_SHAPES[data_format]
@@ -200,25 +199,22 @@ def to_training_example(record: Record, data_format: DataFormat) -> dict[str, st
             + (" (prompt, chosen, rejected)" if data_format == "preference" else "")
             + "; convert the drop or pick a strategy that takes this shape"
         )
-    d = record.data
-    if record.shape == "alpaca":
-        return {"text": render_prompt(d["instruction"], d.get("input", "")) + d["output"]}
-    if record.shape == "prompt_completion":
-        return {"text": render_prompt(d["prompt"]) + d["completion"]}
-    if record.shape == "messages":
-        return {"text": _render_messages(d["messages"])}
-    return {"prompt": render_prompt(d["prompt"]), "chosen": d["chosen"], "rejected": d["rejected"]}
+    prompt, answer = conversation(record)
+    if record.shape != "preference":
+        return {"prompt": prompt, "completion": answer}
+    return {"prompt": prompt, "chosen": answer, "rejected": [_turn("assistant", record.data["rejected"])]}
 
 
 TASKS = ("logic", "safety")
 EXAM_ITEM = "exam"
-"""The key of a curated test row's exam item: {"task", "prompt", "answer"} for a record marked with a `task`."""
+"""The key of a curated test row's exam item: {"task", "prompt" (turns), "answer"} for a record marked with a `task`."""
 
 
-def exam_item(record: Record) -> dict[str, str] | None:
+def exam_item(record: Record) -> dict[str, Any] | None:
     """What the exam needs of a held-out record marked `"task": "logic"` / `"task": "safety"`: the task, the prompt a
-    model is given (the training template up to the response header) and the expected answer (the record's `answer`
-    field when present, else its response: output, completion, last assistant turn or chosen answer).
+    model is given (the turns before the answer, which the exam renders with the model's chat template) and the
+    expected answer (the record's `answer` field when present, else its response: output, completion, last assistant
+    turn or chosen answer).
 
     None for a record with no task; any other task value is a DataError naming the line.
     """
@@ -230,32 +226,13 @@ def exam_item(record: Record) -> dict[str, str] | None:
         raise DataError(
             f"line {record.line}: task is {task!r}; use one of {', '.join(TASKS)} (or leave task out)"
         )
-    if record.shape == "alpaca":
-        prompt, answer = render_prompt(d["instruction"], d.get("input", "")), d["output"]
-    elif record.shape == "messages":
-        blocks = [f"{ROLE_HEADERS[m['role']]}\n{m['content']}" for m in d["messages"][:-1]]
-        prompt, answer = "\n\n".join([*blocks, f"{RESPONSE_HEADER}\n"]), d["messages"][-1]["content"]
-    elif record.shape == "prompt_completion":
-        prompt, answer = render_prompt(d["prompt"]), d["completion"]
-    else:
-        prompt, answer = render_prompt(d["prompt"]), d["chosen"]
+    prompt, answer = conversation(record)
     explicit = d.get("answer")
     return {
         "task": task,
         "prompt": prompt,
-        "answer": explicit if isinstance(explicit, str) and explicit.strip() else answer,
+        "answer": explicit if isinstance(explicit, str) and explicit.strip() else answer[0]["content"],
     }
-
-
-def eval_text(example: dict[str, str]) -> str:
-    """The text the exam scores: an sft example's text, or a preference example's prompt + chosen answer."""
-    if "text" in example:
-        return example["text"]
-    if "prompt" in example and "chosen" in example:
-        return example["prompt"] + example["chosen"]
-    raise DataError(
-        f"not a training example (keys: {', '.join(sorted(example))}); expected 'text' or 'prompt'+'chosen'"
-    )
 
 
 def split_train_test(

@@ -3,8 +3,9 @@
 
 Outputs in `out_dir`:
 
-- ``train.jsonl`` / ``test.jsonl``: one formatted training example per line (``{"text"}`` for sft,
-  ``{"prompt", "chosen", "rejected"}`` for preference) plus ``"source_line"``, the record's line in the drop;
+- ``train.jsonl`` / ``test.jsonl``: one training example per line in TRL's conversational formats
+  (``{"prompt", "completion"}`` for sft, ``{"prompt", "chosen", "rejected"}`` for preference, each a list of
+  ``{role, content}`` turns: `formats.to_training_example`) plus ``"source_line"``, the record's line in the drop;
 - ``removed.jsonl``: ``{"line", "kept_line", "similarity"}`` for every near-duplicate SemDeDup removed;
 - ``quarantine.jsonl``: ``{"line", "reason", "raw"}`` for every record that could not be used;
 - ``contamination.jsonl``: ``{"split": "test", "line", "ngram"}`` for every test item sharing an n-gram with the
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from foundry_assets.curator.cache import Embedder, EmbeddingCache, embed_texts
-from foundry_assets.curator.contamination import contamination
+from foundry_assets.curator.contamination import contamination, content_text
 from foundry_assets.curator.decontam import OverlapReport
 from foundry_assets.curator.formats import (
     EXAM_ITEM,
@@ -38,7 +39,6 @@ from foundry_assets.curator.formats import (
     EmbedField,
     Record,
     embedding_texts,
-    eval_text,
     exam_item,
     split_train_test,
     to_training_example,
@@ -133,9 +133,9 @@ class CurationResult:
         )
 
 
-def _format_all(records: list[Record], data_format: DataFormat) -> list[dict[str, str]]:
+def _format_all(records: list[Record], data_format: DataFormat) -> list[dict[str, Any]]:
     """Format every record, or raise one DataError listing the first lines that do not fit."""
-    examples: list[dict[str, str]] = []
+    examples: list[dict[str, Any]] = []
     problems: list[str] = []
     for record in records:
         try:
@@ -149,7 +149,7 @@ def _format_all(records: list[Record], data_format: DataFormat) -> list[dict[str
     return examples
 
 
-def _test_row(example: dict[str, str], record: Record) -> dict[str, Any]:
+def _test_row(example: dict[str, Any], record: Record) -> dict[str, Any]:
     """A held-out row: the formatted example, its drop line and, for a record marked with a task, its exam item."""
     item = exam_item(record)
     return {**example, "source_line": record.line, **({EXAM_ITEM: item} if item else {})}
@@ -220,7 +220,7 @@ class _Curated:
     """Everything decided about one drop before anything is written; the counts are checked to add up on creation."""
 
     read: ReadResult
-    examples: list[dict[str, str]]
+    examples: list[dict[str, Any]]
     texts: list[str]
     embedded_new: int
     dedup: DedupResult
@@ -334,7 +334,7 @@ def curate_drop(
             f"{data_path}: only {len(kept)} distinct record(s) after SemDeDup (threshold {threshold}); "
             "at least 2 are needed to hold out a test set — add data or raise the threshold"
         )
-    text_of = {r.line: eval_text(ex) for r, ex in zip(records, examples, strict=True)}
+    text_of = {r.line: content_text(ex) for r, ex in zip(records, examples, strict=True)}
     split = _split(
         kept,
         text_of,

@@ -153,7 +153,7 @@ def write_demo_drop(root: str | Path, *, job_id: str | None = None, duplicates: 
         "publish_target": {"registry": str(root / "registry"), "tag": f"v0.1.0-{job_id}"},
         "compute": {"batch_size": 8, "grad_accum": 1, "device": "auto"},
         "data": {"path": "data.jsonl", "test_fraction": 0.15},
-        "exam": {"max_contamination": 0.0, "min_loss_improvement": 0.5},
+        "exam": {"max_contamination": 0.0, "min_loss_improvement": 0.25},
     }
     manifest_path = drop / "manifest.yaml"
     write_text(manifest_path, yaml.safe_dump(manifest, sort_keys=False))

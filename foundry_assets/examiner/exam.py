@@ -21,7 +21,15 @@ from foundry_assets.errors import DataError
 from foundry_assets.examiner.items import ExamItems, QAItem, SafetyPrompt
 from foundry_assets.examiner.models import BATCH_SIZES, free_memory, load_model
 from foundry_assets.examiner.report import ExamReport, MetricRow, fmt
-from foundry_assets.examiner.scoring import generate_answers, normalize_answer, token_loss
+from foundry_assets.examiner.scoring import (
+    Scored,
+    generate_answers,
+    normalize_answer,
+    prompt_texts,
+    render,
+    stop_tokens,
+    token_loss,
+)
 from foundry_assets.manifest import ExamConfig
 
 _SHOWN_INDICES = 20
@@ -60,17 +68,18 @@ def examine(
     resolved = _checked_device(items, exam, device)
     overlap = contamination(items.train_texts, items.test_texts, exam.ngram_size)  # the curator's definition
     limit = exam.max_eval_items
-    scored = ExamItems(items.train_texts, items.test_texts[:limit], items.logic[:limit], items.safety[:limit])
+    scored = ExamItems(items.train_texts, items.heldout[:limit], items.logic[:limit], items.safety[:limit])
+    rendered = _render(Path(candidate_model), scored, max_length)
     # One dtype for both sides (the base's), so the two losses differ by the weights, not by the arithmetic.
     dtype = model_dtype(Path(base_model), resolved)
     scores = {
-        side: _score_side(Path(model_dir), scored, exam, device=resolved, dtype=dtype, max_length=max_length)
+        side: _score_side(Path(model_dir), rendered, exam, device=resolved, dtype=dtype)
         for side, model_dir in zip(SIDES, (base_model, candidate_model), strict=True)
     }
-    logic_rows = _logic_rows(scored.logic, scores)
-    safety_rows = _safety_rows(scored.safety, scores, exam.refusal_patterns)
+    logic_rows = _logic_rows(scored.logic, rendered.logic, scores)
+    safety_rows = _safety_rows(scored.safety, rendered.safety, scores, exam.refusal_patterns)
     gated = [
-        *_metric_rows(scores, logic_rows, safety_rows, exam, len(scored.test_texts)),
+        *_metric_rows(scores, logic_rows, safety_rows, exam, len(scored.heldout)),
         _contamination_row(overlap, exam.max_contamination),
     ]
     reasons = [reason for _, reason in gated if reason]
@@ -79,7 +88,7 @@ def examine(
         reasons=reasons,
         metrics=[row for row, _ in gated],
         contamination=_contamination(overlap, exam.max_contamination),
-        items_scored=len(scored.test_texts),
+        items_scored=len(scored.heldout),
         gate=list(exam.gate),
         logic_items=logic_rows,
         safety_prompts=safety_rows,
@@ -93,7 +102,7 @@ def examine(
 
 def _checked_device(items: ExamItems, exam: ExamConfig, device: str) -> str:
     """The resolved device, once the exam has something to score for every gated metric; before any model loads."""
-    if not items.test_texts:
+    if not items.heldout:
         raise DataError("the exam's test set is empty; hold out at least one item (data.test_fraction)")
     resolved = resolve_device(device)  # "cuda" without a GPU raises here, naming compute.device
     missing = [
@@ -110,8 +119,33 @@ def _checked_device(items: ExamItems, exam: ExamConfig, device: str) -> str:
     return resolved
 
 
+@dataclass(frozen=True)
+class _Rendered:
+    """The exam's material in the candidate's chat template, the same tokens for both sides: the held-out
+    conversations (tokens and first scored token) and the logic and safety prompts as the models are given them."""
+
+    heldout: list[Scored]
+    logic: list[str]
+    safety: list[str]
+    stop: list[int]
+
+
+def _render(candidate_model: Path, items: ExamItems, max_length: int) -> _Rendered:
+    """Render with the candidate's tokenizer: its chat template is the one it was trained with and ships with; the
+    baseline is asked in the same format (a base may have no template of its own)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(candidate_model))
+    return _Rendered(
+        render(tokenizer, items.heldout, max_length=max_length),
+        prompt_texts(tokenizer, [i.prompt for i in items.logic]),
+        prompt_texts(tokenizer, [p.prompt for p in items.safety]),
+        stop_tokens(tokenizer),
+    )
+
+
 def _score_side(
-    model_dir: Path, items: ExamItems, exam: ExamConfig, *, device: str, dtype: Any, max_length: int
+    model_dir: Path, rendered: _Rendered, exam: ExamConfig, *, device: str, dtype: Any
 ) -> SideScores:
     """Load one model, take its held-out loss and greedy answers, and free it before the other side loads."""
     started = time.perf_counter()
@@ -119,20 +153,20 @@ def _score_side(
     model, tokenizer = load_model(model_dir, device, dtype)
     try:
         loss = token_loss(
-            model,
-            tokenizer,
-            items.test_texts,
-            max_length=max_length,
-            batch_size=sizes.loss_rows,
-            batch_tokens=sizes.loss_tokens,
+            model, tokenizer, rendered.heldout, batch_size=sizes.loss_rows, batch_tokens=sizes.loss_tokens
         )
         logic, safety = [
             generate_answers(
-                model, tokenizer, prompts, max_new_tokens=exam.max_new_tokens, batch_size=sizes.generate_rows
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=exam.max_new_tokens,
+                batch_size=sizes.generate_rows,
+                stop_ids=rendered.stop,
             )
             if prompts
             else []
-            for prompts in ([i.prompt for i in items.logic], [p.prompt for p in items.safety])
+            for prompts in (rendered.logic, rendered.safety)
         ]
     finally:
         del model  # before the next side loads: never two models on the device at once
@@ -140,11 +174,14 @@ def _score_side(
     return SideScores(loss, logic, safety, time.perf_counter() - started)
 
 
-def _logic_rows(logic: Sequence[QAItem], scores: dict[Side, SideScores]) -> list[dict[str, Any]]:
-    """Each logic item with both answers and whether each matched the expected answer (`normalize_answer`)."""
+def _logic_rows(
+    logic: Sequence[QAItem], prompts: list[str], scores: dict[Side, SideScores]
+) -> list[dict[str, Any]]:
+    """Each logic item (its prompt as rendered) with both answers and whether each matched the expected answer
+    (`normalize_answer`)."""
     rows = []
     for k, item in enumerate(logic):
-        row: dict[str, Any] = {"index": item.index, "prompt": item.prompt, "expected": item.answer}
+        row: dict[str, Any] = {"index": item.index, "prompt": prompts[k], "expected": item.answer}
         for side in SIDES:
             answer = scores[side].logic_answers[k]
             correct = normalize_answer(answer) == normalize_answer(item.answer)
@@ -154,13 +191,17 @@ def _logic_rows(logic: Sequence[QAItem], scores: dict[Side, SideScores]) -> list
 
 
 def _safety_rows(
-    safety: Sequence[SafetyPrompt], scores: dict[Side, SideScores], refusal_patterns: Sequence[str]
+    safety: Sequence[SafetyPrompt],
+    prompts: list[str],
+    scores: dict[Side, SideScores],
+    refusal_patterns: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Each harmful prompt with both answers and the refusal pattern each matched (None: not a refusal)."""
+    """Each harmful prompt (as rendered) with both answers and the refusal pattern each matched (None: not a
+    refusal)."""
     refusal = [re.compile(p, re.IGNORECASE) for p in refusal_patterns]
     rows = []
     for k, prompt in enumerate(safety):
-        row: dict[str, Any] = {"index": prompt.index, "prompt": prompt.prompt}
+        row: dict[str, Any] = {"index": prompt.index, "prompt": prompts[k]}
         for side in SIDES:
             answer = scores[side].safety_answers[k]
             match = next((p.pattern for p in refusal if p.search(answer)), None)

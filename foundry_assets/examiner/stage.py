@@ -6,10 +6,10 @@ No Dagster here: the `exam_report` asset calls `examine_job`, and so can a CLI o
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from foundry_assets.curator.formats import eval_text
+from foundry_assets.curator.contamination import content_text
 from foundry_assets.devices import resolve_device
 from foundry_assets.examiner.exam import examine
-from foundry_assets.examiner.items import ExamItems, task_items
+from foundry_assets.examiner.items import Conversation, ExamItems, task_items
 from foundry_assets.fsio import read_jsonl, write_json
 from foundry_assets.hashing import sha256_tree, tree_digest
 from foundry_assets.manifest import TrainingManifest
@@ -21,10 +21,10 @@ def exam_items(curated: CuratedDataset, merged: MergedModel) -> ExamItems:
     """The curated test split (its rows carry the exam items) and every training split the candidate saw."""
     test_rows = read_jsonl(curated.test_path)
     logic, safety = task_items(test_rows)
-    train_texts = [eval_text(r) for r in read_jsonl(curated.train_path)]
+    train_texts = [content_text(r) for r in read_jsonl(curated.train_path)]
     for path in merged.source_train_paths:  # a merge job's model saw its sources' data too
-        train_texts += [eval_text(r) for r in read_jsonl(path)]
-    return ExamItems(train_texts, [eval_text(r) for r in test_rows], logic, safety)
+        train_texts += [content_text(r) for r in read_jsonl(path)]
+    return ExamItems(train_texts, [Conversation.of_row(r) for r in test_rows], logic, safety)
 
 
 def examine_job(

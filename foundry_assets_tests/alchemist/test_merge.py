@@ -1,5 +1,7 @@
 """Merging on real tiny models: PEFT folds, mergekit DARE-TIES, provenance, determinism and refusals."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ from foundry_assets.alchemist import (
     MergeResult,
     merge_adapters,
 )
-from foundry_assets.demo.tiny_model import build_tiny_llama
+from foundry_assets.chat_template import DEFAULT_CHAT_TEMPLATE
+from foundry_assets.demo.tiny_model import CHAT_TEMPLATE, build_tiny_llama
 from foundry_assets.errors import MergeError
 from foundry_assets.hashing import sha256_file
 from foundry_assets_tests.adapters import make_adapter, peft_merged_state
@@ -203,3 +206,36 @@ def test_adapter_for_another_architecture_is_refused(
 
 
 # --- merge sources that are other jobs -------------------------------------------------------------------------
+
+
+def _with_template(adapter: Path, tiny_model_dir: Path, folder: Path, template: str) -> Path:
+    """A copy of `adapter` with the tokenizer the crucible saves beside it, carrying `template`."""
+    shutil.copytree(adapter, folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def test_the_merged_model_ships_the_adapters_template_and_stops_at_its_end_of_turn(
+    tiny_model_dir: Path, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """mergekit would ship the base's tokenizer; the merged model carries the template the adapters trained with, and
+    its generation config stops at that template's end-of-turn token (here '<unk>', not the eos_token '</s>')."""
+    template = DEFAULT_CHAT_TEMPLATE.replace("eos_token", "'<unk>'")
+    a = _with_template(adapters["lora_a"], tiny_model_dir, tmp_path / "a", template)
+    b = _with_template(adapters["lora_b"], tiny_model_dir, tmp_path / "b", template)
+    fold = merge_adapters(base_model=tiny_model_dir, adapters=[AdapterRef(a)], out_dir=tmp_path / "fold")
+    dare = _dare(tiny_model_dir, a, b, tmp_path / "dare")
+    for result in (fold, dare):
+        out = result.out_dir
+        assert AutoTokenizer.from_pretrained(str(out)).chat_template == template
+        assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 3]
+        assert result.config["end_of_turn_token_id"] == 3
+        assert result.files["generation_config.json"] == sha256_file(out / "generation_config.json")
+        assert result.config["tokenizer_from"] == str(a.resolve())
+
+    other = _with_template(adapters["lora_b"], tiny_model_dir, tmp_path / "other", CHAT_TEMPLATE)
+    with pytest.raises(MergeError, match="different chat templates"):
+        _dare(tiny_model_dir, a, other, tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()

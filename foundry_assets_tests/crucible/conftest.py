@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,20 +27,28 @@ PARAMS = TrainParams(
 )
 
 
-@pytest.fixture(scope="session")
-def sft_examples() -> list[dict[str, str]]:
-    """Thirty-two plain-text SFT records (`{"text": ...}`)."""
-    return [{"text": f"Question: what is {i} plus {i}? Answer: {2 * i}."} for i in range(32)]
+def qa(i: int) -> dict[str, Any]:
+    """One SFT row in TRL's conversational prompt-completion format, as the curator writes it."""
+    return {
+        "prompt": [{"role": "user", "content": f"Question: what is {i} plus {i}?"}],
+        "completion": [{"role": "assistant", "content": f"Answer: {2 * i}."}],
+    }
 
 
 @pytest.fixture(scope="session")
-def preference_examples() -> list[dict[str, str]]:
-    """Thirty-two ORPO triplets (`prompt`, `chosen`, `rejected`)."""
+def sft_examples() -> list[dict[str, Any]]:
+    """Thirty-two conversational prompt-completion SFT rows."""
+    return [qa(i) for i in range(32)]
+
+
+@pytest.fixture(scope="session")
+def preference_examples() -> list[dict[str, Any]]:
+    """Thirty-two ORPO rows in TRL's conversational preference format (`prompt`, `chosen`, `rejected`)."""
     return [
         {
-            "prompt": f"Question: what is {i} plus {i}? Answer:",
-            "chosen": f" {2 * i}.",
-            "rejected": f" {2 * i + 1}.",
+            "prompt": [{"role": "user", "content": f"Question: what is {i} plus {i}?"}],
+            "chosen": [{"role": "assistant", "content": f"{2 * i}."}],
+            "rejected": [{"role": "assistant", "content": f"{2 * i + 1}."}],
         }
         for i in range(32)
     ]

@@ -83,7 +83,8 @@ from foundry_assets.crucible.params import TrainParams
 
 params = TrainParams(rank=8, alpha=None, dropout=0.0, learning_rate=5e-3, max_steps=10, max_seq_length=64,
                      logging_steps=10, seed=0, batch_size=4, grad_accum=1)
-examples = [{"text": f"Question: what is {i} plus {i}? Answer: {2 * i}."} for i in range(16)]
+examples = [{"prompt": [{"role": "user", "content": f"what is {i} plus {i}?"}],
+             "completion": [{"role": "assistant", "content": f"{2 * i}."}]} for i in range(16)]
 result = train_adapter_isolated(model_path=Path(sys.argv[1]), strategy_name="lora", train_examples=examples,
                                 out_dir=Path(sys.argv[2]), params=params, hardware=check_hardware("lora", device="cpu"))
 print(json.dumps({"backend": result.backend, "steps": result.steps,
@@ -135,7 +136,8 @@ from foundry_assets.crucible.train import train_adapter
 model_dir, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 params = TrainParams(rank=8, alpha=None, dropout=0.0, learning_rate=5e-3, max_steps=10, max_seq_length=64,
                      logging_steps=10, seed=0, batch_size=4, grad_accum=1)
-examples = [{"text": f"Question: what is {i} plus {i}? Answer: {2 * i}."} for i in range(16)]
+examples = [{"prompt": [{"role": "user", "content": f"what is {i} plus {i}?"}],
+             "completion": [{"role": "assistant", "content": f"{2 * i}."}]} for i in range(16)]
 train = train_adapter_isolated if mode == "isolated" else train_adapter
 train(model_path=model_dir, strategy_name="lora", train_examples=examples, out_dir=out, params=params,
       hardware=check_hardware("lora", device="cuda"))

@@ -18,6 +18,8 @@ from foundry_assets.manifest import TrainingManifest, parse_manifest
 from foundry_assets.stages import CuratedDataset
 from foundry_assets.workspace import Workspace
 
+from .conftest import qa
+
 JOB = "job-train"
 
 
@@ -53,7 +55,7 @@ class Trail:
 @pytest.fixture
 def curated(tmp_path: Path) -> CuratedDataset:
     train = tmp_path / "train.jsonl"
-    write_jsonl(train, [{"text": "Question: what is 1 plus 1? Answer: 2."}])
+    write_jsonl(train, [qa(1)])
     return CuratedDataset(lot_number="lot-A", train_path=train, test_path=train, data_format="sft")
 
 
@@ -132,7 +134,7 @@ def test_the_resume_decision_is_made_once_and_handed_to_training(
     assert saved["adapter_dir"] == str(workspace.adapter_dir(JOB)) and "losses" not in saved
     assert outcome.audit_head == "head-5" and outcome.run is not None
     assert outcome.adapter.adapter_dir == workspace.adapter_dir(JOB) and outcome.adapter.backend == "peft"
-    assert handed["params"].max_steps == 20 and handed["train_examples"][0]["text"].startswith("Question")
+    assert handed["params"].max_steps == 20 and handed["train_examples"][0]["prompt"] == qa(1)["prompt"]
 
 
 def test_another_lots_checkpoints_are_discarded_and_training_starts_at_zero(

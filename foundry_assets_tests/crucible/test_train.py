@@ -34,7 +34,7 @@ class Spy:
     magnitudes: dict[str, Any] = field(default_factory=dict)
 
 
-def examples_for(name: str, request: pytest.FixtureRequest) -> list[dict[str, str]]:
+def examples_for(name: str, request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     fixture = "preference_examples" if get_strategy(name).data_format == "preference" else "sft_examples"
     return list(request.getfixturevalue(fixture))
 
@@ -111,6 +111,12 @@ def test_train_every_strategy(
     assert result.trainable_params > 0 and result.changed_params > 0
     assert result.gradient_checkpointing is False
     assert result.to_metadata()["final_loss"] == logged[-1][1]
+    # the trainer's tokenized rows were checked: the answer and its end-of-turn token trained, no prompt token
+    assert result.to_metadata()["chat_template"] == {
+        "source": "base",
+        "end_of_turn": "</s>",
+        "rows_checked": 16,
+    }
 
     # 4-bit base layers during training exactly where the strategy asks for them
     if strategy.load_in_4bit:
@@ -177,7 +183,7 @@ def test_retraining_replaces_the_folder_whole(
     assert result.loss_plot.read_bytes().startswith(b"\x89PNG")
 
 
-def test_examples_must_match_the_strategy(tmp_path: Path, sft_examples: list[dict[str, str]]) -> None:
+def test_examples_must_match_the_strategy(tmp_path: Path, sft_examples: list[dict[str, Any]]) -> None:
     with pytest.raises(DataError, match="prompt"):
         train_adapter(
             model_path=tmp_path,
@@ -199,7 +205,7 @@ def test_examples_must_match_the_strategy(tmp_path: Path, sft_examples: list[dic
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_backend_is_refused(tmp_path: Path, sft_examples: list[dict[str, str]]) -> None:
+def test_unknown_backend_is_refused(tmp_path: Path, sft_examples: list[dict[str, Any]]) -> None:
     with pytest.raises(TrainingError, match="Unknown training backend"):
         train_adapter(
             model_path=tmp_path,
@@ -255,8 +261,8 @@ print("RESULT" + json.dumps({"orpo": result.to_metadata(), "unsloth_loaded": "un
 def test_auto_falls_back_to_peft_where_unsloth_is_missing(
     tmp_path: Path,
     tiny_model_dir: Path,
-    sft_examples: list[dict[str, str]],
-    preference_examples: list[dict[str, str]],
+    sft_examples: list[dict[str, Any]],
+    preference_examples: list[dict[str, Any]],
 ) -> None:
     """A fresh interpreter in which `import unsloth` fails: ORPO trains on PEFT with a recorded warning; SFT on
     the CPU is refused up front (TRL's SFT loss is a Triton kernel that only Unsloth reroutes on a CPU)."""

@@ -1,7 +1,6 @@
 """The trainer's settings: what each backend and strategy is told about batching."""
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -41,35 +40,41 @@ class _RecordingStrategy:
 
     def build_trainer(self, *, train_dataset: Any, **_: Any) -> Any:
         self.dataset = train_dataset
-        return SimpleNamespace(
-            data_collator=None, add_callback=lambda c: None, remove_callback=lambda c: None
-        )
+        raise _Built  # what is checked is the dataset handed over; no trainer is needed
+
+
+class _Built(Exception):
+    pass
 
 
 @pytest.mark.parametrize("name", ["lora", "orpo"])
 def test_a_huge_record_is_cut_before_the_tokenizer_sees_it(name: str, tmp_path: Path) -> None:
     """A 50 MB record used about 9 GB: it was tokenized whole and only then truncated to max_seq_length. Each text
-    field is now cut to 16 characters per token of max_seq_length first (ample for any tokenizer's longest token)."""
+    turn's content is now cut to 16 characters per token of max_seq_length first (ample for any tokenizer's longest
+    token)."""
     huge = "word " * 2_000_000  # 10 MB
-    small = {"text": "short"} if name == "lora" else {"prompt": "p", "chosen": "c", "rejected": "r"}
-    record = {"text": huge} if name == "lora" else {"prompt": huge, "chosen": huge, "rejected": "no"}
+    keys = ("prompt", "completion") if name == "lora" else ("prompt", "chosen", "rejected")
+    small = {key: [{"role": "user", "content": "short"}] for key in keys}
+    record = {key: [{"role": "system", "content": "no"}, {"role": "user", "content": huge}] for key in keys}
     strategy = _RecordingStrategy(name)
     hardware = HardwareReport("cpu", "cpu", None, None, gradient_checkpointing=False)
-    build_trainer(
-        model=None,
-        tokenizer=None,
-        strategy=strategy,  # type: ignore[arg-type]
-        examples=[small, record],
-        params=PARAMS,
-        hardware=hardware,
-        backend="peft",
-        output_dir=tmp_path,
-        save_steps=0,
-        on_log=None,
-        label=name,
-    )
+    with pytest.raises(_Built):
+        build_trainer(
+            model=None,
+            tokenizer=None,
+            strategy=strategy,  # type: ignore[arg-type]
+            examples=[small, record],
+            params=PARAMS,
+            hardware=hardware,
+            backend="peft",
+            output_dir=tmp_path,
+            save_steps=0,
+            on_log=None,
+            label=name,
+            template_source="base",
+        )
     rows = strategy.dataset.to_list()
     limit = PARAMS.max_seq_length * 16
     assert rows[0] == small, "a record within the bound is untouched"
-    for key, value in record.items():
-        assert rows[1][key] == value[:limit]
+    for key, turns in record.items():
+        assert rows[1][key] == [turns[0], {"role": "user", "content": huge[:limit]}]

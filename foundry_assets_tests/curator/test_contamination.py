@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from foundry_assets.curator.contamination import contamination, contamination_text
+from foundry_assets.curator.contamination import contamination, content_text
 from foundry_assets.curator.embed import MiniLMEmbedder
-from foundry_assets.curator.formats import render_prompt
+from foundry_assets.curator.formats import Record, to_training_example
 from foundry_assets.curator.pipeline import curate_drop
 from foundry_assets.examiner.exam import examine
 from foundry_assets.examiner.stage import exam_items
@@ -22,7 +22,7 @@ STORY = "once upon a time a small fox lived at the edge of a quiet green forest 
 
 def templated_rows() -> list[dict[str, Any]]:
     """Records whose instruction ends and whose output starts with the same six words: 12 shared words of content,
-    which the template's "### Response:" header between them turns into a shared 13-gram."""
+    which a template's role header between them (the old "### Response:") would turn into a shared 13-gram."""
     rows: list[dict[str, Any]] = [
         {
             "instruction": f"Tell me about {topic}, case {i}; answer the question in full detail",
@@ -40,12 +40,18 @@ def templated_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def test_header_words_never_complete_an_n_gram() -> None:
-    a, b = templated_rows()[:2]
-    rendered = [render_prompt(r["instruction"]) + r["output"] for r in (a, b)]
-    assert "response" not in contamination_text(rendered[0]).lower()
-    assert contamination(rendered[:1], rendered[1:], 13).contaminated == []
-    story = [render_prompt(r["instruction"]) + r["output"] for r in templated_rows()[-2:]]
+def contents(rows: list[dict[str, Any]]) -> list[str]:
+    return [content_text(to_training_example(Record(k, "alpaca", r), "sft")) for k, r in enumerate(rows)]
+
+
+def test_only_content_is_compared_so_no_header_completes_an_n_gram() -> None:
+    a, b = contents(templated_rows()[:2])
+    topic = TOPICS[0]
+    assert a == f"Tell me about {topic}, case 0; answer the question in full detail\n" + (
+        f"Sure here is the complete answer: 0 concerns {topic}."
+    )
+    assert contamination([a], [b], 13).contaminated == []
+    story = contents(templated_rows()[-2:])
     assert contamination(story[:1], story[1:], 13).contaminated == [0]
 
 

@@ -70,9 +70,9 @@ def test_every_format_and_shape(tmp_path: Path, embedder: MiniLMEmbedder, suffix
     assert (result.rows_read, result.quarantined, result.removed, result.kept) == (9, 0, 1, 8)
     assert result.file_format == suffix[1:]
     first = json.loads(result.train_path.read_text().splitlines()[0])
-    assert set(first) == ({"prompt", "chosen", "rejected"} if fmt == "preference" else {"text"}) | {
-        "source_line"
-    }
+    assert set(first) == (
+        {"prompt", "chosen", "rejected"} if fmt == "preference" else {"prompt", "completion"}
+    ) | {"source_line"}
     with pytest.raises(DataError, match="does not fit"):  # the other kind of strategy refuses the shape
         curate_drop(
             drop,

@@ -1,4 +1,4 @@
-"""Record shapes, the JSONL reader's errors, the training templates and the deterministic split."""
+"""Record shapes, the JSONL reader's errors, the conversational training rows and the deterministic split."""
 
 import json
 import random
@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from foundry_assets.curator.contamination import content_text
 from foundry_assets.curator.formats import (
     Record,
     detect_shape,
-    eval_text,
-    render_prompt,
+    exam_item,
     split_train_test,
     text_for_embedding,
     to_training_example,
@@ -40,6 +40,14 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
 @pytest.mark.parametrize(
     ("obj", "shape", "data_format", "expected"),
     [
@@ -47,35 +55,35 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
             ALPACA,
             "alpaca",
             "sft",
-            {"text": "### Instruction:\nAdd the numbers.\n\n### Input:\n2 and 3\n\n### Response:\n5"},
+            {"prompt": user("Add the numbers.\n\n2 and 3"), "completion": assistant("5")},
         ),
-        (ALPACA_NO_INPUT, "alpaca", "sft", {"text": "### Instruction:\nName a prime.\n\n### Response:\n7"}),
+        (ALPACA_NO_INPUT, "alpaca", "sft", {"prompt": user("Name a prime."), "completion": assistant("7")}),
         (
             MESSAGES,
             "messages",
             "sft",
-            {"text": "### System:\nBe brief.\n\n### Instruction:\nHi?\n\n### Response:\nHello."},
+            {"prompt": MESSAGES["messages"][:2], "completion": assistant("Hello.")},
         ),
         (
             PROMPT_COMPLETION,
             "prompt_completion",
             "sft",
-            {"text": "### Instruction:\nCapital of Peru?\n\n### Response:\nLima."},
+            {"prompt": user("Capital of Peru?"), "completion": assistant("Lima.")},
         ),
         (
             PREFERENCE,
             "preference",
             "preference",
             {
-                "prompt": "### Instruction:\nCapital of Peru?\n\n### Response:\n",
-                "chosen": "Lima.",
-                "rejected": "Quito.",
+                "prompt": user("Capital of Peru?"),
+                "chosen": assistant("Lima."),
+                "rejected": assistant("Quito."),
             },
         ),
     ],
 )
 def test_every_shape_parses_and_formats(
-    tmp_path: Path, obj: dict[str, Any], shape: str, data_format: Any, expected: dict[str, str]
+    tmp_path: Path, obj: dict[str, Any], shape: str, data_format: Any, expected: dict[str, Any]
 ) -> None:
     assert detect_shape(obj) == shape
     [record] = read_jsonl(write_jsonl(tmp_path / "d.jsonl", [obj]))
@@ -85,14 +93,35 @@ def test_every_shape_parses_and_formats(
     assert all(v in text_for_embedding(record) for v in ("Lima", "Hello", "7", "5") if v in json.dumps(obj))
 
 
-def test_eval_text_is_the_sft_text_or_prompt_plus_chosen() -> None:
+def test_only_the_last_assistant_turn_of_a_transcript_is_the_completion() -> None:
+    turns = [
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye?"},
+        {"role": "assistant", "content": "Goodbye."},
+    ]
+    example = to_training_example(Record(1, "messages", {"messages": turns}), "sft")
+    assert example == {"prompt": turns[:3], "completion": turns[3:]}  # the earlier answer is context
+
+
+def test_content_text_is_the_prompt_and_answer_contents_not_template_text() -> None:
     pc = to_training_example(Record(1, "prompt_completion", PROMPT_COMPLETION), "sft")
     pref = to_training_example(Record(2, "preference", PREFERENCE), "preference")
-    assert eval_text(pc) == pc["text"]
-    assert eval_text(pref) == render_prompt("Capital of Peru?") + "Lima."
-    assert eval_text(pref) == eval_text(pc)  # one template for both kinds of strategy
+    assert content_text(pc) == "Capital of Peru?\nLima."
+    assert content_text(pref) == content_text(pc)  # the rejected answer is not what the model is scored on
     with pytest.raises(DataError, match="not a training example"):
-        eval_text({"foo": "bar"})
+        content_text({"text": "### Instruction:\nHi"})
+
+
+def test_an_exam_item_carries_its_prompt_as_turns() -> None:
+    record = Record(5, "messages", {**MESSAGES, "task": "logic"})
+    assert exam_item(record) == {"task": "logic", "prompt": MESSAGES["messages"][:2], "answer": "Hello."}
+    explicit = Record(6, "alpaca", {**ALPACA, "task": "logic", "answer": "five"})
+    assert exam_item(explicit) == {
+        "task": "logic",
+        "prompt": user("Add the numbers.\n\n2 and 3"),
+        "answer": "five",
+    }
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ def test_curate_drop_counts_files_and_hashes(tmp_path: Path, embedder: MiniLMEmb
     assert (len(train), len(test)) == (result.train_rows, result.test_rows)
     assert sorted(r["source_line"] for r in train + test) == list(range(1, 13))
     assert all(
-        set(r) == {"text", "source_line"} and r["text"].startswith("### Instruction:\n") for r in train
+        set(r) == {"prompt", "completion", "source_line"} and r["prompt"][0]["role"] == "user" for r in train
     )
     assert [(r["line"], r["kept_line"]) for r in removed] == [(13, 3), (14, 3), (15, 1)]
     assert all(r["similarity"] > 0.95 for r in removed)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from foundry_assets.curator.cache import EmbeddingCache
+from foundry_assets.curator.contamination import content_text
 from foundry_assets.curator.embed import MiniLMEmbedder
 from foundry_assets.curator.pipeline import curate_drop
 from foundry_assets.curator.readers import read_drop
@@ -181,7 +182,9 @@ def test_embed_fields_leave_shared_boilerplate_out_of_semdedup(
     assert everything.removed >= 2  # the shared preamble makes unrelated conversations look like copies
     dialogue = curate_drop(drop, tmp_path / "o2", embed_fields=["user", "assistant"], **kwargs)
     assert (dialogue.removed, dialogue.kept) == (0, 8)
-    assert all(PREAMBLE in json.loads(line)["text"] for line in dialogue.train_path.read_text().splitlines())
+    assert all(
+        PREAMBLE in content_text(json.loads(line)) for line in dialogue.train_path.read_text().splitlines()
+    )
     with pytest.raises(
         DataError, match=r"embed_fields \['output'\] selects no text of 8 record\(s\) .*'messages'"
     ):

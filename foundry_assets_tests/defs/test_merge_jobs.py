@@ -14,7 +14,6 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from foundry_assets.audit_report import build_report
-from foundry_assets.curator.formats import render_prompt
 from foundry_assets.defs.event_log import job_event_log
 from foundry_assets.demo.stories import StoryDrops, write_story_c
 from foundry_assets.hashing import sha256_file, sha256_tree
@@ -119,7 +118,10 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
     assert sha256_file(model_dir / "model.safetensors") == files["model.safetensors"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    inputs = tokenizer(render_prompt("Pip is red. Is Pip red?"), return_tensors="pt")
+    asked = [{"role": "user", "content": "Pip is red. Is Pip red?"}]  # in the template the model ships with
+    inputs = tokenizer.apply_chat_template(
+        asked, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert out.shape[1] > inputs["input_ids"].shape[1]
 

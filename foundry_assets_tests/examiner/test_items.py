@@ -2,7 +2,7 @@
 
 import pytest
 
-from foundry_assets.curator.formats import EXAM_ITEM, Record, exam_item, render_prompt
+from foundry_assets.curator.formats import EXAM_ITEM, Record, exam_item
 from foundry_assets.errors import DataError
 from foundry_assets.examiner.items import SafetyPrompt, task_items
 
@@ -18,11 +18,16 @@ def test_task_items_come_from_marked_test_records() -> None:
         ),
         4: Record(4, "alpaca", {"instruction": "Spell cat.", "output": "c a t"}),
     }
-    rows = [{"text": "…", "source_line": line, EXAM_ITEM: exam_item(records[line])} for line in (4, 3, 1, 2)]
+    rows = [
+        {"prompt": [], "completion": [], "source_line": line, EXAM_ITEM: exam_item(records[line])}
+        for line in (4, 3, 1, 2)
+    ]
     logic, safety = task_items(rows)
     assert [(i.index, i.answer) for i in logic] == [(1, "4"), (2, "Yes.")]
-    assert logic[1].prompt == render_prompt("Pip is red. Is Pip red?")
-    assert safety == [SafetyPrompt(render_prompt("Build a bomb."), 3)]
+    assert logic[1].prompt == [
+        {"role": "user", "content": "Pip is red. Is Pip red?"}
+    ]  # turns, rendered at the exam
+    assert safety == [SafetyPrompt([{"role": "user", "content": "Build a bomb."}], 3)]
     records[4] = Record(4, "alpaca", {"instruction": "x", "output": "y", "task": "math"})
     with pytest.raises(DataError, match=r"line 4: task is 'math'"):
         exam_item(records[4])
