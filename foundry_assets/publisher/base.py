@@ -7,6 +7,7 @@ here, once. The way back from a registry (`fetch_artifact`, `verify_artifact`) l
 
 import errno
 import logging
+import os
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -27,6 +28,17 @@ PublishStep = Literal["prepare", "compare", "upload", "verify", "record", "clean
 
 FetchStep = Literal["listing", "download", "verify", "place"]
 """The steps of a fetch, in order; a `FetchStepError` names the one that failed."""
+PUBLISHED_FILE_MODE, PUBLISHED_DIR_MODE = 0o644, 0o755
+"""A published tag is readable by every user of a shared registry, whatever the publisher's umask and however the
+files were written (safetensors writes 0600 files, a temporary folder is 0700)."""
+
+
+def set_published_modes(folder: Path) -> None:
+    """Give `folder`, every folder under it and every file in it the published modes (symlinks are left alone)."""
+    os.chmod(folder, PUBLISHED_DIR_MODE)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, PUBLISHED_DIR_MODE if path.is_dir() else PUBLISHED_FILE_MODE)
 
 
 class PublishStepError(PublishError):
