@@ -120,6 +120,11 @@ def story_corpus() -> list[str]:
     return [f"{r['instruction']} {r['output']}" for r in records]
 
 
+SOURCE_PUBLISH = {"artifact": "adapter"}
+"""The source jobs publish their DoRA adapters (`auto` would publish their merged models, which vLLM/TGI serve): a
+merge job fetches its sources' adapters from the registry."""
+
+
 @dataclass(frozen=True)
 class StoryDrops:
     """The drops of Story C: two source jobs and the merge job that names them."""
@@ -180,13 +185,25 @@ def write_story_c(
         root,
         logic_id,
         logic_records(),
-        story_manifest(logic_id, model_dir, registry, exam={"gate": ["heldout_loss", "logic_score"]}),
+        story_manifest(
+            logic_id,
+            model_dir,
+            registry,
+            exam={"gate": ["heldout_loss", "logic_score"]},
+            publish_target=SOURCE_PUBLISH,
+        ),
     )
     safety = write_drop(
         root,
         safety_id,
         safety_records(),
-        story_manifest(safety_id, model_dir, registry, exam={"gate": ["heldout_loss", "safety_rate"]}),
+        story_manifest(
+            safety_id,
+            model_dir,
+            registry,
+            exam={"gate": ["heldout_loss", "safety_rate"]},
+            publish_target=SOURCE_PUBLISH,
+        ),
     )
     # The merge job's own drop holds fresh items of both tasks; nearly all of it is held out for the exam, and its
     # own (one-step) adapter is left out of the merge: the merged model is the two source adapters alone.
