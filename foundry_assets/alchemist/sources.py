@@ -182,19 +182,25 @@ def _fetch_verified(
         )
     except FoundryError as e:
         raise MergeError(f"{what}: its published adapter could not be fetched from {uri}: {e}") from e
-    if uri and fetched.uri != uri:
-        raise MergeError(
-            f"{what}: it was published to {uri}, but its registry {registry!r} now names {fetched.uri}; "
-            "fix the source job's registry or publish it again"
-        )
-    found = sha256_tree(dest)
-    if found != expected:
-        changed = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-        raise MergeError(
-            f"{what}: the adapter fetched from {uri} is not the one that was trained and examined "
-            f"(files differ: {changed}); re-run and publish that job"
-        )
-    _check_claimed_base(what, read_json(dest / "adapter_config.json", what), manifest)
+    try:
+        if uri and fetched.uri != uri:
+            raise MergeError(
+                f"{what}: it was published to {uri}, but its registry {registry!r} now names {fetched.uri}; "
+                "fix the source job's registry or publish it again"
+            )
+        found = sha256_tree(dest)
+        if found != expected:
+            changed = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+            raise MergeError(
+                f"{what}: the adapter fetched from {uri} is not the one that was trained and examined "
+                f"(files differ: {changed}); re-run and publish that job"
+            )
+        _check_claimed_base(what, read_json(dest / "adapter_config.json", what), manifest)
+    except MergeError:  # a refused source leaves nothing on the node
+        shutil.rmtree(dest, ignore_errors=True)
+        if dest.parent.is_dir() and not any(dest.parent.iterdir()):
+            dest.parent.rmdir()
+        raise
     return found
 
 
