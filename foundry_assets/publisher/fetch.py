@@ -78,6 +78,22 @@ def _tag_listing(backend: RegistryBackend, tag: str) -> dict[str, str]:
     return dict(listing)
 
 
+def _wanted(listing: dict[str, str], subfolder: str, weights: bool, what: str) -> tuple[str, dict[str, str]]:
+    """The prefix of the files to fetch and those files ({path in the tag: SHA256}): the whole tag, its `subfolder`,
+    or its weights; none is a `FetchStepError` saying what the tag holds."""
+    if weights:
+        prefix, inside = weights_of(listing)
+        wanted = {prefix + name: digest for name, digest in inside.items()}
+    else:
+        prefix = subfolder.strip("/") + "/" if subfolder.strip("/") else ""
+        wanted = {name: digest for name, digest in listing.items() if name.startswith(prefix)}
+    if not wanted:
+        folders = sorted({name.split("/", 1)[0] for name in listing if "/" in name})
+        missing = "weights (only the publisher's files)" if weights else f"{prefix!r} folder"
+        raise FetchStepError("listing", f"{what} holds no {missing} (it holds: {folders or 'files only'}).")
+    return prefix, wanted
+
+
 def fetch_artifact(
     registry: str | RegistryBackend,
     tag: str,
@@ -111,18 +127,7 @@ def fetch_artifact(
             f"tag {tag!r} at {uri} does not hold what was published: {HASH_MANIFEST} differs from the recorded "
             f"hashes for {bad[:5]}; the tag was replaced or edited in the registry.",
         )
-    prefix = subfolder.strip("/") + "/" if subfolder.strip("/") else ""
-    if weights:
-        prefix, inside = weights_of(listing)
-        wanted = {prefix + name: digest for name, digest in inside.items()}
-    else:
-        wanted = {name: digest for name, digest in listing.items() if name.startswith(prefix)}
-    if not wanted:
-        folders = sorted({name.split("/", 1)[0] for name in listing if "/" in name})
-        missing = "weights (only the publisher's files)" if weights else f"{prefix!r} folder"
-        raise FetchStepError(
-            "listing", f"tag {tag!r} at {uri} holds no {missing} (it holds: {folders or 'files only'})."
-        )
+    prefix, wanted = _wanted(listing, subfolder, weights, f"tag {tag!r} at {uri}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
