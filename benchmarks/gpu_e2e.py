@@ -122,6 +122,8 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
         "data": {"path": "data.jsonl", "test_fraction": args.test_fraction},
         "exam": {"max_contamination": 1.0},
     }
+    if job in SFT_JOBS:  # the merge jobs' sources: `auto` would publish a DoRA job's merged model
+        manifest["publish_target"]["artifact"] = "adapter"
     if job == "merge":
         manifest["merge"] = {
             "sources": [{"job": f"e2e-{s}", "weight": 1.0, "density": 0.5} for s in SFT_JOBS],
@@ -131,7 +133,7 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
         }
         manifest["publish_target"]["artifact"] = "merged_model"
     if job == "q4":
-        published = registry(args) / "v1.0.0-e2e-qlora"  # a tag's root is the adapter (issue 14)
+        published = registry(args) / "v1.0.0-e2e-qlora"  # the adapter sits at the tag's root
         manifest["merge"] = {
             "sources": [{"adapter": str(published), "weight": 1.0, "density": 0.5}],
             "normalize": True,

@@ -19,6 +19,24 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+"""The mode a plain `open(path, "w")` gives a new file (read once, at import, while one thread runs): what the atomic
+writes give theirs, where `mkstemp` alone would leave 0600 and make the foundry's files unreadable to other users."""
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """A new temporary file beside `target` (descriptor and name), with the mode a plain open would give it."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
+    return fd, tmp
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -38,7 +56,7 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     on an error it is removed and `path` is untouched. Parent folders are created."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = _temp_beside(target)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -98,7 +116,7 @@ def write_files(files: dict[Path, bytes]) -> None:
     temps: list[tuple[str, Path]] = []
     try:
         for target, payload in files.items():
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            fd, tmp = _temp_beside(target)
             temps.append((tmp, target))
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)

@@ -159,8 +159,11 @@ class PublishTarget(_Section):
     )
     artifact: Literal["auto", "adapter", "merged_model"] = Field(
         "auto",
-        description="What is published: the trained adapter, or the merged model. 'auto' publishes the merged model "
-        "when merge sources are named and the adapter otherwise.",
+        description="What is published at the tag's root: the trained adapter (load it with PEFT on the base) or "
+        "the merged 16-bit model (load it with transformers; vLLM and TGI serve it). 'auto' publishes what vLLM/TGI "
+        "can serve: the merged model for a merge job (merge sources named) and for a 'dora' job (neither server "
+        "loads DoRA adapters), the adapter for 'lora', 'qlora' and 'orpo'. Set 'adapter' to publish a DoRA adapter "
+        "anyway (e.g. as another job's merge source).",
     )
     license: str = Field(
         "other",

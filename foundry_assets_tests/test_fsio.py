@@ -1,5 +1,6 @@
 """fsio: every kept write is whole or absent."""
 
+import stat
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,14 @@ def test_build_dir_swaps_whole_folders_and_cleans_up_a_failed_build(tmp_path: Pa
 def test_copy_file_copies_bytes(tmp_path: Path) -> None:
     source = fsio.write_bytes(tmp_path / "data.jsonl", b"\x00" * 3_000_000)
     assert fsio.copy_file(source, tmp_path / "raw" / "data.jsonl").read_bytes() == source.read_bytes()
+
+
+def test_atomic_writes_give_a_new_file_the_mode_a_plain_open_gives(tmp_path: Path) -> None:
+    """`mkstemp` alone makes 0600 files, unreadable to the other users of a node or a registry."""
+    (tmp_path / "plain.json").write_text("{}")
+    expected = stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+    fsio.write_text(tmp_path / "atomic.json", "{}")
+    fsio.write_files({tmp_path / "both.json": b"{}"})
+    fsio.copy_file(tmp_path / "plain.json", tmp_path / "copy.json")
+    for name in ("atomic.json", "both.json", "copy.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected == fsio.FILE_MODE, name

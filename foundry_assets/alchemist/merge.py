@@ -77,8 +77,11 @@ def _check_adapter(
     config = read_json(folder / "adapter_config.json", what)
     if config.get("peft_type") != "LORA":
         raise MergeError(f"{what}: peft_type is {config.get('peft_type')!r}; only LoRA/DoRA adapters merge")
+    # The foundry's adapters name their base by its hub name (the manifest's base_model), which says nothing about the
+    # local base folder merged here: the tensor shapes below decide whether the adapter fits it. Only an adapter
+    # that names a local folder (saved before the crucible wrote the name, or elsewhere) has its architecture read.
     claimed = Path(str(config.get("base_model_name_or_path") or ""))
-    if (claimed / "config.json").is_file():
+    if claimed.is_absolute() and (claimed / "config.json").is_file():
         theirs = read_json(claimed / "config.json", f"{what} base model")
         for key in ("model_type", "architectures"):
             if theirs.get(key) != base_config.get(key):

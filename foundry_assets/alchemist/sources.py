@@ -23,14 +23,15 @@ from foundry_assets.errors import FoundryError, MergeError
 from foundry_assets.hashing import sha256_tree
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.publisher import FetchResult, fetch_artifact
+from foundry_assets.publisher.layout import weights_of
 from foundry_assets.workspace import Workspace
 
-ADAPTER_FOLDER = "adapter"
-"""The folder of a published tag that holds the adapter (see `publisher.layout.stage_artifact`)."""
+ADAPTER = "adapter"
+"""The `artifact` a source job must have published (its `published` record's kind)."""
 
 
 class ArtifactFetcher(Protocol):
-    """Fetches a published tag's folder into `dest`, checked by SHA256 (`publisher.fetch_artifact`'s shape)."""
+    """Fetches a published tag's weights into `dest`, checked by SHA256 (`publisher.fetch_artifact`'s shape)."""
 
     def __call__(
         self,
@@ -38,7 +39,7 @@ class ArtifactFetcher(Protocol):
         tag: str,
         dest: Path,
         *,
-        subfolder: str = "",
+        weights: bool = False,
         expected: dict[str, str] | None = None,
     ) -> FetchResult: ...
 
@@ -163,10 +164,11 @@ def _fetch_verified(
     registry: str,
     dest: Path,
     expected: dict[str, str],
-    model_path: str | None,
+    manifest: TrainingManifest,
 ) -> dict[str, str]:
     """Fetch the published adapter into `dest` and check it is the one trained and examined, for this base.
 
+    The adapter sits at the tag's root (or, in a tag published before that layout, in its `adapter/` folder).
     Returns the fetched files' SHA256 (equal to `expected`, the `adapter_saved` record's hashes).
     """
     uri = str(published.get("uri") or "")
@@ -175,29 +177,45 @@ def _fetch_verified(
             registry,
             str(published["tag"]),
             dest,
-            subfolder=ADAPTER_FOLDER,
+            weights=True,
             expected=dict(published.get("files") or {}),
         )
     except FoundryError as e:
         raise MergeError(f"{what}: its published adapter could not be fetched from {uri}: {e}") from e
-    if uri and fetched.uri != uri:
-        raise MergeError(
-            f"{what}: it was published to {uri}, but its registry {registry!r} now names {fetched.uri}; "
-            "fix the source job's registry or publish it again"
-        )
-    found = sha256_tree(dest)
-    if found != expected:
-        changed = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-        raise MergeError(
-            f"{what}: the adapter fetched from {uri} is not the one that was trained and examined "
-            f"(files differ: {changed}); re-run and publish that job"
-        )
-    claimed = read_json(dest / "adapter_config.json", what).get("base_model_name_or_path")
-    if model_path and claimed and not _same_path(str(claimed), model_path):
-        raise MergeError(
-            f"{what}: its adapter_config.json says it was trained on {claimed}, not this job's base {model_path}"
-        )
+    try:
+        if uri and fetched.uri != uri:
+            raise MergeError(
+                f"{what}: it was published to {uri}, but its registry {registry!r} now names {fetched.uri}; "
+                "fix the source job's registry or publish it again"
+            )
+        found = sha256_tree(dest)
+        if found != expected:
+            changed = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+            raise MergeError(
+                f"{what}: the adapter fetched from {uri} is not the one that was trained and examined "
+                f"(files differ: {changed}); re-run and publish that job"
+            )
+        _check_claimed_base(what, read_json(dest / "adapter_config.json", what), manifest)
+    except MergeError:  # a refused source leaves nothing on the node
+        shutil.rmtree(dest, ignore_errors=True)
+        if dest.parent.is_dir() and not any(dest.parent.iterdir()):
+            dest.parent.rmdir()
+        raise
     return found
+
+
+def _check_claimed_base(what: str, adapter_config: dict[str, Any], manifest: TrainingManifest) -> None:
+    """The adapter's `base_model_name_or_path` is this job's `base_model` (the hub name the crucible writes), or, in
+    an adapter saved before the crucible wrote the name, the absolute path of this job's `model_path`."""
+    claimed = str(adapter_config.get("base_model_name_or_path") or "")
+    if not claimed or claimed == manifest.base_model:
+        return
+    if Path(claimed).is_absolute() and _same_path(claimed, manifest.model_path or manifest.base_model):
+        return
+    raise MergeError(
+        f"{what}: its adapter_config.json says base_model_name_or_path={claimed!r}, but this merge job's "
+        f"base_model is {manifest.base_model!r}; merge adapters of the same base"
+    )
 
 
 def _job_source(
@@ -224,7 +242,7 @@ def _job_source(
         registry=str(published.get("registry") or theirs.publish_target.registry),
         dest=adapter_dir,
         expected=dict(examined.saved["data"].get("files") or {}),
-        model_path=manifest.model_path,
+        manifest=manifest,
     )
     verdict = examined.verdict["data"]
     exam = {k: verdict.get(k) for k in ("passed", "lot_number", "metrics") if k in verdict}
@@ -270,10 +288,9 @@ def _published_adapter(what: str, records: list[Record], saved: Record, lot: str
         raise MergeError(f"{what}: its examined adapter (lot {lot[:12]}…) was never published; {fix}")
     data = dict(published["data"])
     kind = data.get("artifact")
-    if kind != ADAPTER_FOLDER:
+    if kind != ADAPTER:
         raise MergeError(f"{what} published its {kind} to {data.get('uri')}, not its adapter; {fix}")
-    prefix = ADAPTER_FOLDER + "/"
-    shipped = {k[len(prefix) :]: v for k, v in (data.get("files") or {}).items() if k.startswith(prefix)}
+    _, shipped = weights_of(data.get("files") or {})
     expected = dict(saved["data"].get("files") or {})
     if shipped != expected:
         changed = sorted(k for k in set(shipped) | set(expected) if shipped.get(k) != expected.get(k))

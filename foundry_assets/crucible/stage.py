@@ -83,6 +83,7 @@ def train_job(
         hardware=hardware,
         on_log=on_log,
         checkpoints=checkpoints,
+        base_model=manifest.base_model,
     )
     for warning in result.warnings:
         log.warning(warning)

@@ -49,8 +49,9 @@ __all__ = ["ensure_unsloth_first", "loss_plot_path", "train_adapter"]
 logger = logging.getLogger(__name__)
 
 # What an adapter folder may hold: the adapter, its config and the tokenizer files. Everything else (trainer
-# checkpoints, optimizer/scheduler state, pickled training args) is removed before the folder is published.
-_KEEP_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja", ".md")
+# checkpoints, optimizer/scheduler state, pickled training args, PEFT's unfilled README.md template with the node's
+# paths: the published tag has one model card, the publisher's) is removed before the folder is published.
+_KEEP_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja")
 
 
 @dataclass
@@ -87,11 +88,14 @@ def train_adapter(
     on_log: LogFn | None = None,
     backend: Literal["auto", "unsloth", "peft"] = "auto",
     checkpoints: ckpt.PreparedCheckpoints | None = None,
+    base_model: str | None = None,
 ) -> TrainResult:
     """Train one adapter with `strategy_name` and publish it atomically to `out_dir` (safetensors, no pickle).
 
-    With `checkpoints`, resume from the checkpoint `checkpoints.prepare` chose (if any), save one every
-    `checkpoints.plan.every_steps`, and remove them once the adapter is out.
+    `base_model` (the manifest's hub name) is what the adapter's config names as its base, so the published adapter
+    loads off this node (`AutoPeftModelForCausalLM`); None leaves PEFT's value, `model_path`. With `checkpoints`,
+    resume from the checkpoint `checkpoints.prepare` chose (if any), save one every `checkpoints.plan.every_steps`,
+    and remove them once the adapter is out.
     """
     setup = _set_up(model_path, strategy_name, train_examples, out_dir, hardware, backend, checkpoints)
     reset_peak_memory()
@@ -123,7 +127,7 @@ def train_adapter(
 
         # 4. save into a staging folder (the tokenizer with the template it trained with), sweep anything that is not
         # adapter/tokenizer, then rename into place
-        _save(run.trainer.model, tokenizer, Path(work) / "adapter", setup.out_dir)
+        _save(run.trainer.model, tokenizer, Path(work) / "adapter", setup.out_dir, base_model)
     if checkpoints is not None:
         ckpt.clear(checkpoints.plan)
     return _result(setup, run, trained)
@@ -187,11 +191,12 @@ def _train(setup: _Setup, trainer: Any, max_steps: int) -> _Trained:
     return _Trained(sum(int(t.numel()) for t in before.values()), changed, started, runtime_s)
 
 
-def _save(model: Any, tokenizer: Any, staging: Path, out_dir: Path) -> None:
+def _save(model: Any, tokenizer: Any, staging: Path, out_dir: Path, base_model: str | None) -> None:
     """Adapter and tokenizer into `staging`, swept to safetensors/config/tokenizer files, then renamed to `out_dir`."""
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
     _sort_target_modules(staging / "adapter_config.json")
+    _name_base_model(staging / "adapter_config.json", base_model)
     _sweep(staging)
     _check_adapter_files(staging)
     replace_dir(staging, out_dir)
@@ -205,6 +210,17 @@ def _sort_target_modules(config_path: Path) -> None:
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
         write_text(config_path, json.dumps(config, indent=2, sort_keys=True))  # as PEFT writes it
+
+
+def _name_base_model(config_path: Path, base_model: str | None) -> None:
+    """PEFT writes the path the base was loaded from as `base_model_name_or_path`, so the published adapter loaded
+    only on the training node: it names `base_model` (the manifest's hub name) instead. Written before the adapter's
+    hashes are taken, so `adapter_saved` covers it."""
+    if not base_model:
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_model
+    write_text(config_path, json.dumps(config, indent=2, sort_keys=True))  # as PEFT writes it
 
 
 def _result(setup: _Setup, run: TrainerRun, trained: _Trained) -> TrainResult:

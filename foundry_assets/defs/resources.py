@@ -200,11 +200,19 @@ class PublisherResource(dg.ConfigurableResource):
         dest: Path,
         *,
         subfolder: str = "",
+        weights: bool = False,
         expected: dict[str, str] | None = None,
     ) -> FetchResult:
-        """Fetch a published tag (or its `subfolder`) into `dest`, every file checked by SHA256."""
+        """Fetch a published tag (its `subfolder`, or with `weights` only its weights) into `dest`, every file
+        checked by SHA256."""
         return fetch_artifact(
-            registry, tag, dest, subfolder=subfolder, expected=expected, s3_client=self.s3.get_client
+            registry,
+            tag,
+            dest,
+            subfolder=subfolder,
+            weights=weights,
+            expected=expected,
+            s3_client=self.s3.get_client,
         )
 
     def verify(self, registry: str, tag: str, files: dict[str, str]) -> PublishResult:

@@ -153,6 +153,18 @@ def story_manifest(job_id: str, model_dir: Path, registry: Path, **sections: Any
     return document
 
 
+def source_manifest(job_id: str, model_dir: Path, registry: Path, skill: str) -> dict[str, Any]:
+    """A source job's manifest: it gates its own skill and publishes its DoRA adapter (`artifact: auto` would publish
+    its merged model, which vLLM/TGI serve), since a merge job fetches its sources' adapters from the registry."""
+    return story_manifest(
+        job_id,
+        model_dir,
+        registry,
+        exam={"gate": ["heldout_loss", skill]},
+        publish_target={"artifact": "adapter"},
+    )
+
+
 def write_drop(root: Path, job_id: str, records: list[dict[str, str]], manifest: dict[str, Any]) -> Path:
     """Write `root/drops/<job_id>/{data.jsonl,manifest.yaml}`; returns the manifest's path."""
     drop = root / "drops" / job_id
@@ -177,16 +189,10 @@ def write_story_c(
     registry = root / "registry"
     logic_id, safety_id, merge_id = f"{prefix}-logic", f"{prefix}-safety", f"{prefix}-super"
     logic = write_drop(
-        root,
-        logic_id,
-        logic_records(),
-        story_manifest(logic_id, model_dir, registry, exam={"gate": ["heldout_loss", "logic_score"]}),
+        root, logic_id, logic_records(), source_manifest(logic_id, model_dir, registry, "logic_score")
     )
     safety = write_drop(
-        root,
-        safety_id,
-        safety_records(),
-        story_manifest(safety_id, model_dir, registry, exam={"gate": ["heldout_loss", "safety_rate"]}),
+        root, safety_id, safety_records(), source_manifest(safety_id, model_dir, registry, "safety_rate")
     )
     # The merge job's own drop holds fresh items of both tasks; nearly all of it is held out for the exam, and its
     # own (one-step) adapter is left out of the merge: the merged model is the two source adapters alone.

@@ -1,6 +1,7 @@
 """Distribution: `publish_job(manifest, exam, merged, …)`, the stage's entry point (the foundry's publish rules), over
 `push_artifact(path, version_tag, registry=…)` to the registry a manifest names, and the way back:
-`fetch_artifact(registry, tag, dest, subfolder=…)` (every file checked against the tag's MANIFEST.sha256) and
+`fetch_artifact(registry, tag, dest, weights=True)` (the tag's weights, from its root or, in a tag published before
+the root layout, its `adapter/`/`merged_model/` folder; every file checked against the tag's MANIFEST.sha256) and
 `verify_artifact(registry, tag, files)` (a published tag re-read against the hashes recorded at publish time).
 
 Registries by URI: a path or file:// (local folder), s3://bucket/prefix (pass `s3_client=`), and Git LFS remotes

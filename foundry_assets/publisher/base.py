@@ -7,6 +7,7 @@ here, once. The way back from a registry (`fetch_artifact`, `verify_artifact`) l
 
 import errno
 import logging
+import os
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 HASH_MANIFEST = "MANIFEST.sha256"
 MANIFEST_FILE = "manifest.yaml"
 EXAM_REPORT_FILE = "exam_report.json"
+MODEL_CARD = "README.md"
 """A tag's own files beside the weights: the hash list, the training manifest and the exam report."""
 ERROR_TEXT_LIMIT = 600
 """At most this many characters of a failure's own text go into a step's error (a remote's answer can be long)."""
@@ -30,6 +32,17 @@ PublishStep = Literal["prepare", "compare", "upload", "verify", "record", "clean
 
 FetchStep = Literal["listing", "download", "verify", "place"]
 """The steps of a fetch, in order; a `FetchStepError` names the one that failed."""
+PUBLISHED_FILE_MODE, PUBLISHED_DIR_MODE = 0o644, 0o755
+"""A published tag is readable by every user of a shared registry, whatever the publisher's umask and however the
+files were written (safetensors writes 0600 files, a temporary folder is 0700)."""
+
+
+def set_published_modes(folder: Path) -> None:
+    """Give `folder`, every folder under it and every file in it the published modes (symlinks are left alone)."""
+    os.chmod(folder, PUBLISHED_DIR_MODE)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, PUBLISHED_DIR_MODE if path.is_dir() else PUBLISHED_FILE_MODE)
 
 
 class PublishStepError(PublishError):

@@ -17,7 +17,7 @@ from foundry_assets.audit_events import Event, Record
 from foundry_assets.errors import ManifestError, PublishError
 from foundry_assets.intake.lot import LotNumber
 from foundry_assets.manifest import TrainingManifest, parse_manifest
-from foundry_assets.publisher.base import EXAM_REPORT_FILE, HASH_MANIFEST, MANIFEST_FILE
+from foundry_assets.publisher.base import EXAM_REPORT_FILE, HASH_MANIFEST, MANIFEST_FILE, MODEL_CARD
 from foundry_assets.publisher.card_body import (
     exam_section,
     hub_base,
@@ -35,7 +35,6 @@ from foundry_assets.publisher.gate import ReleaseRefused
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard, ModelCardData
 
-MODEL_CARD = "README.md"
 PIPELINE_TAG = "text-generation"
 FOUNDRY_TAG = "coreason-model-foundry"
 

@@ -1,4 +1,5 @@
-"""The way back from a registry: fetch a published tag (or one folder of it), and re-verify a tag against its record.
+"""The way back from a registry: fetch a published tag (its weights, or one folder of it), and re-verify a tag against
+its record.
 
 `fetch_artifact` runs listing → download → verify → place: the tag's MANIFEST.sha256 is read (and compared with the
 hashes recorded at publish time, when the caller has them), the backend downloads the files into a hidden sibling of
@@ -27,6 +28,7 @@ from foundry_assets.publisher.base import (
     _step,
     short_error,
 )
+from foundry_assets.publisher.layout import weights_of
 from foundry_assets.publisher.registry import backend_for
 
 log = logging.getLogger(__name__)
@@ -76,21 +78,43 @@ def _tag_listing(backend: RegistryBackend, tag: str) -> dict[str, str]:
     return dict(listing)
 
 
+def _wanted(listing: dict[str, str], subfolder: str, weights: bool, what: str) -> tuple[str, dict[str, str]]:
+    """The prefix of the files to fetch and those files ({path in the tag: SHA256}): the whole tag, its `subfolder`,
+    or its weights; none is a `FetchStepError` saying what the tag holds."""
+    if weights:
+        prefix, inside = weights_of(listing)
+        wanted = {prefix + name: digest for name, digest in inside.items()}
+    else:
+        prefix = subfolder.strip("/") + "/" if subfolder.strip("/") else ""
+        wanted = {name: digest for name, digest in listing.items() if name.startswith(prefix)}
+    if not wanted:
+        folders = sorted({name.split("/", 1)[0] for name in listing if "/" in name})
+        missing = "weights (only the publisher's files)" if weights else f"{prefix!r} folder"
+        raise FetchStepError("listing", f"{what} holds no {missing} (it holds: {folders or 'files only'}).")
+    return prefix, wanted
+
+
 def fetch_artifact(
     registry: str | RegistryBackend,
     tag: str,
     dest: str | Path,
     *,
     subfolder: str = "",
+    weights: bool = False,
     expected: dict[str, str] | None = None,
     s3_client: Any = None,
 ) -> FetchResult:
-    """Fetch the published `tag` (or only its `subfolder`, e.g. "adapter") into the folder `dest`.
+    """Fetch the published `tag` (or only its `subfolder`; with `weights`, only its weights) into the folder `dest`.
 
-    Every file is checked against the tag's MANIFEST.sha256 (and, with `expected`, that listing must equal the hashes
-    the caller recorded at publish time) before the download, a hidden sibling of `dest`, is renamed into place; an
-    existing `dest` is replaced only then. Any failure leaves `dest` as it was and names the step and the file.
+    `weights` fetches what a loader needs and nothing of the publisher's own (`layout.weights_of`): the tag root's
+    files but the manifest, exam report, card and listing, or the `adapter/`/`merged_model/` folder of a tag published
+    before the root layout; `FetchResult.subfolder` says which. Every file is checked against the tag's
+    MANIFEST.sha256 (and, with `expected`, that listing must equal the hashes the caller recorded at publish time)
+    before the download, a hidden sibling of `dest`, is renamed into place; an existing `dest` is replaced only then.
+    Any failure leaves `dest` as it was and names the step and the file.
     """
+    if weights and subfolder:
+        raise ValueError("fetch_artifact: pass `subfolder` or `weights`, not both")
     backend = (
         registry if isinstance(registry, RegistryBackend) else backend_for(registry, s3_client=s3_client)
     )
@@ -103,21 +127,15 @@ def fetch_artifact(
             f"tag {tag!r} at {uri} does not hold what was published: {HASH_MANIFEST} differs from the recorded "
             f"hashes for {bad[:5]}; the tag was replaced or edited in the registry.",
         )
-    prefix = subfolder.strip("/") + "/" if subfolder.strip("/") else ""
-    wanted = {name: digest for name, digest in listing.items() if name.startswith(prefix)}
-    if not wanted:
-        folders = sorted({name.split("/", 1)[0] for name in listing if "/" in name})
-        raise FetchStepError(
-            "listing",
-            f"tag {tag!r} at {uri} holds no {prefix!r} folder (it holds: {folders or 'files only'}).",
-        )
+    prefix, wanted = _wanted(listing, subfolder, weights, f"tag {tag!r} at {uri}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        log.info("Fetching %d files (%s) of %s into %s", len(wanted), prefix or "all", uri, dest)
+        what = prefix or ("the weights" if weights else "every file")
+        log.info("Fetching %d files (%s) of %s into %s", len(wanted), what, uri, dest)
         _fetch_step(
             "download",
-            f"download of {prefix or 'every file'} from {uri}",
+            f"download of {what} from {uri}",
             lambda: backend.download(tag, wanted, partial),
         )
         found = sha256_tree(partial) if partial.is_dir() else {}

@@ -6,8 +6,9 @@ trail is hash-chained (and its head is in Dagster's event log), so the release i
 
 - the job's latest `exam_verdict` is of this lot, and passed;
 - it examined the weights of the latest `merged` record before it (`model_sha256`, the tree digest of those files);
-- the staged weights hash to what was recorded when they were saved: the `merged` record's files for a merged model,
-  the `adapter_saved` record (before that merge) for an adapter.
+- the staged weights (every staged file but the publisher's own, `layout.PUBLISHER_FILES`) hash to what was recorded
+  when they were saved: the `merged` record's files for a merged model, the `adapter_saved` record (before that
+  merge) for an adapter.
 
 Anything else is refused with the record numbers an auditor can look up.
 """
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foundry_assets.audit_events import Event, Record, latest
+from foundry_assets.crucible.strategies import get_strategy
 from foundry_assets.errors import PublishError
 from foundry_assets.hashing import sha256_tree, tree_digest
 from foundry_assets.manifest import PublishTarget, TrainingManifest
 from foundry_assets.publisher.base import HASH_MANIFEST
+from foundry_assets.publisher.layout import weights_of
 
 
 class ReleaseRefused(PublishError):
@@ -40,10 +43,12 @@ class Release:
 
 
 def artifact_kind(manifest: TrainingManifest) -> str:
-    """What the manifest publishes: `artifact: auto` is the merged model when merge sources are named."""
+    """What the manifest publishes. `artifact: auto` is what vLLM/TGI can serve: the merged 16-bit model for a merge
+    job (named merge sources) and for a DoRA adapter (neither server loads DoRA adapters), the adapter otherwise."""
     kind: str = manifest.publish_target.artifact
     if kind == "auto":
-        kind = "merged_model" if manifest.merge.sources else "adapter"
+        servable = not get_strategy(manifest.method_config.type).use_dora
+        kind = "adapter" if servable and not manifest.merge.sources else "merged_model"
     return kind
 
 
@@ -80,10 +85,9 @@ def staged_hashes(staging: Path) -> dict[str, str]:
 
 
 def check_staged(staged: dict[str, str], *, kind: str, release: Release) -> None:
-    """The staged `<kind>/` files are exactly the recorded ones, byte for byte; `ReleaseRefused` names the first
-    that differs, is missing or is extra."""
-    prefix = f"{kind}/"
-    weights = {name[len(prefix) :]: digest for name, digest in staged.items() if name.startswith(prefix)}
+    """The staged weights (the tag root's files but the publisher's own) are exactly the recorded ones, byte for
+    byte; `ReleaseRefused` names the first that differs, is missing or is extra."""
+    _, weights = weights_of(staged)
     expected = release.expected
     differing = sorted(set(weights.items()) ^ set(expected.items()))
     if differing:

@@ -22,7 +22,12 @@ from urllib.parse import urlparse, urlunparse
 
 from foundry_assets.errors import PublishError
 from foundry_assets.hashing import sha256_file, tree_digest
-from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest
+from foundry_assets.publisher.base import (
+    HASH_MANIFEST,
+    PUBLISHED_FILE_MODE,
+    RegistryBackend,
+    parse_hash_manifest,
+)
 from foundry_assets.redact import redact
 
 log = logging.getLogger(__name__)
@@ -153,6 +158,8 @@ class GitLfsRegistry(RegistryBackend):
             else:
                 self._git("checkout", "-q", "--orphan", branch, cwd=repo)
             shutil.copytree(staging, repo, dirs_exist_ok=True)
+            for name in files:  # git keeps the executable bit: a staged 0755 file would check out 0755
+                os.chmod(repo / name, PUBLISHED_FILE_MODE)
             names = sorted([*files, HASH_MANIFEST])
             lfs = [n for n in names if _needs_lfs(n, (staging / n).stat().st_size)]
             attributes = [f"{p} filter=lfs diff=lfs merge=lfs -text" for p in LFS_PATTERNS]

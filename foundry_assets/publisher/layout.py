@@ -1,7 +1,12 @@
-"""The published artifact's layout: weights folder, manifest, exam report and a model card (README.md).
+"""The published artifact's layout: the weights at the tag's root, beside the publisher's own four files.
 
-`MANIFEST.sha256` is added by `push_artifact`. Everything here is deterministic (no timestamps, sorted keys), so
-re-staging the same job yields the same bytes and a re-publish of the same tag is a no-op.
+A tag is shaped as the Hugging Face ecosystem loads it: `PeftModel.from_pretrained(base, TAG)` reads an adapter's
+`adapter_config.json`/`adapter_model.safetensors` and `AutoModelForCausalLM.from_pretrained(TAG)` a merged model's
+`config.json`/`*.safetensors` from the tag folder itself. Beside them sit the publisher's files (`PUBLISHER_FILES`):
+the training manifest, the exam report, the model card (README.md, the tag's only card) and `MANIFEST.sha256`, which
+`push_artifact` adds. Tags published before this layout hold the weights in an `adapter/` or `merged_model/` folder
+(`LEGACY_WEIGHT_FOLDERS`); `weights_of` reads either. Everything here is deterministic (no timestamps, sorted keys),
+so re-staging the same job yields the same bytes and a re-publish of the same tag is a no-op.
 """
 
 import json
@@ -15,9 +20,20 @@ import yaml
 
 from foundry_assets.errors import PublishError
 from foundry_assets.intake.lot import LotNumber
-from foundry_assets.publisher.base import EXAM_REPORT_FILE, MANIFEST_FILE, short_error
+from foundry_assets.publisher.base import (
+    EXAM_REPORT_FILE,
+    HASH_MANIFEST,
+    MANIFEST_FILE,
+    MODEL_CARD,
+    short_error,
+)
 from foundry_assets.publisher.card import write_model_card
 from foundry_assets.redact import redact
+
+PUBLISHER_FILES = frozenset({MODEL_CARD, MANIFEST_FILE, EXAM_REPORT_FILE, HASH_MANIFEST})
+"""The files the publisher writes at a tag's root; every other file of a tag is the weights (and tokenizer)."""
+LEGACY_WEIGHT_FOLDERS = ("adapter", "merged_model")
+"""Where tags published by earlier versions hold their weights (one of them, named after the artifact kind)."""
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -36,14 +52,23 @@ def stage_artifact(
     exam_report_dict: Mapping[str, Any],
     lot: LotNumber,
 ) -> Path:
-    """Lay out a fresh `staging` folder: `<kind>/` (weights, tokenizer), manifest, exam report and model card."""
-    staging = Path(staging)
+    """Lay out a fresh `staging` folder: the `kind`'s files (weights, config, tokenizer) at its root, beside the
+    manifest, the exam report and the model card. A weights folder holding one of `PUBLISHER_FILES` is refused: the
+    tag would ship one of the two files under that name."""
+    staging, source = Path(staging), Path(source)
+    clashes = sorted(name for name in PUBLISHER_FILES if (source / name).exists())
+    if clashes:
+        raise PublishError(
+            f"the {kind} folder {source} holds {clashes}, which the publisher writes at the tag's root; remove them "
+            "where that folder is written (the crucible's adapter, the alchemist's merged model), then run the job "
+            "again"
+        )
     shutil.rmtree(staging, ignore_errors=True)
     try:
         # hard links where the job folder and staging share a file system: an 8B model is staged without 16 GB more
         # disk. The weights are never written in place (every stage writes a new folder and renames it), and the
         # registry's verified copy is made from staging, so a link is as good as a copy here.
-        shutil.copytree(source, staging / kind, copy_function=_link_or_copy)
+        shutil.copytree(source, staging, copy_function=_link_or_copy)
         (staging / MANIFEST_FILE).write_text(
             yaml.safe_dump(_redacted(dict(manifest_dict)), sort_keys=False), encoding="utf-8"
         )
@@ -61,6 +86,20 @@ def stage_artifact(
             "space, then run the publish again)"
         ) from e
     return staging
+
+
+def weights_of(listing: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The weights of a tag listing ({path in the tag: SHA256}), keyed by their path inside the weights folder, and
+    that folder's prefix in the tag: "" (the root, minus `PUBLISHER_FILES`) or, for a tag published before the
+    root layout (no weights file at its root), "adapter/" or "merged_model/"."""
+    at_root = {name: digest for name, digest in listing.items() if name not in PUBLISHER_FILES}
+    if not any("/" not in name for name in at_root):
+        for folder in LEGACY_WEIGHT_FOLDERS:
+            prefix = folder + "/"
+            legacy = {n[len(prefix) :]: d for n, d in listing.items() if n.startswith(prefix)}
+            if legacy:
+                return prefix, legacy
+    return "", at_root
 
 
 def _redacted(value: Any) -> Any:

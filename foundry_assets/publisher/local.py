@@ -7,7 +7,13 @@ from urllib.parse import unquote, urlparse
 from foundry_assets.errors import PublishError
 from foundry_assets.fsio import build_dir
 from foundry_assets.hashing import sha256_tree
-from foundry_assets.publisher.base import HASH_MANIFEST, RegistryBackend, parse_hash_manifest, short_error
+from foundry_assets.publisher.base import (
+    HASH_MANIFEST,
+    RegistryBackend,
+    parse_hash_manifest,
+    set_published_modes,
+    short_error,
+)
 
 
 class LocalRegistry(RegistryBackend):
@@ -42,6 +48,7 @@ class LocalRegistry(RegistryBackend):
 
         File by file, so that the first failure (a full disk) stops the copy and is reported as one short line
         naming the file (copytree would go on and report every file in a list); the partial folder is removed.
+        The tag's files are 0644 and its folders 0755 (`set_published_modes`) before it appears.
         """
 
         def copy(tmp: Path) -> None:
@@ -54,6 +61,7 @@ class LocalRegistry(RegistryBackend):
                         f"copying {name!r} into the registry {self.root} failed: {short_error(e)}; the partial "
                         f"copy was removed and no tag {tag!r} was made (free space, then publish again)"
                     ) from e
+            set_published_modes(tmp)
 
         # renamed into place whole; the rename fails if the tag appeared meanwhile
         build_dir(self.root / tag, copy, replace=False)

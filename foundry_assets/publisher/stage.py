@@ -6,7 +6,7 @@ the gate across runs too), and the exam and the model must come from one lot. Pu
 a lot already published under the tag is re-verified from the registry and nothing new is recorded; a push that a
 crash cut off after its `publish_started` record is completed from the registry and recorded once. Otherwise the
 gate is re-derived from the audit trail (`publisher.gate`: a passed verdict of this lot that examined these weights),
-the artifact (`artifact: auto` is the merged model when merge sources are named) is staged and its weights re-hashed
+the artifact (`artifact: auto`: the merged model for DoRA and merge jobs) is staged and its weights re-hashed
 against the hashes recorded when they were saved, the intent is recorded, and the push uploads, verifies and then
 records `published` before staging is removed. Once published, the job's weights leave the node (only its records
 stay). The deployment notice (`announce`) is the caller's last step, after it has reported the artifact, so a failed

@@ -96,7 +96,11 @@ def test_demo_job_materializes_all_six_assets(
     published = outcome.published or {}
     tag_dir = drop.registry / published["tag"]
     assert published["uri"] == tag_dir.resolve().as_uri()
-    assert (tag_dir / HASH_MANIFEST).exists() and (tag_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert published["artifact"] == "merged_model", (
+        "the demo job trains DoRA: auto publishes the merged model"
+    )
+    assert (tag_dir / HASH_MANIFEST).exists() and (tag_dir / "config.json").exists()
+    assert (tag_dir / "model.safetensors").exists() and not (tag_dir / "merged_model").exists()
     assert not (workspace.stage_dir("job-ok", "staging") / published["tag"]).exists()
 
     audit = workspace.audit_path("job-ok")

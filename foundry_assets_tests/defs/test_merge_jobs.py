@@ -17,6 +17,7 @@ from foundry_assets.audit_report import build_report
 from foundry_assets.defs.event_log import job_event_log
 from foundry_assets.demo.stories import StoryDrops, write_story_c
 from foundry_assets.hashing import sha256_file, sha256_tree
+from foundry_assets.publisher.layout import weights_of
 from foundry_assets.runner import RunOutcome, run_manifest
 from foundry_assets.workspace import WEIGHT_STAGES, Workspace
 
@@ -80,7 +81,10 @@ def test_source_jobs_learn_their_skill_and_beat_the_base(story: Story) -> None:
             stage for stage in WEIGHT_STAGES if story.workspace.stage_dir(outcome.job_id, stage).exists()
         ]
         assert story.workspace.stage_dir(outcome.job_id, "curated").joinpath("train.jsonl").is_file()
-        assert (story.drops.registry / (outcome.published or {})["tag"] / "adapter").is_dir()
+        tag = story.drops.registry / (outcome.published or {})["tag"]
+        assert json.loads((tag / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+            "foundry-demo/tiny-llama-story"
+        ), "the adapter sits at the tag's root and names the manifest's base_model"
 
 
 def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) -> None:
@@ -93,10 +97,10 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
     lineage = merged.metadata["source_jobs"].value
     assert [s["job_id"] for s in lineage] == ["story-c-logic", "story-c-safety"]
     for source in lineage:  # fetched from the registry the source job published to, into this job's folder
-        published = story.drops.registry / f"v0.1.0-{source['job_id']}" / "adapter"
-        assert source["published_uri"] == published.parent.resolve().as_uri()
+        published = story.drops.registry / f"v0.1.0-{source['job_id']}"
+        assert source["published_uri"] == published.resolve().as_uri()
         assert source["adapter_dir"] == str(story.workspace.source_dir(job_id, source["job_id"]))
-        assert source["adapter_sha256"] == sha256_tree(published)
+        assert source["adapter_sha256"] == weights_of(sha256_tree(published))[1]
         assert source["lot_number"] == story.sources[source["job_id"].split("-")[-1]].lot_number
         assert source["exam"]["passed"] is True
         assert source["density"] == 0.7
@@ -113,7 +117,7 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
     published = outcome.published or {}
     assert published["artifact"] == "merged_model"
     assert not [stage for stage in WEIGHT_STAGES if story.workspace.stage_dir(job_id, stage).exists()]
-    model_dir = story.drops.registry / published["tag"] / "merged_model"  # the node keeps no copy
+    model_dir = story.drops.registry / published["tag"]  # the node keeps no copy; the tag's root loads
     files = {record.data["file"]: record.data["sha256"] for record in merged.metadata["files"].records}
     assert sha256_file(model_dir / "model.safetensors") == files["model.safetensors"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -166,7 +170,7 @@ def test_merge_job_with_a_missing_source_fails_before_merging(story: Story) -> N
 
 
 def test_merge_job_refuses_a_source_whose_registry_copy_was_tampered_with(story: Story) -> None:
-    weights = story.drops.registry / "v0.1.0-story-c-logic" / "adapter" / "adapter_model.safetensors"
+    weights = story.drops.registry / "v0.1.0-story-c-logic" / "adapter_model.safetensors"
     original = weights.read_bytes()
     weights.write_bytes(original[:-8] + b"tampered")
     try:
@@ -176,7 +180,7 @@ def test_merge_job_refuses_a_source_whose_registry_copy_was_tampered_with(story:
     assert not outcome.success
     assert "merged_model" in outcome.failed_steps[0]
     assert "'story-c-logic': its published adapter could not be fetched" in outcome.reason
-    assert "adapter/adapter_model.safetensors" in outcome.reason
+    assert "adapter_model.safetensors" in outcome.reason
     assert "'story-c-safety'" not in outcome.reason
     assert not story.workspace.stage_dir("story-c-tampered", "sources").joinpath("story-c-logic").exists()
     assert not story.workspace.source_dir("story-c-tampered", "story-c-safety").exists(), (

@@ -23,6 +23,7 @@ from foundry_assets.defs.event_log import job_event_log
 from foundry_assets.defs.publisher import published_artifact
 from foundry_assets.hashing import sha256_tree
 from foundry_assets.publisher.base import HASH_MANIFEST
+from foundry_assets.publisher.layout import weights_of
 from foundry_assets.runner import RunOutcome, run_manifest
 from foundry_assets.workspace import RECORD_STAGES, WEIGHT_STAGES, Workspace
 from foundry_assets_tests.defs.conftest import make_drop, step_failure
@@ -78,17 +79,18 @@ def test_weights_leave_the_node_and_the_records_stay(published: Published) -> No
     assert (workspace.stage_dir(JOB, "curated") / "train.jsonl").is_file()
 
     records = published.records()
-    saved = next(r for r in records if r["event"] == "adapter_saved")
+    saved = next(r for r in records if r["event"] == Event.MERGED)
     publish = next(r for r in records if r["event"] == "published")
     cleanup = records[-1]
     assert cleanup["event"] == Event.NODE_WEIGHTS_REMOVED and cleanup["data"]["after"] == publish["sha256"]
     assert {"adapter", "merged"} <= set(cleanup["data"]["folders"]) and cleanup["data"]["failed"] == {}
     assert cleanup["data"]["bytes_freed"] == sum(cleanup["data"]["folders"].values()) > 0
     assert publish["data"]["lot_number"] == published.outcome.lot_number
-    assert publish["data"]["registry"] and publish["data"]["artifact"] == "adapter"
+    # the demo job trains DoRA: `artifact: auto` publishes its merged model, which vLLM/TGI serve
+    assert publish["data"]["registry"] and publish["data"]["artifact"] == "merged_model"
 
-    # the registry holds what was trained, examined and recorded
-    assert sha256_tree(published.tag_dir / "adapter") == saved["data"]["files"]
+    # the registry holds what was merged, examined and recorded, at the tag's root
+    assert weights_of(sha256_tree(published.tag_dir))[1] == saved["data"]["files"]
     assert {k: v for k, v in sha256_tree(published.tag_dir).items() if k != HASH_MANIFEST} == publish["data"][
         "files"
     ]
@@ -131,7 +133,7 @@ def test_publishing_again_reverifies_the_registry_copy_without_the_weights(publi
     materializations, _ = job_event_log(published.instance, JOB)
     assert materializations["published_artifact"]["metadata"]["audit_head"] == records[-1]["sha256"]
 
-    weights = published.tag_dir / "adapter" / "adapter_model.safetensors"
+    weights = published.tag_dir / "model.safetensors"
     original = weights.read_bytes()
     weights.write_bytes(original[:-4] + b"rot!")
     try:
@@ -139,7 +141,7 @@ def test_publishing_again_reverifies_the_registry_copy_without_the_weights(publi
     finally:
         weights.write_bytes(original)
     assert not damaged.success
-    assert "adapter/adapter_model.safetensors" in step_failure(damaged)
+    assert "model.safetensors" in step_failure(damaged)
     assert (
         json.loads(published.workspace.audit_path(JOB).read_text().splitlines()[-1])["event"]
         == "publish_failed"

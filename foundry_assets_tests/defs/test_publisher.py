@@ -74,7 +74,7 @@ def test_publish_to_s3_verifies_and_notifies_without_leaking_credentials(
     listed = s3.list_objects_v2(Bucket="coreason-models", Prefix=f"prod/{tag}/")["Contents"]
     keys = {o["Key"].removeprefix(f"prod/{tag}/") for o in listed}
     assert {"MANIFEST.sha256", "README.md", "manifest.yaml", "exam_report.json"} <= keys
-    assert "adapter/adapter_model.safetensors" in keys
+    assert {"config.json", "model.safetensors"} <= keys, "a DoRA job's merged model, at the tag's root"
     for name, digest in published["files"].items():
         head = s3.head_object(Bucket="coreason-models", Key=f"prod/{tag}/{name}")
         assert head["Metadata"]["sha256"] == digest

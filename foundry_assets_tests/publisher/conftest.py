@@ -12,12 +12,13 @@ SECRET_KEY = "s3cr3t-Zq8wX-never-log-me-7Hk2"
 """Distinctive fake credentials: the tests assert they never reach a log or a result."""
 
 
-def stage(root: Path, content: bytes = b"weights", *, name: str = "staging") -> Path:
-    """A small staged artifact: an adapter folder with safetensors + config, and an exam report."""
+def stage(root: Path, content: bytes = b"weights", *, name: str = "staging", folder: str = "") -> Path:
+    """A small staged artifact: adapter safetensors + config beside an exam report, at the root (`folder` ""), or
+    in `folder` as tags published before the root layout held them ("adapter")."""
     staging = root / name
-    (staging / "adapter").mkdir(parents=True)
-    (staging / "adapter" / "adapter_model.safetensors").write_bytes(content)
-    (staging / "adapter" / "adapter_config.json").write_text('{"r": 8}')
+    (staging / folder).mkdir(parents=True)
+    (staging / folder / "adapter_model.safetensors").write_bytes(content)
+    (staging / folder / "adapter_config.json").write_text('{"r": 8}')
     (staging / "exam_report.json").write_text('{"passed": true}')
     return staging
 
@@ -78,9 +79,9 @@ def bucket(s3_client: Any) -> str:
 
 @pytest.fixture()
 def staged(tmp_path: Path) -> Callable[..., Path]:
-    """Build a staged artifact under the test's tmp_path: `staged(content=b"...", name="staging")`."""
+    """Build a staged artifact under the test's tmp_path: `staged(content=b"...", name="staging", folder="")`."""
 
-    def build(content: bytes = b"weights", *, name: str = "staging") -> Path:
-        return stage(tmp_path, content, name=name)
+    def build(content: bytes = b"weights", *, name: str = "staging", folder: str = "") -> Path:
+        return stage(tmp_path, content, name=name, folder=folder)
 
     return build

@@ -1,6 +1,7 @@
 """A publish job without Dagster (its trail holds what the stages record) and the `Registry` a notebook would pass:
 shared by the publisher's stage and fault-injection tests."""
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +40,40 @@ class LocalRegistry:
 
 
 class Job:
-    def __init__(self, tmp_path: Path) -> None:
+    """One job's workspace and trail as the stages leave them: its adapter and merged model folders (stand-in bytes,
+    or copies of the real folders `adapter_from`/`merged_from`) with their `adapter_saved` and `merged` records."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        method: str = "lora",
+        base_model: str = "tiny",
+        adapter_from: Path | None = None,
+        merged_from: Path | None = None,
+    ) -> None:
         self.workspace = Workspace(tmp_path / "foundry")
         self.registry = tmp_path / "registry"
         self.manifest = TrainingManifest.model_validate(
             {
                 "job_id": JOB,
-                "base_model": "tiny",
-                "method_config": {"type": "dora"},
+                "base_model": base_model,
+                "method_config": {"type": method},
                 "publish_target": {"registry": str(self.registry), "tag": "v1"},
             }
         )
         self.trail = AuditTrail(self.workspace.audit_path(JOB))
         self.audit(Event.JOB_ACCEPTED, lot_number=LOT, dataset_sha256="2" * 64, manifest_sha256="3" * 64)
         adapter, merged = self.workspace.adapter_dir(JOB), self.workspace.merged_dir(JOB)
-        adapter.mkdir(parents=True)
-        (adapter / "adapter_model.safetensors").write_bytes(b"weights")
-        merged.mkdir(parents=True)
-        (merged / "model.safetensors").write_bytes(b"merged weights")
+        for folder, source, stand_in in (
+            (adapter, adapter_from, ("adapter_model.safetensors", b"weights")),
+            (merged, merged_from, ("model.safetensors", b"merged weights")),
+        ):
+            if source is None:
+                folder.mkdir(parents=True)
+                (folder / stand_in[0]).write_bytes(stand_in[1])
+            else:
+                shutil.copytree(source, folder)
         self.audit(Event.ADAPTER_SAVED, files=sha256_tree(adapter))  # what the stages record as they save
         self.audit(Event.MERGED, files=sha256_tree(merged))
         self.merged = MergedModel(LOT, merged, "tiny", "fold", "cpu", "float32", adapter_dir=adapter)

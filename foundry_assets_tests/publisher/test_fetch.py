@@ -18,7 +18,7 @@ from foundry_assets.publisher import (
     verify_artifact,
 )
 
-WEIGHTS = "adapter/adapter_model.safetensors"
+WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass
@@ -97,28 +97,40 @@ def test_fetch_returns_exactly_the_published_files(
         registry.uri,
         "v1",
         tmp_path / "adapter",
-        subfolder="adapter",
+        weights=True,
         expected=published,
         s3_client=registry.s3_client,
     )
-    assert (
-        sha256_tree(tmp_path / "adapter")
-        == adapter.files
-        == {
-            name.removeprefix("adapter/"): digest
-            for name, digest in published.items()
-            if name.startswith("adapter/")
-        }
-    )
+    weights = {name: digest for name, digest in published.items() if name != "exam_report.json"}
+    assert sha256_tree(tmp_path / "adapter") == adapter.files == weights and adapter.subfolder == ""
     assert set(adapter.files) == {"adapter_model.safetensors", "adapter_config.json"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no partial folder is left behind"
 
     again = fetch_artifact(
-        registry.uri, "v1", tmp_path / "adapter", subfolder="adapter", s3_client=registry.s3_client
+        registry.uri, "v1", tmp_path / "adapter", weights=True, s3_client=registry.s3_client
     )
     assert again.files == adapter.files, "a second fetch replaces the folder with the same content"
     result = verify_artifact(registry.uri, "v1", published, s3_client=registry.s3_client)
     assert result.status == "unchanged" and result.files == published
+
+
+def test_the_weights_of_a_tag_published_before_the_root_layout_are_its_adapter_folder(
+    registry: Registry, staged: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Tags published by earlier versions hold the weights in `adapter/`: they are still fetched as weights."""
+    published = push_artifact(
+        staged(b"old weights", folder="adapter"), "v0", registry=registry.uri, s3_client=registry.s3_client
+    ).files
+    assert "adapter/adapter_model.safetensors" in published
+    fetched = fetch_artifact(
+        registry.uri, "v0", tmp_path / "old", weights=True, expected=published, s3_client=registry.s3_client
+    )
+    assert fetched.subfolder == "adapter"
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert (tmp_path / "old" / "adapter_model.safetensors").read_bytes() == b"old weights"
 
 
 def test_a_file_damaged_in_the_registry_is_refused_by_name(
@@ -130,7 +142,7 @@ def test_a_file_damaged_in_the_registry_is_refused_by_name(
     dest.mkdir()
     (dest / "kept.txt").write_text("an earlier fetch")
     with pytest.raises(FetchStepError, match=r"adapter_model\.safetensors") as info:
-        fetch_artifact(registry.uri, "v1", dest, subfolder="adapter", s3_client=registry.s3_client)
+        fetch_artifact(registry.uri, "v1", dest, weights=True, s3_client=registry.s3_client)
     assert info.value.step in ("download", "verify")
     assert sha256_tree(dest) == {"kept.txt": sha256_tree(dest)["kept.txt"]}, (
         "the old folder is left as it was"
@@ -147,10 +159,15 @@ def test_a_missing_tag_or_folder_fails_clearly(
         fetch_artifact(registry.uri, "v9", tmp_path / "x", s3_client=registry.s3_client)
     assert info.value.step == "listing" and not (tmp_path / "x").exists()
     published = _publish(registry, staged)
-    with pytest.raises(FetchStepError, match=r"holds no 'merged_model/' folder \(it holds: \['adapter'\]\)"):
+    with pytest.raises(FetchStepError, match=r"holds no 'merged_model/' folder \(it holds: files only\)"):
         fetch_artifact(
             registry.uri, "v1", tmp_path / "x", subfolder="merged_model", s3_client=registry.s3_client
         )
+    (tmp_path / "cards-only").mkdir()
+    (tmp_path / "cards-only" / "README.md").write_text("a card, no weights")
+    push_artifact(tmp_path / "cards-only", "v2", registry=registry.uri, s3_client=registry.s3_client)
+    with pytest.raises(FetchStepError, match=r"holds no weights \(only the publisher's files\)"):
+        fetch_artifact(registry.uri, "v2", tmp_path / "x", weights=True, s3_client=registry.s3_client)
     with pytest.raises(PublishStepError, match="no longer exists"):
         verify_artifact(registry.uri, "v9", published, s3_client=registry.s3_client)
 
@@ -162,5 +179,5 @@ def test_a_listing_that_differs_from_the_record_is_refused_before_download(
     published = push_artifact(staged(), "v1", registry=registry).files
     recorded = {**published, WEIGHTS: "0" * 64}
     with pytest.raises(FetchStepError, match=r"does not hold what was published.*adapter_model.safetensors"):
-        fetch_artifact(registry, "v1", tmp_path / "adapter", subfolder="adapter", expected=recorded)
+        fetch_artifact(registry, "v1", tmp_path / "adapter", weights=True, expected=recorded)
     assert not (tmp_path / "adapter").exists()

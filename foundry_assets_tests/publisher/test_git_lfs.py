@@ -19,7 +19,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("git-lfs") is None, reason="needs git-lfs (Debian package git-lfs)"),
 ]
-WEIGHTS = "adapter/adapter_model.safetensors"
+WEIGHTS = "adapter_model.safetensors"
 
 
 def _git(bare: Path, *args: str) -> str:
@@ -51,6 +51,7 @@ def test_publish_stores_weights_in_lfs_tags_and_removes_staging(
     bare: Path, staged: Callable[..., Path]
 ) -> None:
     staging = staged(b"safetensors bytes " * 1000)
+    (staging / WEIGHTS).chmod(0o700)  # git keeps an executable bit: a 0700 weights file would check out 0755
     expected = sha256_tree(staging)
     result = push_artifact(staging, "v1.0.0", registry=bare.as_uri().replace("file:", "git+file:", 1))
     assert result.status == "published" and result.staging_removed and not staging.exists()
@@ -67,6 +68,8 @@ def test_publish_stores_weights_in_lfs_tags_and_removes_staging(
     )
     tree = set(_git(bare, "ls-tree", "-r", "--name-only", "v1.0.0").split())
     assert tree == {*expected, HASH_MANIFEST, ".gitattributes"}
+    modes = {line.split()[0] for line in _git(bare, "ls-tree", "-r", "v1.0.0").splitlines()}
+    assert modes == {"100644"}, "every file checks out readable (0644 under the usual umask), none executable"
 
 
 def test_republish_is_a_noop_a_conflict_is_refused_and_a_new_tag_advances_the_branch(

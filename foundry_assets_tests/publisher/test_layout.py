@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,36 @@ def test_stage_artifact_lays_out_weights_manifest_report_and_card(tmp_path: Path
         lot=LOT,
     )
     names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-    assert names == ["README.md", "adapter/adapter_model.safetensors", "exam_report.json", "manifest.yaml"]
+    assert names == ["README.md", "adapter_model.safetensors", "exam_report.json", "manifest.yaml"]
     assert "report_path" not in (staging / "exam_report.json").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(layout.PUBLISHER_FILES))
+def test_a_weights_folder_holding_a_publisher_file_is_refused(tmp_path: Path, name: str) -> None:
+    """The weights sit at the tag's root beside the publisher's files: a weights folder holding one of them would
+    ship one of the two under that name, so staging refuses it and names the file."""
+    source = tmp_path / "merged-out"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(b"w")
+    (source / name).write_text("written by a library")
+    with pytest.raises(PublishError, match=rf"merged_model folder .* holds \['{re.escape(name)}'\]"):
+        stage_artifact(
+            source, tmp_path / "staging", kind="merged_model", manifest_dict=MANIFEST, exam_report_dict=EXAM
+        )
+    assert not (tmp_path / "staging").exists() and (source / name).read_text() == "written by a library"
+
+
+def test_the_weights_of_a_listing_are_its_root_or_its_legacy_folder() -> None:
+    """Publisher files aside, the root holds the weights; a tag with none at its root (published before the root
+    layout) holds them in `adapter/` or `merged_model/`."""
+    ours = dict.fromkeys(["README.md", "manifest.yaml", "exam_report.json", "MANIFEST.sha256"], "0" * 64)
+    root = {**ours, "config.json": "1" * 64, "model.safetensors": "2" * 64}
+    assert layout.weights_of(root) == ("", {"config.json": "1" * 64, "model.safetensors": "2" * 64})
+    legacy = {**ours, "adapter/adapter_config.json": "3" * 64, "adapter/README.md": "4" * 64}
+    assert layout.weights_of(legacy) == ("adapter/", {"adapter_config.json": "3" * 64, "README.md": "4" * 64})
+    merged = {**ours, "merged_model/model.safetensors": "5" * 64}
+    assert layout.weights_of(merged) == ("merged_model/", {"model.safetensors": "5" * 64})
+    assert layout.weights_of(ours) == ("", {})
 
 
 def test_the_published_manifest_never_holds_a_credential(tmp_path: Path) -> None:

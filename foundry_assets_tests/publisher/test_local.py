@@ -15,9 +15,9 @@ from foundry_assets.publisher.base import HASH_MANIFEST, parse_hash_manifest
 
 def _stage(root: Path, content: bytes = b"weights") -> Path:
     staging = root / "staging"
-    (staging / "adapter").mkdir(parents=True)
-    (staging / "adapter" / "adapter_model.safetensors").write_bytes(content)
-    (staging / "adapter" / "adapter_config.json").write_text("{}")
+    staging.mkdir(parents=True)
+    (staging / "adapter_model.safetensors").write_bytes(content)
+    (staging / "adapter_config.json").write_text("{}")
     (staging / "exam_report.json").write_text('{"passed": true}')
     return staging
 
@@ -31,8 +31,8 @@ def test_publish_copies_verifies_and_removes_staging(tmp_path: Path) -> None:
     assert result.uri == published.as_uri()
     listing = parse_hash_manifest((published / HASH_MANIFEST).read_text())
     assert set(listing) == {
-        "adapter/adapter_model.safetensors",
-        "adapter/adapter_config.json",
+        "adapter_model.safetensors",
+        "adapter_config.json",
         "exam_report.json",
     }
     for name, digest in listing.items():
@@ -54,7 +54,7 @@ def test_same_content_is_a_noop_and_different_content_is_refused(tmp_path: Path)
     with pytest.raises(PublishError, match=r"already exists .* different content"):
         push_artifact(staging, "v1", registry=registry)
     assert staging.exists(), "a refused publish keeps the staging copy"
-    assert (tmp_path / "registry" / "v1" / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert (tmp_path / "registry" / "v1" / "adapter_model.safetensors").read_bytes() == b"weights"
 
 
 def test_failed_verification_keeps_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,7 +97,7 @@ def test_a_full_registry_fails_in_one_short_line_and_leaves_no_partial_tag(tmp_p
     failure with one line naming the registry and the reason, not copytree's list of every file that failed."""
     staging = _stage(tmp_path, b"w" * (256 * 1024))
     for shard in range(40):
-        (staging / "adapter" / f"model-{shard:05d}-of-00040.safetensors").write_bytes(b"s" * (128 * 1024))
+        (staging / f"model-{shard:05d}-of-00040.safetensors").write_bytes(b"s" * (128 * 1024))
     registry = tmp_path / "registry"
     done = subprocess.run(
         [sys.executable, "-c", _FULL_DISK_PUSH, str(staging), str(registry)],

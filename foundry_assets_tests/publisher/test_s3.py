@@ -58,20 +58,20 @@ def test_republish_is_a_noop_and_a_conflicting_tag_is_refused(
     with pytest.raises(PublishStepError, match=r"already exists .* different content") as info:
         push_artifact(other, "v1", registry=registry, s3_client=s3_client)
     assert info.value.step == "compare" and other.exists()
-    body = s3_client.get_object(Bucket=bucket, Key="v1/adapter/adapter_model.safetensors")["Body"].read()
+    body = s3_client.get_object(Bucket=bucket, Key="v1/adapter_model.safetensors")["Body"].read()
     assert body == b"weights"
 
 
 def test_large_file_goes_up_as_multipart(s3_client: Any, bucket: str, staged: Callable[..., Path]) -> None:
     staging = staged()
-    (staging / "adapter" / "adapter_model.safetensors").write_bytes(os.urandom(6 * MiB + 123))
+    (staging / "adapter_model.safetensors").write_bytes(os.urandom(6 * MiB + 123))
     registry = S3Registry(
         f"s3://{bucket}/mp", client=s3_client, multipart_threshold=MiB, multipart_chunksize=5 * MiB
     )
     result = push_artifact(staging, "v1", registry=registry)
-    head = s3_client.head_object(Bucket=bucket, Key="mp/v1/adapter/adapter_model.safetensors")
+    head = s3_client.head_object(Bucket=bucket, Key="mp/v1/adapter_model.safetensors")
     assert head["ETag"].strip('"').endswith("-2"), "two 5 MiB parts: a multipart upload"
-    assert head["Metadata"]["sha256"] == result.files["adapter/adapter_model.safetensors"]
+    assert head["Metadata"]["sha256"] == result.files["adapter_model.safetensors"]
     small = s3_client.head_object(Bucket=bucket, Key="mp/v1/exam_report.json")
     assert "-" not in small["ETag"], "files under the threshold go up in one PUT"
 
@@ -114,7 +114,7 @@ def test_server_stopped_mid_upload_keeps_staging_and_a_retry_completes(
 def test_unfinished_tag_with_other_content_is_completed_not_refused(
     s3_client: Any, bucket: str, staged: Callable[..., Path]
 ) -> None:
-    for key in ("v1/adapter/adapter_model.safetensors", "v1/stale.bin"):  # a crashed run of other content
+    for key in ("v1/adapter_model.safetensors", "v1/stale.bin"):  # a crashed run of other content
         s3_client.put_object(Bucket=bucket, Key=key, Body=b"old", Metadata={"sha256": "0" * 64})
     result = push_artifact(staged(), "v1", registry=f"s3://{bucket}", s3_client=s3_client)
     assert result.status == "published"

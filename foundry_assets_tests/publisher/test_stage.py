@@ -35,7 +35,7 @@ def test_publish_records_then_removes_the_weights_and_a_rerun_reverifies(tmp_pat
     published = job.publish(exam)
     artifact = published.artifact
     assert (artifact.status, artifact.artifact, artifact.lot_number) == ("published", "adapter", LOT)
-    assert (job.registry / "v1" / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert (job.registry / "v1" / "adapter_model.safetensors").read_bytes() == b"weights"
     assert job.events()[-2:] == [Event.PUBLISHED, Event.NODE_WEIGHTS_REMOVED]
     assert published.audit_head == job.trail.records()[-1]["sha256"]
     assert not job.workspace.adapter_dir(JOB).exists() and artifact.weights_removed["bytes_freed"] > 0
@@ -66,7 +66,32 @@ def test_a_rerun_that_rebuilt_the_weights_is_a_no_op_keeping_the_published_copy(
     assert again.artifact.files == first.artifact.files and again.artifact.status == "unchanged"
     assert [r["event"] for r in job.trail.records()].count(Event.PUBLISHED) == 1
     assert not job.workspace.adapter_dir(JOB).exists(), "the rebuilt weights leave the node too"
-    assert (job.registry / "v1" / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert (job.registry / "v1" / "adapter_model.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize(
+    ("method", "artifact", "published"),
+    [
+        ("lora", "auto", "adapter"),
+        ("qlora", "auto", "adapter"),
+        ("orpo", "auto", "adapter"),
+        ("dora", "auto", "merged_model"),
+        ("dora", "adapter", "adapter"),
+        ("lora", "merged_model", "merged_model"),
+    ],
+)
+def test_auto_publishes_what_vllm_can_serve(
+    tmp_path: Path, method: str, artifact: str, published: str
+) -> None:
+    """vLLM and TGI load LoRA adapters but not DoRA ones: `auto` publishes a DoRA job's merged 16-bit model; an explicit
+    `artifact` is published as asked. The weights are the tag's root files, beside the publisher's four."""
+    job = Job(tmp_path, method=method)
+    target = job.manifest.publish_target.model_copy(update={"artifact": artifact})
+    job.manifest = job.manifest.model_copy(update={"publish_target": target})
+    result = job.publish(job.exam()).artifact
+    weights = "model.safetensors" if published == "merged_model" else "adapter_model.safetensors"
+    assert result.artifact == published and job.trail.records()[-2]["data"]["artifact"] == published
+    assert sorted(result.files) == sorted(["README.md", "exam_report.json", "manifest.yaml", weights])
 
 
 def test_a_stored_passed_exam_is_not_trusted_over_the_trail(tmp_path: Path) -> None:
