@@ -222,8 +222,24 @@ def _fold(base: BaseCheckpoint, adapter: AdapterRef, out: Path, device: str) -> 
     return config
 
 
+def portable_config(config: dict[str, Any], base_name: str, adapters: list[AdapterRef]) -> dict[str, Any]:
+    """`config` as the published `mergekit_config.yml` shows it: the base by its hub name and each adapter by its
+    label, never this node's folders (a user re-running it with `mergekit-yaml` points them at their copies)."""
+    models = [
+        {**m, "model": f"{base_name}+{a.label}"} for m, a in zip(config["models"], adapters, strict=True)
+    ]
+    return {**config, "base_model": base_name, "models": models}
+
+
 def _dare_ties(
-    base: BaseCheckpoint, adapters: list[AdapterRef], out: Path, *, normalize: bool, seed: int, device: str
+    base: BaseCheckpoint,
+    adapters: list[AdapterRef],
+    out: Path,
+    *,
+    normalize: bool,
+    seed: int,
+    device: str,
+    base_name: str,
 ) -> dict[str, Any]:
     """Streamed DARE-TIES into `out`, with the config, tokenizer and the mergekit configuration it follows."""
     from mergekit.config import MergeConfiguration
@@ -247,7 +263,8 @@ def _dare_ties(
     except Exception as e:
         raise MergeError(f"dare_ties merge failed: {type(e).__name__}: {e}") from e
     (out / "config.json").write_text(json.dumps(base.merged_config(), indent=2, sort_keys=True) + "\n")
-    (out / "mergekit_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shipped = portable_config(config, base_name, adapters)
+    (out / "mergekit_config.yml").write_text(yaml.safe_dump(shipped, sort_keys=False))
     copy_side_files(base.folder, out, ("generation_config.json",))
     donor = tokenizer_donor(base, adapters)
     copy_side_files(donor, out, TOKENIZER_FILES)  # the template the adapters trained with, not the base's
@@ -269,10 +286,13 @@ def merge_adapters(
     normalize: bool = True,
     seed: int = 0,
     device: str = "cpu",
+    base_name: str | None = None,
 ) -> MergeResult:
     """Merge adapters into a loadable model folder: DARE-TIES for two or more, a PEFT fold for one.
 
     `device` is "cpu", "cuda" or "auto" (as `compute.device`); the output is in the base checkpoint's dtype.
+    `base_name` (the manifest's `base_model`; default the folder's name) is how the shipped mergekit_config.yml
+    names the base.
     """
     base_model, out_dir = Path(base_model), Path(out_dir)
     adapters = [AdapterRef(Path(a.path), a.weight, a.density, a.name) for a in adapters]
@@ -290,7 +310,15 @@ def merge_adapters(
             config = _fold(base, adapters[0], out, device)
         else:
             method = "dare_ties"
-            config = _dare_ties(base, adapters, out, normalize=normalize, seed=seed, device=device)
+            config = _dare_ties(
+                base,
+                adapters,
+                out,
+                normalize=normalize,
+                seed=seed,
+                device=device,
+                base_name=base_name or base_model.name,
+            )
         config["end_of_turn_token_id"] = stop_at_end_of_turn(out)
         files = sha256_tree(out)
         replace_dir(out, out_dir)

@@ -23,7 +23,7 @@ from foundry_assets.errors import FoundryError, MergeError
 from foundry_assets.hashing import sha256_tree
 from foundry_assets.manifest import TrainingManifest
 from foundry_assets.publisher import FetchResult, fetch_artifact
-from foundry_assets.publisher.layout import weights_of
+from foundry_assets.publisher.base import weights_of
 from foundry_assets.workspace import Workspace
 
 ADAPTER = "adapter"

@@ -102,6 +102,7 @@ def merge_job(
         normalize=manifest.merge.normalize,
         seed=manifest.merge.seed,
         device=resolve_device(manifest.compute.device),
+        base_name=manifest.base_model,
     )
     model = MergedModel(
         lot_number=trained.lot_number,

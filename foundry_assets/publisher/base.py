@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,10 @@ HASH_MANIFEST = "MANIFEST.sha256"
 MANIFEST_FILE = "manifest.yaml"
 EXAM_REPORT_FILE = "exam_report.json"
 MODEL_CARD = "README.md"
+PUBLISHER_FILES = frozenset({MODEL_CARD, MANIFEST_FILE, EXAM_REPORT_FILE, HASH_MANIFEST})
+"""The files the publisher writes at a tag's root; every other file of a tag is the weights (and tokenizer)."""
+LEGACY_WEIGHT_FOLDERS = ("adapter", "merged_model")
+"""Where tags published by earlier versions hold their weights (one of them, named after the artifact kind)."""
 """A tag's own files beside the weights: the hash list, the training manifest and the exam report."""
 ERROR_TEXT_LIMIT = 600
 """At most this many characters of a failure's own text go into a step's error (a remote's answer can be long)."""
@@ -171,3 +175,17 @@ def short_error(error: BaseException) -> str:
 def _differing(expected: dict[str, str], found: dict[str, str]) -> list[str]:
     """The paths whose SHA256 differs between two listings (or that only one of them holds), sorted."""
     return sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
+
+
+def weights_of(listing: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The weights of a tag listing ({path in the tag: SHA256}), keyed by their path inside the weights folder, and
+    that folder's prefix in the tag: "" (the root, minus `PUBLISHER_FILES`) or, for a tag published before the
+    root layout (no weights file at its root), "adapter/" or "merged_model/"."""
+    at_root = {name: digest for name, digest in listing.items() if name not in PUBLISHER_FILES}
+    if not any("/" not in name for name in at_root):
+        for folder in LEGACY_WEIGHT_FOLDERS:
+            prefix = folder + "/"
+            legacy = {n[len(prefix) :]: d for n, d in listing.items() if n.startswith(prefix)}
+            if legacy:
+                return prefix, legacy
+    return "", at_root

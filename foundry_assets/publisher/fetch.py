@@ -27,8 +27,8 @@ from foundry_assets.publisher.base import (
     _differing,
     _step,
     short_error,
+    weights_of,
 )
-from foundry_assets.publisher.layout import weights_of
 from foundry_assets.publisher.registry import backend_for
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,7 @@ from foundry_assets.crucible.strategies import get_strategy
 from foundry_assets.errors import PublishError
 from foundry_assets.hashing import sha256_tree, tree_digest
 from foundry_assets.manifest import PublishTarget, TrainingManifest
-from foundry_assets.publisher.base import HASH_MANIFEST
-from foundry_assets.publisher.layout import weights_of
+from foundry_assets.publisher.base import HASH_MANIFEST, weights_of
 
 
 class ReleaseRefused(PublishError):

@@ -5,7 +5,7 @@ A tag is shaped as the Hugging Face ecosystem loads it: `PeftModel.from_pretrain
 `config.json`/`*.safetensors` from the tag folder itself. Beside them sit the publisher's files (`PUBLISHER_FILES`):
 the training manifest, the exam report, the model card (README.md, the tag's only card) and `MANIFEST.sha256`, which
 `push_artifact` adds. Tags published before this layout hold the weights in an `adapter/` or `merged_model/` folder
-(`LEGACY_WEIGHT_FOLDERS`); `weights_of` reads either. Everything here is deterministic (no timestamps, sorted keys),
+(`base.LEGACY_WEIGHT_FOLDERS`); `base.weights_of` reads either. Everything here is deterministic (no timestamps, sorted keys),
 so re-staging the same job yields the same bytes and a re-publish of the same tag is a no-op.
 """
 
@@ -22,18 +22,12 @@ from foundry_assets.errors import PublishError
 from foundry_assets.intake.lot import LotNumber
 from foundry_assets.publisher.base import (
     EXAM_REPORT_FILE,
-    HASH_MANIFEST,
     MANIFEST_FILE,
-    MODEL_CARD,
+    PUBLISHER_FILES,
     short_error,
 )
 from foundry_assets.publisher.card import write_model_card
 from foundry_assets.redact import redact
-
-PUBLISHER_FILES = frozenset({MODEL_CARD, MANIFEST_FILE, EXAM_REPORT_FILE, HASH_MANIFEST})
-"""The files the publisher writes at a tag's root; every other file of a tag is the weights (and tokenizer)."""
-LEGACY_WEIGHT_FOLDERS = ("adapter", "merged_model")
-"""Where tags published by earlier versions hold their weights (one of them, named after the artifact kind)."""
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -86,20 +80,6 @@ def stage_artifact(
             "space, then run the publish again)"
         ) from e
     return staging
-
-
-def weights_of(listing: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """The weights of a tag listing ({path in the tag: SHA256}), keyed by their path inside the weights folder, and
-    that folder's prefix in the tag: "" (the root, minus `PUBLISHER_FILES`) or, for a tag published before the
-    root layout (no weights file at its root), "adapter/" or "merged_model/"."""
-    at_root = {name: digest for name, digest in listing.items() if name not in PUBLISHER_FILES}
-    if not any("/" not in name for name in at_root):
-        for folder in LEGACY_WEIGHT_FOLDERS:
-            prefix = folder + "/"
-            legacy = {n[len(prefix) :]: d for n, d in listing.items() if n.startswith(prefix)}
-            if legacy:
-                return prefix, legacy
-    return "", at_root
 
 
 def _redacted(value: Any) -> Any:

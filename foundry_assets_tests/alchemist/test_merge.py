@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -136,6 +137,14 @@ def test_config_sets_density_and_normalize_and_seed_is_deterministic(
     assert all("+" in m["model"] for m in first.config["models"])
     written = (first.out_dir / "mergekit_config.yml").read_text()
     assert "density: 0.5" in written and "normalize: true" in written
+    # the shipped configuration names the base and the adapters, never this node's folders (issue 14)
+    shipped = yaml.safe_load(written)
+    assert shipped["base_model"] == tiny_model_dir.name
+    assert str(tmp_path) not in written and str(tiny_model_dir.parent) not in written
+    assert [m["model"] for m in shipped["models"]] == [
+        f"{tiny_model_dir.name}+{adapters['lora_a'].name}",
+        f"{tiny_model_dir.name}+{adapters['lora_b'].name}",
+    ]
 
     unnormalized = _dare(
         tiny_model_dir,

@@ -17,7 +17,7 @@ from foundry_assets.audit_report import build_report
 from foundry_assets.defs.event_log import job_event_log
 from foundry_assets.demo.stories import StoryDrops, write_story_c
 from foundry_assets.hashing import sha256_file, sha256_tree
-from foundry_assets.publisher.layout import weights_of
+from foundry_assets.publisher.base import weights_of
 from foundry_assets.runner import RunOutcome, run_manifest
 from foundry_assets.workspace import WEIGHT_STAGES, Workspace
 

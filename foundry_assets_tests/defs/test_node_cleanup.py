@@ -22,8 +22,7 @@ from foundry_assets.defs.alchemist import merged_model
 from foundry_assets.defs.event_log import job_event_log
 from foundry_assets.defs.publisher import published_artifact
 from foundry_assets.hashing import sha256_tree
-from foundry_assets.publisher.base import HASH_MANIFEST
-from foundry_assets.publisher.layout import weights_of
+from foundry_assets.publisher.base import HASH_MANIFEST, weights_of
 from foundry_assets.runner import RunOutcome, run_manifest
 from foundry_assets.workspace import RECORD_STAGES, WEIGHT_STAGES, Workspace
 from foundry_assets_tests.defs.conftest import make_drop, step_failure

@@ -12,7 +12,7 @@ from foundry_assets.alchemist import AdapterRef, merge_adapters
 from foundry_assets.crucible.hardware import check_hardware
 from foundry_assets.crucible.params import TrainParams
 from foundry_assets.crucible.train import train_adapter
-from foundry_assets.publisher.layout import PUBLISHER_FILES
+from foundry_assets.publisher.base import PUBLISHER_FILES
 from foundry_assets.stages import PublishedArtifact
 from foundry_assets_tests.publisher.jobs import Job
 
