@@ -142,8 +142,8 @@ def test_config_sets_density_and_normalize_and_seed_is_deterministic(
     assert shipped["base_model"] == tiny_model_dir.name
     assert str(tmp_path) not in written and str(tiny_model_dir.parent) not in written
     assert [m["model"] for m in shipped["models"]] == [
-        f"{tiny_model_dir.name}+{adapters['lora_a'].name}",
-        f"{tiny_model_dir.name}+{adapters['lora_b'].name}",
+        f"{tiny_model_dir.name}+a",
+        f"{tiny_model_dir.name}+b",
     ]
 
     unnormalized = _dare(
