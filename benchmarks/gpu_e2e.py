@@ -6,6 +6,7 @@ under DAGSTER_HOME, the six assets, a local registry):
 
   qlora  4-bit SFT                dora  SFT with DoRA             orpo  preference triplets
   merge  a merge-only job: DARE-TIES of the qlora and dora jobs' published adapters (fetched from the registry)
+  served a DoRA job left at `artifact: auto`: it publishes its merged 16-bit model (servable by vLLM/TGI)
   q4     qlora on a pre-quantized bnb-4bit copy of the base (as `unsloth/llama-3-8b-bnb-4bit` ships), DARE-TIES of its
          adapter with the qlora job's published adapter into the dequantized 16-bit base
 
@@ -98,7 +99,7 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
 
     drop = root / "drops" / job
     drop.mkdir(parents=True, exist_ok=True)
-    method = {"orpo": "orpo", "merge": "dora", "q4": "qlora"}.get(job, job)
+    method = {"orpo": "orpo", "merge": "dora", "q4": "qlora", "served": "dora"}.get(job, job)
     records = (
         records_preference(args.records, 7)
         if job == "orpo"
@@ -409,7 +410,7 @@ def main() -> int:
         }
 
     # sources before the jobs that merge them; with --lanes N, N jobs of a phase run at once, one per GPU
-    order = ["qlora", "dora", "orpo", "merge", "q4"]
+    order = ["qlora", "dora", "orpo", "merge", "served", "q4"]
     queue = [j for j in order if j in jobs] + [j for j in jobs if j not in order]
     phases: list[list[str]] = []
     for job in queue:

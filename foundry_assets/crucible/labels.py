@@ -92,6 +92,12 @@ def check_trained_labels(
     """Check the first SAMPLE_ROWS tokenized rows of the trainer's dataset (see the module docstring); raise a
     TrainingError naming the template, the token and the fix, before any training step."""
     where = "the base tokenizer's chat template" if source == "base" else "the default chat template"
+    if not len(rows):
+        raise TrainingError(
+            f"no training row is left after the trainer tokenized the data under {where} at max_seq_length "
+            f"{max_length} (rows whose answer does not fit are dropped); raise method_config.max_seq_length or "
+            "shorten the prompts"
+        )
     turn = end_of_turn(tokenizer)
     if turn is None:
         raise TrainingError(

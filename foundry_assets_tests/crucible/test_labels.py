@@ -1,5 +1,6 @@
 """Training on the chat template: the label check before any step, and the template the adapter ships with."""
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,27 @@ def test_wrong_labels_are_refused_naming_the_template_and_token(
     # a row cut at max_seq_length may have lost its end-of-turn token: only the prompt check applies to it
     if "carries no label" in message and "no token" not in message:
         assert check_trained_labels(bad, tokenizer, source="base", max_length=len(bad[2]["input_ids"]))
+
+
+@pytest.mark.slow
+def test_data_that_leaves_no_row_at_max_seq_length_fails_before_any_step(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Rows whose answer does not fit max_seq_length are dropped by the trainer; none left was a sampler's
+    'num_samples=0' from inside the Trainer, after the label check had passed on an empty sample."""
+    with pytest.raises(
+        TrainingError, match=r"no training row is left .* at max_seq_length 8 .*max_seq_length"
+    ):
+        train_adapter(
+            model_path=tiny_model_dir,
+            strategy_name="lora",
+            train_examples=[qa(i) for i in range(8)],
+            out_dir=tmp_path / "adapter",
+            params=dataclasses.replace(PARAMS, max_seq_length=8),
+            hardware=check_hardware("lora", device="cpu"),
+            backend=BACKEND,  # type: ignore[arg-type]
+        )
+    assert not (tmp_path / "adapter").exists()
 
 
 def base_with_template(tiny_model_dir: Path, folder: Path, template: str | None) -> Path:

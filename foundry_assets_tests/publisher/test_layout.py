@@ -20,6 +20,7 @@ from foundry_assets.publisher import (
     push_artifact,
     registered_schemes,
 )
+from foundry_assets.publisher.base import PUBLISHER_FILES, weights_of
 from foundry_assets.publisher.layout import stage_artifact
 
 MANIFEST: dict[str, Any] = {
@@ -65,7 +66,7 @@ def test_stage_artifact_lays_out_weights_manifest_report_and_card(tmp_path: Path
     assert "report_path" not in (staging / "exam_report.json").read_text()
 
 
-@pytest.mark.parametrize("name", sorted(layout.PUBLISHER_FILES))
+@pytest.mark.parametrize("name", sorted(PUBLISHER_FILES))
 def test_a_weights_folder_holding_a_publisher_file_is_refused(tmp_path: Path, name: str) -> None:
     """The weights sit at the tag's root beside the publisher's files: a weights folder holding one of them would
     ship one of the two under that name, so staging refuses it and names the file."""
@@ -75,7 +76,12 @@ def test_a_weights_folder_holding_a_publisher_file_is_refused(tmp_path: Path, na
     (source / name).write_text("written by a library")
     with pytest.raises(PublishError, match=rf"merged_model folder .* holds \['{re.escape(name)}'\]"):
         stage_artifact(
-            source, tmp_path / "staging", kind="merged_model", manifest_dict=MANIFEST, exam_report_dict=EXAM
+            source,
+            tmp_path / "staging",
+            kind="merged_model",
+            manifest_dict=MANIFEST,
+            exam_report_dict=EXAM,
+            lot=LOT,
         )
     assert not (tmp_path / "staging").exists() and (source / name).read_text() == "written by a library"
 
@@ -85,12 +91,12 @@ def test_the_weights_of_a_listing_are_its_root_or_its_legacy_folder() -> None:
     layout) holds them in `adapter/` or `merged_model/`."""
     ours = dict.fromkeys(["README.md", "manifest.yaml", "exam_report.json", "MANIFEST.sha256"], "0" * 64)
     root = {**ours, "config.json": "1" * 64, "model.safetensors": "2" * 64}
-    assert layout.weights_of(root) == ("", {"config.json": "1" * 64, "model.safetensors": "2" * 64})
+    assert weights_of(root) == ("", {"config.json": "1" * 64, "model.safetensors": "2" * 64})
     legacy = {**ours, "adapter/adapter_config.json": "3" * 64, "adapter/README.md": "4" * 64}
-    assert layout.weights_of(legacy) == ("adapter/", {"adapter_config.json": "3" * 64, "README.md": "4" * 64})
+    assert weights_of(legacy) == ("adapter/", {"adapter_config.json": "3" * 64, "README.md": "4" * 64})
     merged = {**ours, "merged_model/model.safetensors": "5" * 64}
-    assert layout.weights_of(merged) == ("merged_model/", {"model.safetensors": "5" * 64})
-    assert layout.weights_of(ours) == ("", {})
+    assert weights_of(merged) == ("merged_model/", {"model.safetensors": "5" * 64})
+    assert weights_of(ours) == ("", {})
 
 
 def test_the_published_manifest_never_holds_a_credential(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from foundry_assets.crucible.params import TrainParams
 from foundry_assets.crucible.train import train_adapter
 from foundry_assets.publisher.base import PUBLISHER_FILES
 from foundry_assets.stages import PublishedArtifact
+from foundry_assets_tests.crucible.conftest import qa
 from foundry_assets_tests.publisher.jobs import Job
 
 pytestmark = pytest.mark.slow
@@ -26,13 +27,13 @@ PARAMS = TrainParams(
     dropout=0.0,
     learning_rate=5e-3,
     max_steps=4,
-    max_seq_length=32,
+    max_seq_length=64,
     logging_steps=2,
     seed=0,
     batch_size=4,
     grad_accum=1,
 )
-EXAMPLES = [{"text": f"Question: what is {i} plus {i}? Answer: {2 * i}."} for i in range(16)]
+EXAMPLES = [qa(i) for i in range(16)]
 
 
 @pytest.fixture(scope="module")
