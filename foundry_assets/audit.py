@@ -4,6 +4,10 @@ Editing, removing or reordering any line breaks the chain at the next line; edit
 `sha256`. Truncation of the tail is caught by comparing the head (the last record's hash) with the `audit_head`
 that every asset writes into the Dagster event log (`foundry audit verify FILE --head HASH`). A torn last line (a
 write cut off by a full disk or a kill) fails verification until the next append fences it (see `AuditTrail`).
+
+Every record names its `actor` (who: `actor.py`) and, for a person's decision, the `reason` (why); both are inside
+the hash, so changing who did something breaks the chain like changing what was done. Records written before actors
+were recorded have neither and still verify.
 """
 
 import errno
@@ -16,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from foundry_assets.actor import Actor, current_actor
 from foundry_assets.audit_events import Event, TrailRepaired
 from foundry_assets.errors import AuditError
 from foundry_assets.fsio import _fsync_dir, write_bytes
@@ -33,14 +38,17 @@ def _record_hash(record: dict[str, Any]) -> str:
 
 
 def _new_record(
-    seq: int, prev: str, job_id: str, event: str, data: dict[str, Any]
+    seq: int, prev: str, job_id: str, event: str, data: dict[str, Any], actor: Actor, reason: str | None = None
 ) -> tuple[dict[str, Any], bytes]:
-    """A record linked to the line before it, and its line (ASCII JSON: a byte never splits a character)."""
+    """A record linked to the line before it, and its line (ASCII JSON: a byte never splits a character); the actor
+    and the reason are hashed with the rest."""
     record: dict[str, Any] = {
         "seq": seq,
         "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
         "job_id": job_id,
         "event": event,
+        "actor": actor.to_dict(),
+        **({"reason": reason} if reason is not None else {}),
         "data": data,
         "prev_sha256": prev,
     }
@@ -86,9 +94,29 @@ class AuditTrail:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def append(self, event: str, *, job_id: str, **data: Any) -> dict[str, Any]:
-        """Append one record; returns it (with its `sha256`, the new head). AuditError when the write fails (the
-        disk is full): the record does not count, and the next append fences what was written of it."""
+    def append(
+        self, event: str, *, job_id: str, actor: Actor | None = None, reason: str | None = None, **data: Any
+    ) -> dict[str, Any]:
+        """Append one record of `event` with `data`; returns it (with its `sha256`, the new head). `actor` defaults
+        to the process's (`actor.current_actor`); `reason` is a person's why (e.g. a signature's), kept beside the
+        actor. AuditError when the write fails (the disk is full): the record does not count, and the next append
+        fences what was written of it."""
+        return self.write(event, job_id=job_id, data=data, actor=actor, reason=reason)
+
+    def write(
+        self,
+        event: str,
+        *,
+        job_id: str,
+        data: dict[str, Any],
+        actor: Actor | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """`append` with the payload as one dict, so a stage's own `reason` key (why a step was refused) stays in
+        `data` and is not taken for a person's reason."""
+        if reason is not None and not reason.strip():
+            raise ValueError(f"{event}: an empty reason; say why, or give none")
+        actor = actor or current_actor()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         try:
@@ -106,10 +134,12 @@ class AuditTrail:
             prev = _line_hash(lines[-1]) if lines else GENESIS
             if len(whole) < len(content):
                 fence = self._move_torn_tail(fd, content[len(whole) :], len(whole), len(lines) + 1)
-                _fence, payload = _new_record(len(lines) + 1, prev, job_id, Event.TRAIL_REPAIRED, dict(fence))
+                _fence, payload = _new_record(
+                    len(lines) + 1, prev, job_id, Event.TRAIL_REPAIRED, dict(fence), actor
+                )
                 lines.append(payload[:-1])
                 prev = _line_hash(payload[:-1])
-            record, line = _new_record(len(lines) + 1, prev, job_id, event, data)
+            record, line = _new_record(len(lines) + 1, prev, job_id, event, data, actor, reason)
             _write_all(fd, payload + line)
             os.fsync(fd)
         except OSError as e:

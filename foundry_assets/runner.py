@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.actor import ACTOR_TAG, current_actor
 from foundry_assets.errors import DataError
 from foundry_assets.fsio import copy_file
 from foundry_assets.manifest import TrainingManifest, load_manifest
@@ -160,7 +161,8 @@ def run_manifest(
     definitions: dg.Definitions | None = None,
     log_level: str = "INFO",
 ) -> RunOutcome:
-    """Validate, register and materialize every asset of the job's partition in one run.
+    """Validate, register and materialize every asset of the job's partition in one run, as this process's actor
+    (the `foundry/actor` tag names it in every record the run writes).
 
     `definitions` defaults to the code location's `defs`; tests pass one built with other resources.
     """
@@ -176,6 +178,7 @@ def run_manifest(
         instance=instance,
         partition_key=manifest.job_id,
         raise_on_error=False,
+        tags={ACTOR_TAG: current_actor().to_tag()},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
     outcome = RunOutcome(

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from foundry_assets.actor import ACTOR_TAG, actor_from_env, current_actor, use_actor
 from foundry_assets.cli.curate import add_curate_parser
 from foundry_assets.errors import DataError, ManifestError
 
@@ -51,6 +52,7 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
     _console(verbose)
     home = ensure_dagster_home()
     current: list[str] = []
+    actor = current_actor()  # the run's records name the person who launched it
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -66,7 +68,7 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
             if (done := published_before(path)) is not None:
                 say(done)
                 continue
-            manifest, run_id = launch_manifest(path, instance=instance)
+            manifest, run_id = launch_manifest(path, instance=instance, tags={ACTOR_TAG: actor.to_tag()})
             current.append(run_id)
             say(f"run {run_id} queued on the instance in {home} (job {manifest.job_id}); the UI shows it too")
             outcome = follow_run(instance, run_id, manifest.job_id, say, log=note, verbose=verbose)
@@ -336,7 +338,12 @@ def _add_audit_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        actor = actor_from_env()  # who this command acts for: FOUNDRY_ACTOR, else the OS user
+    except ValueError as e:
+        return _fail(str(e), EXIT_INVALID)
+    try:
+        with use_actor(actor):
+            return int(args.func(args))
     except (ManifestError, DataError) as e:
         return _fail(str(e), EXIT_INVALID)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run being followed was terminated first

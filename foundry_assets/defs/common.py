@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from foundry_assets.actor import Actor, run_actor
 from foundry_assets.audit import AuditTrail
 from foundry_assets.audit_events import Event
 from foundry_assets.defs.partitions import job_partitions
@@ -37,16 +38,19 @@ def stage_asset(
 
 @dataclass
 class JobContext:
-    """The partition's job: its manifest, workspace and audit trail."""
+    """The partition's job: its manifest, workspace and audit trail, and who the run acts for."""
 
     job_id: str
     manifest: TrainingManifest
     workspace: Workspace
     trail: AuditTrail
+    actor: Actor
+    """From the run's tags (`actor.run_actor`), with the run's id: every record the run writes names it."""
 
     def audit(self, event: Event, **data: Any) -> str:
-        """Append an audit record; returns the new head hash (recorded in asset metadata)."""
-        return str(self.trail.append(event, job_id=self.job_id, **data)["sha256"])
+        """Append an audit record as the run's actor; returns the new head hash (recorded in asset metadata). A
+        stage's `reason` (why a step was refused) stays in the record's data."""
+        return str(self.trail.write(event, job_id=self.job_id, data=data, actor=self.actor)["sha256"])
 
 
 def job_context(
@@ -57,7 +61,8 @@ def job_context(
         manifest = workspace.manifest(job_id)
     except FoundryError as e:
         raise dg.Failure(description=str(e), allow_retries=False) from e
-    return JobContext(job_id, manifest, workspace.workspace, audit_trail.trail(job_id))
+    actor = run_actor(context.run_id, context.run.tags)
+    return JobContext(job_id, manifest, workspace.workspace, audit_trail.trail(job_id), actor)
 
 
 def table(columns: list[str], rows: list[list[Any]]) -> dg.TableMetadataValue:
