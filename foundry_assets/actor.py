@@ -66,7 +66,9 @@ def parse_actor(text: str, *, source: str = ACTOR_ENV) -> Actor:
     else:
         value = Actor("user", text.strip()) if text.strip() else None
     if value is None:
-        raise ValueError(f"{source}={text!r} names no actor; set it to KIND:NAME (e.g. service:ci) or a user name")
+        raise ValueError(
+            f"{source}={text!r} names no actor; set it to KIND:NAME (e.g. service:ci) or a user name"
+        )
     return value
 
 

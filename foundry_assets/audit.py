@@ -38,7 +38,13 @@ def _record_hash(record: dict[str, Any]) -> str:
 
 
 def _new_record(
-    seq: int, prev: str, job_id: str, event: str, data: dict[str, Any], actor: Actor, reason: str | None = None
+    seq: int,
+    prev: str,
+    job_id: str,
+    event: str,
+    data: dict[str, Any],
+    actor: Actor,
+    reason: str | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """A record linked to the line before it, and its line (ASCII JSON: a byte never splits a character); the actor
     and the reason are hashed with the rest."""

@@ -43,7 +43,8 @@ class Event(StrEnum):
 
 class OnEvent(Protocol):
     """How a stage's entry point writes its audit records without knowing Dagster: append one record (`event` with
-    `data`) to the job's trail and return the trail's new head hash (the asset passes `JobContext.audit`)."""
+    `data`) to the job's trail, as the run's actor, and return the trail's new head hash (the asset passes
+    `JobContext.audit`). A `reason` here is the stage's own (why a step was refused) and stays in `data`."""
 
     def __call__(self, event: Event, **data: Any) -> str: ...
 
@@ -66,6 +67,8 @@ class JobAccepted(TypedDict, total=False):
     lot_number: str
     dataset_sha256: str
     manifest_sha256: str
+    environment: dict[str, Any]
+    """`intake.fingerprint.EnvironmentFingerprint.to_dict()`: where the lot was accepted (not in the lot number)."""
 
 
 class TrainingLoss(TypedDict):
@@ -137,7 +140,8 @@ class TrailRepaired(TypedDict):
 
 
 Record = dict[str, Any]
-"""An audit record as `AuditTrail.records()` returns it: seq, event, job_id, data, prev/sha256."""
+"""An audit record as `AuditTrail.records()` returns it: seq, ts, job_id, event, actor (`actor.Actor.to_dict()`; absent
+in records written before actors were recorded), reason (a person's why, when given), data, prev/sha256."""
 
 
 def latest(records: Iterable[Record], event: Event, *, before: int | None = None) -> Record | None:

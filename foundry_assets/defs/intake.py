@@ -7,6 +7,7 @@ from foundry_assets.audit_events import Event
 from foundry_assets.defs.common import job_context, stage_asset
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
 from foundry_assets.errors import FoundryError
+from foundry_assets.intake.fingerprint import environment_fingerprint
 from foundry_assets.intake.receive import DROP_SHA256_TAG, receive_job
 from foundry_assets.intake.stage import snapshot_drop
 from foundry_assets.stages import RawData
@@ -35,7 +36,8 @@ def raw_data(
     audit_trail: AuditTrailResource,
     publisher: PublisherResource,
 ) -> dg.Output[RawData]:
-    """The job's data drop, copied into the job folder and hashed with its manifest: the lot number."""
+    """The job's data drop, copied into the job folder and hashed with its manifest (the lot number), and the
+    environment it is made in."""
     try:
         received = receive_job(
             workspace.workspace,
@@ -51,12 +53,13 @@ def raw_data(
         raw = snapshot_drop(job.manifest, job.workspace)
     except FoundryError as e:
         raise dg.Failure(description=str(e), allow_retries=False) from e
-    manifest = job.manifest
+    manifest, environment = job.manifest, environment_fingerprint().to_dict()
     head = job.audit(
         Event.JOB_ACCEPTED,
         manifest=manifest.model_dump(mode="json"),
         source_data=manifest.data.path,
         lines=raw.lines,
+        environment=environment,
         **raw.lot(),
     )
     context.log.info(f"Job {job.job_id} accepted: lot {raw.lot_number}")
@@ -69,6 +72,7 @@ def raw_data(
             "source_data": dg.MetadataValue.path(manifest.data.path),
             "snapshot": dg.MetadataValue.path(str(raw.data_path)),
             "lines": raw.lines,
+            "environment": dg.MetadataValue.json(environment),
             "audit_head": head,
         },
     )
