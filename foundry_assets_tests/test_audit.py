@@ -4,9 +4,11 @@ import re
 from multiprocessing import get_context
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from foundry_assets.actor import ACTOR_ENV, Actor, use_actor
 from foundry_assets.audit import GENESIS, AuditTrail, verify_audit_log
 from foundry_assets.audit_events import Event
 from foundry_assets.cli import main
@@ -35,6 +37,88 @@ def test_intact_log_verifies_and_records_read_back(log: Path) -> None:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines(keepends=True)
+
+
+def test_every_record_names_its_actor_and_a_persons_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ACTOR_ENV, "service:ci")
+    trail = AuditTrail(tmp_path / "j.jsonl")
+    accepted = trail.append(Event.JOB_ACCEPTED, job_id="j", lot_number="abc")
+    with use_actor(Actor("user", "alice")):
+        loss = trail.append(Event.TRAINING_LOSS, job_id="j", step=10, loss=0.5)
+    signer = Actor("user", "Dr. Quality Person", "run-7")
+    signed = trail.append(Event.PUBLISHED, job_id="j", actor=signer, reason="release approved", tag="v1")
+    refused = trail.write(Event.PUBLISH_REFUSED, job_id="j", data={"reason": "exam failed"})
+
+    assert accepted["actor"] == {"kind": "service", "name": "ci"} and "reason" not in accepted
+    assert loss["actor"] == {"kind": "user", "name": "alice"}
+    assert signed["actor"] == {"kind": "user", "name": "Dr. Quality Person", "run_id": "run-7"}
+    assert signed["reason"] == "release approved" and signed["data"] == {"tag": "v1"}
+    assert (
+        refused["data"] == {"reason": "exam failed"} and "reason" not in refused
+    )  # a stage's why stays in data
+    assert trail.records() == [accepted, loss, signed, refused]
+    with pytest.raises(ValueError, match="an empty reason"):
+        trail.append(Event.PUBLISHED, job_id="j", actor=signer, reason="  ")
+    assert len(trail.records()) == 4
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda record: record["actor"].update(name="mallory"),
+        lambda record: record["actor"].update(run_id="another-run"),
+        lambda record: record.pop("reason"),
+        lambda record: record.update(reason="approved without review"),
+    ],
+)
+def test_changing_who_or_why_breaks_the_chain(tmp_path: Path, tamper: Any) -> None:
+    from foundry_assets.audit import _record_hash
+
+    trail = AuditTrail(tmp_path / "j.jsonl")
+    trail.append(Event.JOB_ACCEPTED, job_id="j", actor=Actor("user", "alice", "r1"), lot_number="abc")
+    trail.append(Event.PUBLISHED, job_id="j", actor=Actor("user", "qa", "r1"), reason="approved", tag="v1")
+    trail.append(Event.NODE_WEIGHTS_REMOVED, job_id="j", actor=Actor("user", "qa", "r1"))
+    lines = _lines(trail.path)
+    record = json.loads(lines[1])
+    tamper(record)
+    lines[1] = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+    trail.path.write_text("".join(lines))
+    result = verify_audit_log(trail.path)
+    assert not result.ok and result.first_bad_line == 2 and "edited" in result.reason
+    record["sha256"] = _record_hash(
+        record
+    )  # a forger who also re-hashes the record is caught by the next line
+    lines[1] = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+    trail.path.write_text("".join(lines))
+    result = verify_audit_log(trail.path)
+    assert not result.ok and result.first_bad_line == 3 and "prev_sha256" in result.reason
+
+
+def write_legacy_trail(path: Path, events: list[tuple[Event, dict[str, Any]]]) -> list[str]:
+    """A trail as the foundry wrote it before records named their actor (seq, ts, job_id, event, data, hashes)."""
+    prev, lines = GENESIS, []
+    for seq, (event, data) in enumerate(events, start=1):
+        record = {"seq": seq, "ts": "2026-11-01T00:00:00.000000+00:00", "job_id": "j", "event": event}
+        record.update(data=data, prev_sha256=prev)
+        body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+        record["sha256"] = hashlib.sha256(body).hexdigest()
+        line = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        prev = hashlib.sha256(line.encode()).hexdigest()
+        lines.append(line + "\n")
+    path.write_text("".join(lines))
+    return [str(json.loads(line)["sha256"]) for line in lines]
+
+
+def test_records_written_before_actors_still_verify_and_the_chain_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "old.jsonl"
+    heads = write_legacy_trail(path, [(Event.JOB_ACCEPTED, {"lot_number": "abc"}), (Event.DATA_CURATED, {})])
+    assert verify_audit_log(path, expected_head=heads[-1]).ok
+    AuditTrail(path).append(Event.PREFLIGHT_PASSED, job_id="j", actor=Actor("service", "dagster", "r2"))
+    records = AuditTrail(path).records()
+    assert ["actor" in r for r in records] == [False, False, True]
+    assert records[2]["prev_sha256"] == hashlib.sha256(path.read_text().splitlines()[1].encode()).hexdigest()
 
 
 def test_edited_line_is_caught_at_that_line(log: Path) -> None:
