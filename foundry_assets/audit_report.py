@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from foundry_assets.actor import describe
 from foundry_assets.audit import verify_audit_log
 from foundry_assets.audit_checks import STAGE_SECTIONS, Item, Section, Witnesses
 from foundry_assets.audit_events import STAGE_EVENTS, Event, Record, latest
@@ -140,6 +141,28 @@ def trail_section(records: list[Record], trail_path: Path) -> Section:
     return Section("The audit trail on its own", items)
 
 
+def actors_section(records: list[Record]) -> Section:
+    """Who did what, when and why: each record's actor (kind, name, run) and a person's reason, in trail order. A run
+    of records alike but for their data (the training's loss every 10 steps) is one row. A record written before
+    actors were recorded says so."""
+    items: list[Item] = []
+    rows: list[tuple[tuple[Any, ...], list[Record]]] = []
+    for record in records:
+        key = (record.get("event"), describe(record.get("actor")), record.get("reason"))
+        if rows and rows[-1][0] == key:
+            rows[-1][1].append(record)
+        else:
+            rows.append((key, [record]))
+    for (event, actor, reason), group in rows:
+        first, last = group[0], group[-1]
+        seqs = f"#{first.get('seq')}" + (f"–#{last.get('seq')}" if len(group) > 1 else "")
+        when = str(first.get("ts", ""))[:19].replace("T", " ") + " UTC"
+        count = f" ×{len(group)}" if len(group) > 1 else ""
+        note = f"why: {reason}" if reason else ""
+        items.append(Item(f"{seqs} {event}{count}", f"{when} · {actor}", status="info", note=note))
+    return Section("Who did what (every record's actor and reason)", items)
+
+
 def _repair(record: Record, trail_path: Path) -> Item:
     """A `trail_repaired` record: the torn bytes' size and hash against the sidecar file that keeps them."""
     data = record.get("data") or {}
@@ -211,6 +234,7 @@ def build_report(
         links,
         trail_section(records, trail_path),
         *(section(witnesses) for section in STAGE_SECTIONS),
+        actors_section(records),
     ]
     return AuditReport(job_id, sections)
 

@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from foundry_assets.actor import Actor, current_actor
 from foundry_assets.audit import AuditTrail
 from foundry_assets.audit_checks import GATE_CHECK
 from foundry_assets.audit_events import Event
@@ -19,6 +20,7 @@ from foundry_assets.manifest import TrainingManifest
 from foundry_assets.runner import run_manifest
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
+from foundry_assets_tests.test_audit import write_legacy_trail
 
 LOT = "1" * 64
 ADAPTER = {"adapter_model.safetensors": "a" * 64, "adapter_config.json": "b" * 64}
@@ -206,6 +208,29 @@ def test_a_repaired_trail_shows_the_torn_write_and_its_evidence(tmp_path: Path) 
     ]
 
 
+def test_the_report_shows_who_did_what_and_why_and_older_records_as_not_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "job-x.jsonl"
+    write_legacy_trail(path, [(Event.JOB_ACCEPTED, {"lot_number": LOT}), (Event.DATA_CURATED, {})])
+    trail = AuditTrail(path)
+    sensor = Actor("sensor", "drop_sensor", "0123456789abcdef")
+    for step in (10, 20, 30):
+        trail.append(Event.TRAINING_LOSS, job_id="job-x", actor=sensor, step=step, loss=1.0)
+    trail.append(
+        Event.PUBLISHED, job_id="job-x", actor=Actor("user", "Dr. Q"), reason="approved after review"
+    )
+    trail.append(Event.NODE_WEIGHTS_REMOVED, job_id="job-x", actor=sensor)
+    report = build_report("job-x", manifest=MANIFEST, trail_path=path, materializations={}, checks={})
+    [section] = [s for s in report.sections if s.title.startswith("Who did what")]
+    assert [(item.label, item.trail.split(" · ", 1)[1], item.note) for item in section.items] == [
+        ("#1 job_accepted", "(not recorded)", ""),
+        ("#2 data_curated", "(not recorded)", ""),
+        ("#3–#5 training_loss ×3", "sensor drop_sensor · run 01234567", ""),
+        ("#6 published", "user Dr. Q", "why: approved after review"),
+        ("#7 node_weights_removed", "sensor drop_sensor · run 01234567", ""),
+    ]
+    assert "| #6 published | " in report.to_markdown() and "why: approved after review" in report.to_html()
+
+
 def test_an_edited_trail_breaks_the_chain(tmp_path: Path) -> None:
     path, events, checks = chain(tmp_path)
     lines = path.read_text().splitlines()
@@ -240,6 +265,8 @@ def test_cli_reports_the_demo_job_complete_then_catches_a_truncated_trail(
     assert main(["audit", "report", "job-audited"]) == 0
     markdown = capsys.readouterr().out
     assert "complete and consistent" in markdown and str(outcome.lot_number) in markdown
+    launcher = f"{current_actor().kind} {current_actor().name} · run {outcome.run_id[:8]}"
+    assert launcher in markdown and "(not recorded)" not in markdown  # who ran each step
     assert main(["audit", "report", "job-audited", "--html", "-o", str(tmp_path / "report.html")]) == 0
     assert str(outcome.lot_number) in (tmp_path / "report.html").read_text()
 
