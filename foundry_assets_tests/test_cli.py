@@ -69,6 +69,14 @@ def test_run_refuses_data_outside_the_manifest_folder_before_registering(
     assert not list((tmp_path / "foundry").rglob("*.yaml")), "nothing was registered"
 
 
+def test_a_foundry_actor_without_a_name_is_invalid_input(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FOUNDRY_ACTOR", "service:")
+    assert main(["schema"]) == 2
+    assert "FOUNDRY_ACTOR='service:' names no actor" in capsys.readouterr().err
+
+
 def test_console_script_is_installed() -> None:
     out = subprocess.run(
         [str(Path(sys.executable).parent / "foundry"), "--help"], capture_output=True, text=True, check=True
@@ -114,6 +122,7 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
         **{k: v for k, v in os.environ.items() if k not in ("FOUNDRY_VERBOSE", "TQDM_DISABLE")},
         "DAGSTER_HOME": str(tmp_path / "home"),
         "FOUNDRY_HOME": str(tmp_path / "foundry"),
+        "FOUNDRY_ACTOR": "user:Quality Alice",
     }
     done = _foundry_run(drop.manifest_path, env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -136,6 +145,12 @@ def test_a_run_prints_its_summary_on_stdout_and_no_third_party_noise(tmp_path: P
     # the same command again: the lot is published and its registry copy verifies, so nothing is run or recorded
     trail = tmp_path / "foundry" / "audit" / "cli-quiet.jsonl"
     records = trail.read_text().splitlines()
+    launcher = {
+        "kind": "user",
+        "name": "Quality Alice",
+        "run_id": out[0].split()[1],
+    }  # the run's foundry/actor tag
+    assert [json.loads(line)["event"] for line in records if json.loads(line)["actor"] != launcher] == []
     again = _foundry_run(drop.manifest_path, env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "this lot is already published" in again.stdout and "nothing to run" in again.stdout

@@ -6,14 +6,19 @@ import dagster as dg
 import pytest
 import yaml
 
+from foundry_assets.actor import SENSOR_TAG
+from foundry_assets.audit import AuditTrail
 from foundry_assets.definitions import build_definitions
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.workspace import Workspace
 from foundry_assets_tests.defs.conftest import make_drop
 
 
-def _launch(instance: dg.DagsterInstance, job_id: str, config: dict[str, str]) -> dg.ExecuteInProcessResult:
-    """What the launchpad does once the engineer has added the partition and filled in raw_data's config."""
+def _launch(
+    instance: dg.DagsterInstance, job_id: str, config: dict[str, str], tags: dict[str, str] | None = None
+) -> dg.ExecuteInProcessResult:
+    """What the launchpad does once the engineer has added the partition and filled in raw_data's config (no tags:
+    the OSS UI records no user), or a sensor's run request (its tags)."""
     instance.add_dynamic_partitions(str(job_partitions.name), [job_id])
     return (
         build_definitions()
@@ -23,6 +28,7 @@ def _launch(instance: dg.DagsterInstance, job_id: str, config: dict[str, str]) -
             partition_key=job_id,
             run_config={"ops": {"raw_data": {"config": config}}},
             raise_on_error=False,
+            tags=tags,
         )
     )
 
@@ -49,6 +55,14 @@ def test_a_pasted_manifest_registers_the_job_and_publishes(
     assert result.success
     assert workspace.load("pasted-job").job_id == "pasted-job"
     assert result.output_for_node("published_artifact").status == "published"
+    ui = {
+        "kind": "service",
+        "name": "dagster",
+        "run_id": result.run_id,
+    }  # OSS Dagster does not know who clicked
+    assert [
+        r["event"] for r in AuditTrail(workspace.audit_path("pasted-job")).records() if r["actor"] != ui
+    ] == []
 
 
 def test_a_bad_pasted_manifest_fails_raw_data_with_field_named_errors_and_registers_nothing(
@@ -85,6 +99,11 @@ def test_a_drop_location_is_received_by_the_run(
     demo_root: Path, workspace: Workspace, instance: dg.DagsterInstance
 ) -> None:
     drop = make_drop(demo_root, "by-location")
-    result = _launch(instance, "by-location", {"drop": str(drop.manifest_path.parent)})
+    sensor = {SENSOR_TAG: "drop_sensor"}  # Dagster tags each run a sensor requests with the sensor's name
+    result = _launch(instance, "by-location", {"drop": str(drop.manifest_path.parent)}, sensor)
     assert result.success
+    actor = {"kind": "sensor", "name": "drop_sensor", "run_id": result.run_id}
+    assert [
+        r["event"] for r in AuditTrail(workspace.audit_path("by-location")).records() if r["actor"] != actor
+    ] == []
     assert Path(workspace.load("by-location").data.path).is_relative_to(workspace.root / "received")

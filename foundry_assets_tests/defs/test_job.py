@@ -6,10 +6,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from foundry_assets.actor import current_actor
 from foundry_assets.audit import verify_audit_log
 from foundry_assets.definitions import FOUNDRY_ASSETS, build_resources, defs
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.publisher import published_artifact
+from foundry_assets.intake.fingerprint import installed, packages_sha256
 from foundry_assets.manifest import load_manifest
 from foundry_assets.publisher.base import HASH_MANIFEST
 from foundry_assets.runner import run_manifest
@@ -112,6 +114,13 @@ def test_demo_job_materializes_all_six_assets(
     for kind in ("job_accepted", "data_curated", "adapter_saved", "merged", "exam_verdict", "published"):
         assert kind in kinds
     assert records[0]["data"]["lot_number"] == lot
+    launcher = current_actor().in_run(outcome.run_id).to_dict()  # run_manifest tags the run with its caller
+    assert [
+        r["event"] for r in records if r.get("actor") != launcher
+    ] == []  # every record says who, in which run
+    environment = records[0]["data"]["environment"]  # where the lot was made, beside it in trail and metadata
+    assert environment == materializations["raw_data"].metadata["environment"].value
+    assert environment["packages_sha256"] == packages_sha256(installed()) and environment["gpu"]
     loss_steps = [record["data"]["step"] for record in records if record["event"] == "training_loss"]
     assert loss_steps == [10, 20, 30, 40]
 
