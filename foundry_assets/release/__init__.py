@@ -7,3 +7,11 @@ the release gate will.
 - `record`: the job's current release record as the trail and the exam report prove it.
 - `signature`: signing that record, and verifying a signature against the trusted signers and the current release.
 """
+
+from typing import Literal, get_args
+
+Meaning = Literal["review", "approve-release", "reject"]
+"""What a signature means (21 CFR 11.50(a)(3)): reviewed, approved for release, or rejected."""
+MEANINGS: tuple[str, ...] = get_args(Meaning)
+PASSPHRASE_ENV = "FOUNDRY_SIGNING_PASSPHRASE"
+"""Where automation passes a key's passphrase instead of the prompt; never printed nor recorded."""

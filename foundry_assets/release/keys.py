@@ -8,18 +8,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from foundry_assets.errors import SigningError
+from foundry_assets.release import PASSPHRASE_ENV
 
-Meaning = Literal["review", "approve-release", "reject"]
-"""What a signature means (21 CFR 11.50(a)(3)): reviewed, approved for release, or rejected."""
-MEANINGS: tuple[str, ...] = get_args(Meaning)
-PASSPHRASE_ENV = "FOUNDRY_SIGNING_PASSPHRASE"
-"""Where automation passes a key's passphrase instead of the prompt; never printed nor recorded."""
 MIN_PASSPHRASE = 8
 
 

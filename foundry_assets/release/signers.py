@@ -32,7 +32,8 @@ from pydantic import (
 )
 
 from foundry_assets.errors import SigningError
-from foundry_assets.release.keys import Meaning, key_id, parse_public_key
+from foundry_assets.release import Meaning
+from foundry_assets.release.keys import key_id, parse_public_key
 from foundry_assets.workspace import Workspace, default_root
 
 SIGNERS_ENV = "FOUNDRY_TRUSTED_SIGNERS"
