@@ -26,6 +26,9 @@ class Event(StrEnum):
     MERGE_REFUSED = "merge_refused"
     MERGED = "merged"
     EXAM_VERDICT = "exam_verdict"
+    RELEASE_SIGNED = "release_signed"
+    """An electronic signature of the job's release record (21 CFR 11.50/11.70), written by `foundry sign` at any
+    time after a passed exam (`ReleaseSigned`)."""
     PUBLISH_REFUSED = "publish_refused"
     PUBLISH_FAILED = "publish_failed"
     PUBLISH_STARTED = "publish_started"
@@ -99,6 +102,38 @@ class ExamVerdict(TypedDict, total=False):
     lot_number: str
     model_sha256: str
     """Tree digest of the model folder the exam loaded (`hashing.tree_digest`): the publish gate's link to `merged`."""
+
+
+class SignedManifestation(TypedDict):
+    """What a signer signs: the job's release record (lot, exam, artifact files), the signature's meaning and reason,
+    and who signed when. The Ed25519 signature covers its canonical JSON, so copying it to another lot, exam or
+    artifact, or editing any field, makes it fail verification (`release.signature.verify_signature`)."""
+
+    job_id: str
+    lot_number: str
+    exam_report_sha256: str
+    """SHA256 of the exam report file the examiner wrote (`Workspace.exam_report_path`)."""
+    exam_verdict_sha256: str
+    """The `sha256` of the trail's `exam_verdict` record that passed: the signature's link into the hash chain."""
+    artifact: str
+    """"adapter" or "merged_model" (`publisher.gate.artifact_kind`)."""
+    files: dict[str, str]
+    """The artifact's weight files and their SHA256, as the publish gate derives them from the trail."""
+    meaning: str
+    """review, approve-release or reject."""
+    key_id: str
+    """SHA256 of the signer's raw Ed25519 public key."""
+    printed_name: str
+    signed_at: str
+    """UTC, ISO 8601."""
+    reason: str
+
+
+class ReleaseSigned(TypedDict):
+    manifestation: SignedManifestation
+    signature: str
+    """Base64 of the Ed25519 signature over the manifestation's canonical JSON (sorted keys, no whitespace)."""
+    algorithm: str
 
 
 class PublishStarted(TypedDict, total=False):

@@ -38,3 +38,8 @@ class PublishError(FoundryError, RuntimeError):
 
 class AuditError(FoundryError, ValueError):
     """The audit trail is broken: a record was edited, removed or reordered."""
+
+
+class SigningError(FoundryError, ValueError):
+    """A release cannot be signed as asked (wrong passphrase, unencrypted key, untrusted signer, empty reason), or the
+    trusted-signers file is missing or invalid; the message names the file or field and the fix."""

@@ -96,6 +96,10 @@ class Workspace:
         """Where the drop sensor looks for drops unless FOUNDRY_DROP_LOCATION names another place."""
         return self.root / "inbox"
 
+    def trusted_signers_path(self) -> Path:
+        """The trusted-signers file (`release.signers`) unless FOUNDRY_TRUSTED_SIGNERS names another file."""
+        return self.root / "trusted_signers.yaml"
+
     def received_dir(self) -> Path:
         """Where drops are received: content-addressed copies, and the scratch folders S3 drops are downloaded to."""
         return self.root / "received"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from foundry_assets.actor import ACTOR_TAG, actor_from_env, current_actor, use_actor
 from foundry_assets.cli.curate import add_curate_parser
+from foundry_assets.cli.sign import add_sign_parsers
 from foundry_assets.errors import DataError, ManifestError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_commands(sub)
     _add_run_commands(sub)
     _add_audit_commands(sub)
+    add_sign_parsers(sub)
     return parser
 
 
