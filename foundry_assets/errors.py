@@ -38,3 +38,7 @@ class PublishError(FoundryError, RuntimeError):
 
 class AuditError(FoundryError, ValueError):
     """The audit trail is broken: a record was edited, removed or reordered."""
+
+
+class ExamError(FoundryError, RuntimeError):
+    """The exam cannot run as the manifest asks (e.g. its champion cannot be fetched or verified)."""
