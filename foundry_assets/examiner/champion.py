@@ -138,6 +138,10 @@ def _fetched(
 def _latest_published(what: str, job_id: str, trail_for: Callable[[str], AuditTrail]) -> dict[str, Any]:
     """The data of the job's latest `published` record, from its hash-checked audit trail."""
     trail = trail_for(job_id)
+    if not trail.path.is_file():
+        raise ExamError(
+            f"{what} is unknown: it has no audit trail at {trail.path}; fix the job id or name a tag"
+        )
     try:
         records = trail.records()
     except FoundryError as e:
