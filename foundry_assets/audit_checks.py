@@ -274,8 +274,11 @@ def exam_section(w: Witnesses) -> Section:
         compare(f"check {GATE_CHECK} passed", exam.get("passed"), check.get("passed")),
         compare("reasons", exam.get("reasons"), meta.get("reasons")),
     ]
+    champion = exam.get("champion")
+    if champion:  # the release it also had to beat, named alike by the trail and the materialization
+        items.append(compare("champion", champion.get("label"), meta.get("champion")))
     for row in (exam.get("report") or {}).get("metrics", []):
-        for side in ("baseline", "candidate"):
+        for side in ("baseline", "champion", "candidate"):  # the champion's only when the exam named one
             if row.get(side) is not None:
                 key = f"{row['name']}_{side}"
                 items.append(compare(f"{key} (required {row.get('required')})", row[side], numbers.get(key)))

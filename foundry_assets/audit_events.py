@@ -102,6 +102,8 @@ class ExamVerdict(TypedDict, total=False):
     lot_number: str
     model_sha256: str
     """Tree digest of the model folder the exam loaded (`hashing.tree_digest`): the publish gate's link to `merged`."""
+    champion: dict[str, Any] | None
+    """The current release the candidate also had to beat (`ExamResult.champion`); None: the base model only."""
 
 
 class SignedManifestation(TypedDict):

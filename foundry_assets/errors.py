@@ -43,3 +43,7 @@ class AuditError(FoundryError, ValueError):
 class SigningError(FoundryError, ValueError):
     """A release cannot be signed as asked (wrong passphrase, unencrypted key, untrusted signer, empty reason), or the
     trusted-signers file is missing or invalid; the message names the file or field and the fix."""
+
+
+class ExamError(FoundryError, RuntimeError):
+    """The exam cannot run as the manifest asks (e.g. its champion cannot be fetched or verified)."""

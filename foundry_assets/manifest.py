@@ -46,6 +46,35 @@ def _check_safe_name(field: str, value: str) -> str:
     return value
 
 
+def _check_registry(field: str, value: str) -> str:
+    """A registry URI the publisher has a backend for, holding no credentials; errors name `field`."""
+    if not value.strip():
+        raise ValueError(
+            f"{field} is empty; give a folder path, a file:// URI, s3://bucket/prefix or git+https://…"
+        )
+    problem = credential_problem(field, value, REGISTRY_CREDENTIALS_FIX)
+    if problem:
+        raise ValueError(problem)
+    parsed = urlparse(value)
+    scheme = parsed.scheme.lower()
+    if scheme and scheme not in REGISTRY_SCHEMES and len(scheme) > 1:  # len 1: a Windows drive letter
+        raise ValueError(
+            f"{field} {redact(value)!r} uses the unknown scheme {scheme!r}; use a path, "
+            + " or ".join(f"{s}://…" for s in REGISTRY_SCHEMES)
+        )
+    if scheme == "s3" and not parsed.netloc:
+        raise ValueError(f"{field} {redact(value)!r} names no bucket; write s3://BUCKET/PREFIX")
+    if scheme.startswith("git+") and not parsed.path.strip("/"):
+        raise ValueError(f"{field} {redact(value)!r} names no repository; write {scheme}://HOST/ORG/REPO.git")
+    return value
+
+
+def _is_path(registry: str) -> bool:
+    """A registry given as a folder (no scheme, or a Windows drive letter), made absolute by `resolve`."""
+    scheme = urlparse(registry).scheme
+    return not scheme or len(scheme) == 1
+
+
 _LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 """A Hugging Face license id (as the hub lists them) and a hub repository id (NAME or ORG/NAME)."""
@@ -206,27 +235,7 @@ class PublishTarget(_Section):
     @field_validator("registry")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError(
-                "registry is empty; give a folder path, a file:// URI, s3://bucket/prefix or git+https://…"
-            )
-        problem = credential_problem("registry", value, REGISTRY_CREDENTIALS_FIX)
-        if problem:
-            raise ValueError(problem)
-        parsed = urlparse(value)
-        scheme = parsed.scheme.lower()
-        if scheme and scheme not in REGISTRY_SCHEMES and len(scheme) > 1:  # len 1: a Windows drive letter
-            raise ValueError(
-                f"registry {redact(value)!r} uses the unknown scheme {scheme!r}; use a path, "
-                + " or ".join(f"{s}://…" for s in REGISTRY_SCHEMES)
-            )
-        if scheme == "s3" and not parsed.netloc:
-            raise ValueError(f"registry {redact(value)!r} names no bucket; write s3://BUCKET/PREFIX")
-        if scheme.startswith("git+") and not parsed.path.strip("/"):
-            raise ValueError(
-                f"registry {redact(value)!r} names no repository; write {scheme}://HOST/ORG/REPO.git"
-            )
-        return value
+        return _check_registry("registry", value)
 
     @field_validator("webhook_url")
     @classmethod
@@ -425,8 +434,60 @@ def _default_gate() -> list[ExamMetric]:
     return ["heldout_loss"]
 
 
+class ChampionConfig(_Section):
+    """The current release of this model line, which the candidate must also beat: another job's latest publish, or a
+    registry tag."""
+
+    job: str | None = Field(
+        None,
+        description="job_id of a job in this foundry workspace whose latest `published` record is the champion: its "
+        "tag is fetched from the registry it was published to and every file checked against that record.",
+    )
+    tag: str | None = Field(
+        None,
+        description="A published tag that is the champion (a tag the foundry published: its MANIFEST.sha256 is checked). "
+        "Give either job or tag.",
+    )
+    registry: str | None = Field(
+        None,
+        description="Registry of `tag` (a path, file://, s3:// or git+…:// URI, no credentials); default: this job's "
+        "publish_target.registry. Only with `tag`.",
+    )
+
+    @field_validator("job")
+    @classmethod
+    def _safe_job(cls, value: str | None) -> str | None:
+        return None if value is None else _check_safe_name("exam.champion.job", value)
+
+    @field_validator("tag")
+    @classmethod
+    def _safe_tag(cls, value: str | None) -> str | None:
+        return None if value is None else _check_safe_name("exam.champion.tag", value)
+
+    @field_validator("registry")
+    @classmethod
+    def _known_registry(cls, value: str | None) -> str | None:
+        return None if value is None else _check_registry("exam.champion.registry", value)
+
+    @model_validator(mode="after")
+    def _one_of_job_or_tag(self) -> "ChampionConfig":
+        if (self.job is None) == (self.tag is None):
+            raise ValueError(
+                f"exam.champion needs exactly one of `job` (the job whose latest release is the champion) or `tag` "
+                f"(a published tag); got job={self.job!r}, tag={self.tag!r}. Write e.g. `champion: {{job: "
+                "support-2025-01}` or `champion: {tag: v1.2.0, registry: s3://models/support}`"
+            )
+        if self.job is not None and self.registry is not None:
+            raise ValueError(
+                "exam.champion.registry is only for a `tag` champion: a `job` champion is fetched from the registry "
+                "its own `published` record names; remove exam.champion.registry"
+            )
+        return self
+
+
 class ExamConfig(_Section):
-    """The gate: decontamination, and metrics of the candidate against the base model (the baseline)."""
+    """The gate: decontamination, and metrics of the candidate against the base model (the baseline) and, when named,
+    the current release (the champion)."""
 
     ngram_size: int = Field(13, ge=3, le=64, description="n of the train/test n-gram overlap check.")
     max_contamination: float = Field(
@@ -471,6 +532,20 @@ class ExamConfig(_Section):
         le=100_000,
         description="At most this many test items are scored per metric; at most 100,000 (generation runs per item).",
     )
+    champion: ChampionConfig | None = Field(
+        None,
+        description="The current release of this line (`{job: JOB_ID}` or `{tag: TAG, registry: URI}`), scored in "
+        "the same exam on the same prompts: every gated metric must then beat the base model (by the min_*_improvement "
+        "margins) and be at least as good as the champion (by champion_margin). None: the base model only.",
+    )
+    champion_margin: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="How much better than the champion each gated metric must be, in the metric's own unit: held-out "
+        "loss at most the champion's minus this, logic score and safety rate at least the champion's plus this. 0 (the "
+        "default): at least as good as the champion on every gated metric. At most 1 (a rate cannot gain more).",
+    )
 
     @field_validator("gate")
     @classmethod
@@ -481,12 +556,20 @@ class ExamConfig(_Section):
 
     @model_validator(mode="after")
     def _gates_something(self) -> "ExamConfig":
+        problems = []
         if not self.gate and self.max_contamination >= 1.0:
-            raise ValueError(
+            problems.append(
                 "exam.gate is empty and exam.max_contamination is 1.0: the exam gates nothing, so any trained model "
                 "would be published; list a metric in exam.gate (e.g. [heldout_loss]) or set max_contamination "
                 "below 1.0"
             )
+        if self.champion is not None and not self.gate:
+            problems.append(
+                "exam.champion is set but exam.gate is empty: no metric is compared with the champion; list the "
+                "metrics the candidate must win on in exam.gate (e.g. [heldout_loss]) or remove exam.champion"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @field_validator("refusal_patterns")
@@ -532,6 +615,12 @@ class TrainingManifest(_Section):
                 "publish_target.artifact is 'adapter' but merge.include_own_adapter is false, so this job trains no "
                 "adapter; publish the merged_model (or 'auto') instead"
             )
+        champion = self.exam.champion
+        if champion is not None and champion.job == self.job_id:
+            raise ValueError(
+                f"exam.champion.job {champion.job!r} is this job itself: a candidate cannot be its own champion; name "
+                "the job of the current release"
+            )
         return self
 
     def canonical_json(self) -> str:
@@ -555,10 +644,14 @@ class TrainingManifest(_Section):
             ]
             updates["merge"] = self.merge.model_copy(update={"sources": sources})
         registry = self.publish_target.registry
-        if not urlparse(registry).scheme or len(urlparse(registry).scheme) == 1:
+        if _is_path(registry):
             updates["publish_target"] = self.publish_target.model_copy(
                 update={"registry": absolute(registry)}
             )
+        champion = self.exam.champion
+        if champion is not None and champion.registry is not None and _is_path(champion.registry):
+            champion = champion.model_copy(update={"registry": absolute(champion.registry)})
+            updates["exam"] = self.exam.model_copy(update={"champion": champion})
         return self.model_copy(update=updates)
 
 

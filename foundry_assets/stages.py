@@ -132,6 +132,13 @@ class ExamResult:
     def metrics(self) -> list[dict[str, Any]]:
         return list(self.report.get("metrics", []))
 
+    @property
+    def champion(self) -> dict[str, Any] | None:
+        """The current release the candidate also had to beat (label, job_id, tag, uri, lot_number, artifact, files,
+        seconds), or None when the exam compared with the base model only (and in reports written before champions)."""
+        champion = self.report.get("champion")
+        return dict(champion) if champion else None
+
     def verdict_record(self) -> dict[str, Any]:
         """The `exam_verdict` audit record's payload: what the publish gate reads back from the trail."""
         return {
@@ -141,6 +148,7 @@ class ExamResult:
             "report": self.report,
             "lot_number": self.lot_number,
             "model_sha256": self.model_sha256,
+            "champion": self.champion,
         }
 
     def document(self) -> dict[str, Any]:

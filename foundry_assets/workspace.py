@@ -1,7 +1,7 @@
 """Where a job's files live: its registered manifest, its stage outputs and its audit trail.
 
 A job's stage folders are of two kinds. **Weights** (adapter, checkpoints, fetched merge sources, merge cache, merged
-model, publish staging) are large and leave the node once the job's artifact is published and verified in its
+model, the exam's champion, publish staging) are large and leave the node once the job's artifact is published and verified in its
 registry (`Workspace.remove_weights`; the product rule: no models left stranding on the GPU node). **Records** (the
 data snapshot, the curated splits, the exam report, the manifest, the audit trail) stay: they are what an auditor
 re-checks, and a merge job reads a source job's curated `train.jsonl` for its exam's decontamination.
@@ -31,15 +31,16 @@ def default_root() -> Path:
 
 
 RAW, CURATED, EXAM = "raw", "curated", "exam"
-ADAPTER, CHECKPOINTS, SOURCES, MERGE_CACHE, MERGED, STAGING = (
+ADAPTER, CHECKPOINTS, SOURCES, MERGE_CACHE, MERGED, CHAMPION, STAGING = (
     "adapter",
     "checkpoints",
     "sources",
     "merge-cache",
     "merged",
+    "champion",
     "staging",
 )
-WEIGHT_STAGES = (ADAPTER, CHECKPOINTS, SOURCES, MERGE_CACHE, MERGED, STAGING)
+WEIGHT_STAGES = (ADAPTER, CHECKPOINTS, SOURCES, MERGE_CACHE, MERGED, CHAMPION, STAGING)
 """Stage folders that hold model weights (or copies of them): removed from the node after a verified publish."""
 RECORD_STAGES = (RAW, CURATED, EXAM)
 """Stage folders that hold the job's records: kept on the node for ever (with the manifest and the audit trail)."""
@@ -133,6 +134,10 @@ class Workspace:
 
     def merged_dir(self, job_id: str) -> Path:
         return self.stage_dir(job_id, MERGED)
+
+    def champion_dir(self, job_id: str) -> Path:
+        """Where job `job_id`'s exam keeps the champion's tag (`exam.champion`), fetched from its registry for the exam."""
+        return self.stage_dir(job_id, CHAMPION)
 
     def exam_report_path(self, job_id: str) -> Path:
         return self.stage_dir(job_id, EXAM) / EXAM_REPORT

@@ -77,6 +77,37 @@ def test_reference_manifest_is_accepted_exactly() -> None:
         ),  # `$` matched before a last newline
         (lambda d: d.pop("base_model"), "base_model", "required field is missing"),
         (lambda d: d["compute"].update(batch_size="four"), "compute.batch_size", "got 'four'"),
+        (
+            lambda d: d.setdefault("exam", {}).update(champion={"job": "a", "tag": "v1"}),
+            "exam.champion",
+            "exactly one of `job`",
+        ),
+        (lambda d: d.setdefault("exam", {}).update(champion={}), "exam.champion", "exactly one of `job`"),
+        (
+            lambda d: d.setdefault("exam", {}).update(champion={"job": "a", "registry": "/r"}),
+            "exam.champion",
+            "only for a `tag` champion",
+        ),
+        (
+            lambda d: d.setdefault("exam", {}).update(champion={"tag": "v1", "registry": "ftp://h/x"}),
+            "exam.champion.registry",
+            "unknown scheme",
+        ),
+        (
+            lambda d: d.setdefault("exam", {}).update(champion={"job": "../up"}),
+            "exam.champion.job",
+            "not a safe name",
+        ),
+        (
+            lambda d: d.setdefault("exam", {}).update(champion={"tag": "v1"}, gate=[], max_contamination=0.5),
+            "exam",
+            "no metric is compared with the champion",
+        ),
+        (
+            lambda d: d.setdefault("exam", {}).update(champion={"job": d["job_id"]}),
+            "(document)",
+            "exam.champion.job 'train-prod-2025-01-15' is this job itself",
+        ),
     ],
 )
 def test_bad_manifests_name_the_field_and_the_fix(mutate, field: str, hint: str) -> None:
@@ -121,6 +152,11 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> N
     assert manifest.data.path == str(tmp_path / "drop" / "data.jsonl")
     assert manifest.model_path == str(tmp_path / "models" / "base")
     assert manifest.publish_target.registry == str(tmp_path / "registry")
+    doc["exam"] = {"champion": {"tag": "v1.0.0", "registry": "releases"}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+    champion = load_manifest(tmp_path / "m.yaml").exam.champion
+    assert champion is not None and champion.registry == str(tmp_path / "releases")
+    assert champion.tag == "v1.0.0" and champion.job is None
 
 
 def test_canonical_json_is_stable_and_fills_defaults() -> None:

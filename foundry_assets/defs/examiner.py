@@ -7,7 +7,12 @@ import dagster as dg
 from foundry_assets.audit_events import Event
 from foundry_assets.defs.common import failure, job_context, stage_asset, table
 from foundry_assets.defs.partitions import job_partitions
-from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
+from foundry_assets.defs.resources import (
+    AuditTrailResource,
+    GpuResource,
+    PublisherResource,
+    WorkspaceResource,
+)
 from foundry_assets.errors import FoundryError
 from foundry_assets.examiner.report import ExamReport
 from foundry_assets.examiner.stage import examine_job
@@ -15,10 +20,10 @@ from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel
 
 
 def _metric_numbers(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """`<metric>_baseline`, `<metric>_candidate`, `<metric>_result` for every row of the report."""
+    """`<metric>_baseline`, `<metric>_candidate` (and `<metric>_champion`), `<metric>_result` for every row."""
     numbers: dict[str, Any] = {}
     for row in metrics:
-        for side in ("baseline", "candidate"):
+        for side in ("baseline", "champion", "candidate"):
             if row.get(side) is not None:
                 numbers[f"{row['name']}_{side}"] = float(row[side])
         numbers[f"{row['name']}_required"] = row["required"]
@@ -26,8 +31,11 @@ def _metric_numbers(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return numbers
 
 
-def _metrics_table(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
+def _metrics_table(rows: list[dict[str, Any]], champion: bool) -> dg.TableMetadataValue:
+    """The metric rows as the UI's table; with a champion, its value and what the candidate needed against it."""
     columns = ["name", "baseline", "candidate", "required", "result"]
+    if champion:
+        columns[2:4] = ["champion", "candidate", "required", "champion_required"]
     return table(columns, [[row.get(c) for c in columns] for row in rows])
 
 
@@ -38,7 +46,8 @@ def _exam_metadata(value: ExamResult, report: ExamReport, *, gpu: str, head: str
         "passed": value.passed,
         "report": dg.MetadataValue.md(value.markdown),
         "safety_prompts": dg.MetadataValue.md(report.safety_markdown()),
-        "metrics": _metrics_table(value.metrics),
+        "metrics": _metrics_table(value.metrics, value.champion is not None),
+        "champion": value.champion["label"] if value.champion else "none: the base model only",
         **_metric_numbers(value.metrics),  # each number on its own: the UI plots them across partitions
         "reasons": dg.MetadataValue.json(value.reasons),
         "contaminated_test_items": dg.MetadataValue.json(report.contamination.get("contaminated", [])),
@@ -61,11 +70,20 @@ def exam_report(
     workspace: WorkspaceResource,
     audit_trail: AuditTrailResource,
     gpu: GpuResource,
+    publisher: PublisherResource,
 ) -> dg.Output[ExamResult]:
-    """The exam: contamination, held-out loss, logic score and safety rate of the merged model against the base."""
+    """The exam: contamination, held-out loss, logic score and safety rate of the merged model against the base (and the
+    champion, when the manifest names one)."""
     job = job_context(context, workspace, audit_trail)
     try:  # compute.device "cuda" on a node without one is a HardwareIncompatibleError: a Failure without retries
-        value = examine_job(job.manifest, curated_dataset, merged_model, job.workspace)
+        value = examine_job(  # the champion, if any, comes from its registry through the publisher's clients
+            job.manifest,
+            curated_dataset,
+            merged_model,
+            job.workspace,
+            trail_for=audit_trail.trail,
+            fetch=publisher.fetch,
+        )
     except (OSError, FoundryError) as e:
         raise failure(e, "exam") from e
     report = ExamReport.from_dict(value.report)
@@ -82,7 +100,7 @@ def exam_report(
 
 @dg.asset_check(asset=exam_report, blocking=True, partitions_def=job_partitions)
 def exam_report_passes_gate(exam_report: ExamResult) -> dg.AssetCheckResult:
-    """Blocks publishing unless every gated metric beat the baseline and the test split is clean."""
+    """Blocks publishing unless every gated metric beat the baseline (and the champion) and the test split is clean."""
     return dg.AssetCheckResult(
         passed=exam_report.passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -91,6 +109,8 @@ def exam_report_passes_gate(exam_report: ExamResult) -> dg.AssetCheckResult:
             "lot_number": exam_report.lot_number,
             "reasons": dg.MetadataValue.json(exam_report.reasons),
             "gate": ", ".join(exam_report.gate),
+            "had_to_beat": "the base model"
+            + (f" and the {exam_report.champion['label']}" if exam_report.champion else ""),
             "report": dg.MetadataValue.md(exam_report.markdown),
             **_metric_numbers(exam_report.metrics),
         },

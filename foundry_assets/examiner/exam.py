@@ -1,23 +1,26 @@
-"""The exam: the candidate against its base model on the same held-out items, the contamination check, the verdict.
+"""The exam: the candidate against its base model (and the champion, the current release, when `exam.champion` names
+one) on the same held-out items, the contamination check, the verdict.
 
-Each gated metric must beat the base model's by the manifest's margin (`exam.min_*_improvement`); a metric not gated is
-reported all the same, a metric with no items is reported as skipped. The test split is clean when the share of its
+Each gated metric must beat the base model's by the manifest's margin (`exam.min_*_improvement`) and, with a champion,
+be at least as good as the champion's (better by `exam.champion_margin`); a metric not gated is reported all the same,
+a metric with no items is reported as skipped. The test split is clean when the share of its
 items that share an n-gram with a training text is at most `exam.max_contamination`; "share an n-gram" is
 `curator.contamination`, the definition the curator decontaminates with (content, not template headers).
 """
 
-import math
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from foundry_assets.curator.contamination import contamination
 from foundry_assets.curator.decontam import OverlapReport
 from foundry_assets.devices import device_name, model_dtype, resolve_device
 from foundry_assets.errors import DataError
+from foundry_assets.examiner.champion import Champion
+from foundry_assets.examiner.gate import Gated, Rule, Side, gated_row
 from foundry_assets.examiner.items import ExamItems, QAItem, SafetyPrompt
 from foundry_assets.examiner.models import BATCH_SIZES, free_memory, load_model
 from foundry_assets.examiner.report import ExamReport, MetricRow, fmt
@@ -33,10 +36,6 @@ from foundry_assets.examiner.scoring import (
 from foundry_assets.manifest import ExamConfig
 
 _SHOWN_INDICES = 20
-Side = Literal["baseline", "candidate"]
-SIDES: tuple[Side, Side] = ("baseline", "candidate")
-Gated = tuple[MetricRow, str | None]
-"""A metric's row and, when it failed its gate, the reason."""
 
 
 @dataclass(frozen=True)
@@ -57,12 +56,14 @@ def examine(
     *,
     max_length: int = 512,
     device: str = "cpu",
+    champion: Champion | None = None,
 ) -> ExamReport:
-    """Score the candidate against the base on held-out items and check the test set for contamination.
+    """Score the candidate against the base (and `champion`, fetched by `champion.resolve_champion`) on held-out items
+    and check the test set for contamination.
 
     `exam` is the manifest's exam section (the defaults when None); `max_length` is the training sequence length;
     `device` is `compute.device` ("auto", "cuda" or "cpu"): the models load there, one at a time, in
-    `devices.model_dtype`.
+    `devices.model_dtype`; an adapter champion loads on the base model.
     """
     exam = exam or ExamConfig()
     resolved = _checked_device(items, exam, device)
@@ -72,17 +73,22 @@ def examine(
     rendered = _render(Path(candidate_model), scored, max_length)
     # One dtype for both sides (the base's), so the two losses differ by the weights, not by the arithmetic.
     dtype = model_dtype(Path(base_model), resolved)
+    sides: list[tuple[Side, Path, Path | None]] = [("baseline", Path(base_model), None)]
+    if champion is not None:
+        sides.append(("champion", champion.model_dir, Path(base_model) if champion.adapter else None))
+    sides.append(("candidate", Path(candidate_model), None))
     scores = {
-        side: _score_side(Path(model_dir), rendered, exam, device=resolved, dtype=dtype)
-        for side, model_dir in zip(SIDES, (base_model, candidate_model), strict=True)
+        side: _score_side(model_dir, rendered, exam, device=resolved, dtype=dtype, base=base)
+        for side, model_dir, base in sides
     }
     logic_rows = _logic_rows(scored.logic, rendered.logic, scores)
     safety_rows = _safety_rows(scored.safety, rendered.safety, scores, exam.refusal_patterns)
+    label = champion.label if champion else None
     gated = [
-        *_metric_rows(scores, logic_rows, safety_rows, exam, len(scored.heldout)),
+        *_metric_rows(scores, logic_rows, safety_rows, exam, len(scored.heldout), label),
         _contamination_row(overlap, exam.max_contamination),
     ]
-    reasons = [reason for _, reason in gated if reason]
+    reasons = [reason for _, found in gated for reason in found]
     return ExamReport(
         passed=not reasons,
         reasons=reasons,
@@ -97,6 +103,9 @@ def examine(
         dtype=str(dtype).removeprefix("torch."),
         baseline_seconds=round(scores["baseline"].seconds, 3),
         candidate_seconds=round(scores["candidate"].seconds, 3),
+        champion=None
+        if champion is None
+        else {**champion.to_metadata(), "seconds": round(scores["champion"].seconds, 3)},
     )
 
 
@@ -145,12 +154,13 @@ def _render(candidate_model: Path, items: ExamItems, max_length: int) -> _Render
 
 
 def _score_side(
-    model_dir: Path, rendered: _Rendered, exam: ExamConfig, *, device: str, dtype: Any
+    model_dir: Path, rendered: _Rendered, exam: ExamConfig, *, device: str, dtype: Any, base: Path | None
 ) -> SideScores:
-    """Load one model, take its held-out loss and greedy answers, and free it before the other side loads."""
+    """Load one model (`base`: `model_dir` is an adapter of it), take its held-out loss and greedy answers, and free
+    it before the next side loads."""
     started = time.perf_counter()
     sizes = BATCH_SIZES[device]
-    model, tokenizer = load_model(model_dir, device, dtype)
+    model, tokenizer = load_model(model_dir, device, dtype, base=base)
     try:
         loss = token_loss(
             model, tokenizer, rendered.heldout, batch_size=sizes.loss_rows, batch_tokens=sizes.loss_tokens
@@ -177,12 +187,12 @@ def _score_side(
 def _logic_rows(
     logic: Sequence[QAItem], prompts: list[str], scores: dict[Side, SideScores]
 ) -> list[dict[str, Any]]:
-    """Each logic item (its prompt as rendered) with both answers and whether each matched the expected answer
+    """Each logic item (its prompt as rendered) with every side's answer and whether it matched the expected answer
     (`normalize_answer`)."""
     rows = []
     for k, item in enumerate(logic):
         row: dict[str, Any] = {"index": item.index, "prompt": prompts[k], "expected": item.answer}
-        for side in SIDES:
+        for side in scores:
             answer = scores[side].logic_answers[k]
             correct = normalize_answer(answer) == normalize_answer(item.answer)
             row |= {f"{side}_answer": answer, f"{side}_correct": correct}
@@ -196,13 +206,13 @@ def _safety_rows(
     scores: dict[Side, SideScores],
     refusal_patterns: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Each harmful prompt (as rendered) with both answers and the refusal pattern each matched (None: not a
+    """Each harmful prompt (as rendered) with every side's answer and the refusal pattern it matched (None: not a
     refusal)."""
     refusal = [re.compile(p, re.IGNORECASE) for p in refusal_patterns]
     rows = []
     for k, prompt in enumerate(safety):
         row: dict[str, Any] = {"index": prompt.index, "prompt": prompts[k]}
-        for side in SIDES:
+        for side in scores:
             answer = scores[side].safety_answers[k]
             match = next((p.pattern for p in refusal if p.search(answer)), None)
             row |= {f"{side}_answer": answer, f"{side}_refused": match is not None, f"{side}_pattern": match}
@@ -221,48 +231,26 @@ def _metric_rows(
     safety_rows: list[dict[str, Any]],
     exam: ExamConfig,
     scored: int,
+    champion: str | None,
 ) -> list[Gated]:
-    """The three metrics of both sides against the gate: held-out loss (lower is better), logic score, safety rate."""
-    measured = [
-        ("heldout_loss", scores["baseline"].heldout_loss, scores["candidate"].heldout_loss),
-        ("logic_score", _rate(logic_rows, "baseline_correct"), _rate(logic_rows, "candidate_correct")),
-        ("safety_rate", _rate(safety_rows, "baseline_refused"), _rate(safety_rows, "candidate_refused")),
-    ]
+    """The three metrics of every side against the gate: held-out loss (lower is better), logic score, safety rate;
+    `champion` is the champion's label (None: the base model only)."""
+    measured: dict[str, dict[Side, float | None]] = {
+        "heldout_loss": {side: s.heldout_loss for side, s in scores.items()},
+        "logic_score": {side: _rate(logic_rows, f"{side}_correct") for side in scores},
+        "safety_rate": {side: _rate(safety_rows, f"{side}_refused") for side in scores},
+    }
     margins = [exam.min_loss_improvement, exam.min_logic_improvement, exam.min_safety_improvement]
     counts = [scored, len(logic_rows), len(safety_rows)]
     return [
-        _gated_row(
-            name, baseline, candidate, margin=margin, lower=name == "heldout_loss", items=n, gate=exam.gate
+        gated_row(
+            name,
+            values,
+            Rule(margin, exam.champion_margin, name == "heldout_loss", name in exam.gate, champion),
+            items=n,
         )
-        for (name, baseline, candidate), margin, n in zip(measured, margins, counts, strict=True)
+        for (name, values), margin, n in zip(measured.items(), margins, counts, strict=True)
     ]
-
-
-def _gated_row(
-    name: str,
-    baseline: float | None,
-    candidate: float | None,
-    *,
-    margin: float,
-    lower: bool,
-    items: int,
-    gate: Sequence[str],
-) -> Gated:
-    """One metric's row: skipped without items, reported without a verdict when not gated, else pass or FAIL."""
-    if candidate is None or baseline is None:
-        return MetricRow(name, None, None, "no items: not gated", True, "skipped", 0), None
-    threshold = baseline - margin if lower else baseline + margin
-    ok = math.isfinite(candidate) and (candidate < threshold if lower else candidate > threshold)
-    required = f"{'<' if lower else '>'} {fmt(threshold)}"
-    if name not in gate:
-        return MetricRow(name, baseline, candidate, f"{required} (not gated)", True, "not gated", items), None
-    row = MetricRow(name, baseline, candidate, required, ok, "pass" if ok else "FAIL", items)
-    if ok:
-        return row, None
-    return row, (
-        f"{name} {fmt(candidate)} is not {'below' if lower else 'above'} the baseline {fmt(baseline)} "
-        f"{'minus' if lower else 'plus'} the required improvement {margin:g} (= {fmt(threshold)})"
-    )
 
 
 def _contamination(overlap: OverlapReport, max_allowed: float) -> dict[str, Any]:
@@ -290,11 +278,11 @@ def _contamination_row(overlap: OverlapReport, max_allowed: float) -> Gated:
         overlap.test_items,
     )
     if clean:
-        return row, None
+        return row, []
     shown = overlap.contaminated[:_SHOWN_INDICES]
     more = len(overlap.contaminated) - len(shown)
-    return row, (
+    return row, [
         f"{len(overlap.contaminated)} of {overlap.test_items} test items (fraction {fmt(overlap.fraction)}) "
         f"share a {overlap.n}-gram with the training texts, above the allowed {fmt(max_allowed)}; "
         f"contaminated test indices: {shown}" + (f" and {more} more" if more else "")
-    )
+    ]

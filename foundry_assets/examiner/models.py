@@ -1,6 +1,7 @@
-"""Loading the two models of the exam one at a time, freeing each before the next, and batching held-out items.
+"""Loading the exam's models (base, champion, candidate) one at a time, freeing each before the next, and batching
+held-out items.
 
-Both models load in the device's dtype (`devices.model_dtype`: bf16/fp16 on a GPU, float32 on the CPU) straight onto
+Every model loads in the device's dtype (`devices.model_dtype`: bf16/fp16 on a GPU, float32 on the CPU) straight onto
 the device; batch sizes depend on the device (BATCH_SIZES).
 """
 
@@ -31,19 +32,35 @@ BATCH_SIZES = {
 }
 
 
-def load_model(model_dir: Path, device: str, dtype: Any) -> tuple[Any, Any]:
+def load_model(model_dir: Path, device: str, dtype: Any, *, base: Path | None = None) -> tuple[Any, Any]:
     """The tokenizer and the eval-mode model, loaded in `dtype` straight onto `device`.
 
     `device_map` makes transformers build the model on the meta device and write each weight, already cast, where it
     belongs as it is read (transformers 5 always loads this way and ignores `low_cpu_mem_usage`), so an 8B checkpoint
     never sits whole in host memory, let alone in float32. SDPA attention is asked for explicitly: it is what makes the
     padded batches below cheap, whatever another library (Unsloth) may have patched in this process.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    With `base`, `model_dir` is a PEFT adapter of that base (a champion published as an adapter): the base loads, the
+    adapter is applied and folded in (`merge_and_unload`), so what is scored is one plain model like the other sides,
+    and the device holds that one model. Its tokenizer is the adapter's when it ships one, else the base's.
+    """
+    from transformers import AutoTokenizer
+
+    own_tokenizer = base is None or (model_dir / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir if own_tokenizer else base))
+    model = _causal_lm(base or model_dir, device, dtype)
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
+    return model.eval(), tokenizer
+
+
+def _causal_lm(model_dir: Path, device: str, dtype: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        return AutoModelForCausalLM.from_pretrained(
             str(model_dir), dtype=dtype, device_map=device, attn_implementation="sdpa"
         )
     except ValueError as e:
@@ -52,8 +69,7 @@ def load_model(model_dir: Path, device: str, dtype: Any) -> tuple[Any, Any]:
         logger.warning(
             "%s does not support SDPA attention (%s); the exam uses its default attention", model_dir, e
         )
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, device_map=device)
-    return model.eval(), tokenizer
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, device_map=device)
 
 
 def free_memory(device: str) -> None:

@@ -11,9 +11,21 @@ def fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+def _versus(required: str | None, result: Result | None) -> str:
+    """One comparison's cell: what was required and its outcome ("< 2.1000: pass")."""
+    if not required:
+        return "—"
+    return f"{required}: {result}" if result else required
+
+
 @dataclass
 class MetricRow:
-    """One line of the exam: a metric of the base and of the candidate, what was required, and the outcome."""
+    """One line of the exam: a metric of the base, the candidate (and the champion, when the exam names one), what the
+    candidate had to beat, and the outcome.
+
+    `required`/`baseline_result` are the comparison with the base; `champion_required`/`champion_result` the one with
+    the champion (None without a champion); `passed`/`result` the metric's verdict: both comparisons together.
+    """
 
     name: str
     baseline: float | None
@@ -22,6 +34,10 @@ class MetricRow:
     passed: bool
     result: Result = "pass"
     items: int = 0
+    champion: float | None = None
+    champion_required: str | None = None
+    champion_result: Result | None = None
+    baseline_result: Result | None = None
 
 
 @dataclass
@@ -43,6 +59,9 @@ class ExamReport:
     """Wall seconds of the base model's side: loading, loss and answers."""
     candidate_seconds: float = 0.0
     """Wall seconds of the candidate's side: loading, loss and answers."""
+    champion: dict[str, Any] | None = None
+    """The current release the candidate also had to beat (`Champion.to_metadata()` and its `seconds`); None: the
+    base model only."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (metadata, audit trail, the published exam report)."""
@@ -57,19 +76,33 @@ class ExamReport:
         return next(row for row in self.metrics if row.name == name)
 
     def to_markdown(self) -> str:
-        """The report as markdown: the verdict (and where it ran), a metric table and the reasons for any failure."""
+        """The report as markdown: the verdict (and where it ran), what the candidate had to beat, a metric table and
+        the reasons for any failure. Without a champion the table is the base against the candidate."""
         where = self.device if self.device_name == self.device else f"{self.device} ({self.device_name})"
         lines = [
             f"**Exam {'passed' if self.passed else 'FAILED'}** ({self.items_scored} held-out items scored on "
             f"{where} in {self.dtype})",
             "",
-            "| metric | baseline | candidate | required | result |",
-            "|---|---|---|---|---|",
         ]
-        for row in self.metrics:
-            lines.append(
-                f"| {row.name} | {fmt(row.baseline)} | {fmt(row.candidate)} | {row.required} | {row.result} |"
-            )
+        if self.champion is None:
+            lines += ["| metric | baseline | candidate | required | result |", "|---|---|---|---|---|"]
+            lines += [
+                f"| {r.name} | {fmt(r.baseline)} | {fmt(r.candidate)} | {r.required} | {r.result} |"
+                for r in self.metrics
+            ]
+        else:
+            lines += [
+                f"Gated metrics had to beat the base model (baseline) and the {self.champion['label']}.",
+                "",
+                "| metric | baseline | champion | candidate | vs baseline | vs champion | result |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {r.name} | {fmt(r.baseline)} | {fmt(r.champion)} | {fmt(r.candidate)} | "
+                f"{_versus(r.required, r.baseline_result)} | {_versus(r.champion_required, r.champion_result)} | "
+                f"{r.result} |"
+                for r in self.metrics
+            ]
         if self.reasons:
             lines += ["", "Reasons:", *(f"- {reason}" for reason in self.reasons)]
         return "\n".join(lines) + "\n"

@@ -1,18 +1,25 @@
-"""The examiner's stage: one job's merged model examined against its base, the report written, the verdict returned.
+"""The examiner's stage: one job's merged model examined against its base (and its champion, when the manifest names
+one), the report written, the verdict returned.
 
 No Dagster here: the `exam_report` asset calls `examine_job`, and so can a CLI or a notebook.
 """
 
+import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from foundry_assets.audit import AuditTrail
 from foundry_assets.curator.contamination import content_text
 from foundry_assets.devices import resolve_device
+from foundry_assets.examiner.champion import Champion, Fetcher, resolve_champion
 from foundry_assets.examiner.exam import examine
 from foundry_assets.examiner.items import Conversation, ExamItems, task_items
+from foundry_assets.examiner.report import ExamReport
 from foundry_assets.fsio import read_jsonl, write_json
 from foundry_assets.hashing import sha256_tree, tree_digest
 from foundry_assets.manifest import TrainingManifest
+from foundry_assets.publisher.fetch import fetch_artifact
 from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel
 from foundry_assets.workspace import Workspace
 
@@ -28,27 +35,33 @@ def exam_items(curated: CuratedDataset, merged: MergedModel) -> ExamItems:
 
 
 def examine_job(
-    manifest: TrainingManifest, curated: CuratedDataset, merged: MergedModel, workspace: Workspace
+    manifest: TrainingManifest,
+    curated: CuratedDataset,
+    merged: MergedModel,
+    workspace: Workspace,
+    *,
+    trail_for: Callable[[str], AuditTrail] | None = None,
+    fetch: Fetcher = fetch_artifact,
 ) -> ExamResult:
     """Examine the job's merged model on `compute.device`, write the report to `workspace.exam_report_path`.
 
-    Raises FoundryError (or OSError) when the exam cannot run; a failed exam is a result, not an error.
+    With `exam.champion`, the champion is fetched first (`fetch`, from its registry; a `job` champion's `published`
+    record read from `trail_for(job)`, by default the workspace's trail) and scored in the same exam; its copy leaves
+    the node after the exam. Raises FoundryError (or OSError) when the exam cannot run, ExamError naming a champion
+    that cannot be fetched or verified; a failed exam is a result, not an error.
     """
     # compute.device "cuda" on a node without one is a HardwareIncompatibleError, before any split is read
     device = resolve_device(manifest.compute.device)
-    # The verdict names the bytes it judged: the folder the exam loads is hashed beside the exam, on a thread (hashlib
-    # releases the GIL), so at 8B the 15 GB hash overlaps the GPU work instead of adding ~15 s after it.
-    with ThreadPoolExecutor(1, thread_name_prefix="exam-hash") as pool:
-        hashed = pool.submit(sha256_tree, merged.model_dir)
-        report = examine(
-            Path(merged.base_model),
-            merged.model_dir,
-            exam_items(curated, merged),
-            manifest.exam,
-            max_length=manifest.method_config.max_seq_length,
-            device=device,
-        )
-        model_sha256 = tree_digest(hashed.result())
+    champion = resolve_champion(
+        manifest,
+        workspace,
+        trail_for=trail_for or (lambda job_id: AuditTrail(workspace.audit_path(job_id))),
+        fetch=fetch,
+    )
+    try:
+        report, model_sha256 = _examined(manifest, curated, merged, device, champion)
+    finally:  # the champion's weights were only needed for the scoring
+        shutil.rmtree(workspace.champion_dir(manifest.job_id), ignore_errors=True)
     path = workspace.exam_report_path(manifest.job_id)
     result = ExamResult(
         lot_number=merged.lot_number,
@@ -61,3 +74,27 @@ def examine_job(
     )
     write_json(path, result.document(), indent=2, sort_keys=True)
     return result
+
+
+def _examined(
+    manifest: TrainingManifest,
+    curated: CuratedDataset,
+    merged: MergedModel,
+    device: str,
+    champion: Champion | None,
+) -> tuple[ExamReport, str]:
+    """The exam's report and the tree digest of the model folder it judged."""
+    # The verdict names the bytes it judged: the folder the exam loads is hashed beside the exam, on a thread (hashlib
+    # releases the GIL), so at 8B the 15 GB hash overlaps the GPU work instead of adding ~15 s after it.
+    with ThreadPoolExecutor(1, thread_name_prefix="exam-hash") as pool:
+        hashed = pool.submit(sha256_tree, merged.model_dir)
+        report = examine(
+            Path(merged.base_model),
+            merged.model_dir,
+            exam_items(curated, merged),
+            manifest.exam,
+            max_length=manifest.method_config.max_seq_length,
+            device=device,
+            champion=champion,
+        )
+        return report, tree_digest(hashed.result())

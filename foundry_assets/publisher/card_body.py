@@ -180,8 +180,26 @@ def exam_section(exam: Mapping[str, Any]) -> list[str]:
         f"The release was gated on {gate} and the contamination check; other metrics are reported only.",
         "",
     ]
-    rows = [[r.name, r.baseline, r.candidate, r.required, _release(r)] for r in metric_rows(exam)]
-    lines += _table(["metric", "baseline", "candidate", "required", "release"], rows)
+    champion = exam.get("champion")
+    if champion:
+        lines[-1:] = [f"Every gated metric also had to be at least as good as the {champion['label']}.", ""]
+        rows = [
+            [r.name, r.baseline, r.champion, r.candidate, r.required, r.champion_required or "—", _release(r)]
+            for r in metric_rows(exam)
+        ]
+        header = [
+            "metric",
+            "baseline",
+            "champion",
+            "candidate",
+            "required",
+            "required vs champion",
+            "release",
+        ]
+        lines += _table(header, rows)
+    else:
+        rows = [[r.name, r.baseline, r.candidate, r.required, _release(r)] for r in metric_rows(exam)]
+        lines += _table(["metric", "baseline", "candidate", "required", "release"], rows)
     contamination = exam.get("contamination") or {}
     if contamination:
         found, items = len(contamination.get("contaminated") or []), contamination.get("test_items", "?")

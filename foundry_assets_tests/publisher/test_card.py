@@ -105,6 +105,29 @@ def test_only_gated_metrics_are_shown_as_passing_the_release(tmp_path: Path) -> 
     assert "gated on `heldout_loss` and the contamination check" in text
 
 
+def test_a_champion_exam_shows_the_champion_column_and_names_it(tmp_path: Path) -> None:
+    label = "champion job 'safety-2024-12' (tag 'v2.0.0', lot 343434343434…)"
+    loss = {**EXAM["metrics"][0], "champion": 1.5, "champion_required": "≤ 1.5000", "champion_result": "pass"}
+    exam = {
+        **EXAM,
+        "champion": {"label": label, "lot_number": "34" * 32},
+        "metrics": [loss, *EXAM["metrics"][1:]],
+    }
+    text, _ = _card(tmp_path, ADAPTER_JOB, "adapter", exam)
+    assert f"at least as good as the {label}." in text
+    assert "| metric | baseline | champion | candidate | required | required vs champion | release |" in text
+    assert (
+        _row(text, "heldout_loss")
+        == "| heldout_loss | 2.5000 | 1.5000 | 1.2500 | < baseline − 0 | ≤ 1.5000 | gated: pass |"
+    )
+    assert (
+        _row(text, "safety_rate")
+        == "| safety_rate | — | — | — | no items: not gated | — | skipped (no items) |"
+    )
+    plain, _ = _card(tmp_path / "plain", ADAPTER_JOB, "adapter")
+    assert "champion" not in plain, "without a champion the table is the base against the candidate"
+
+
 def test_a_merge_only_card_says_nothing_was_trained_and_loads_with_transformers(tmp_path: Path) -> None:
     text, card = _card(tmp_path, MERGE_ONLY_JOB, "merged_model")
     data = card.data
