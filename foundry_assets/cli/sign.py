@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from foundry_assets.actor import Actor
 from foundry_assets.errors import AuditError, SigningError
 from foundry_assets.release import MEANINGS, PASSPHRASE_ENV
 
@@ -98,7 +99,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
         )
     payload = sign_release(release, key, signer, meaning=args.meaning, reason=reason)
     trail = AuditTrail(workspace.audit_path(args.job_id))
-    record = trail.append(Event.RELEASE_SIGNED, job_id=args.job_id, **payload)
+    # the record's actor is the signer whose key signed (a person), with the reason they gave
+    signer_actor = Actor(kind="user", name=signer.printed_name)
+    record = trail.append(
+        Event.RELEASE_SIGNED, job_id=args.job_id, actor=signer_actor, reason=reason, **payload
+    )
     m = payload["manifestation"]
     print(
         f"signed {args.job_id} lot {m['lot_number'][:12]}… ({m['artifact']}): {m['meaning']} by "

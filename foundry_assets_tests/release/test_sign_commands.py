@@ -51,6 +51,8 @@ def test_keygen_sign_and_signatures(env: Path, capsys: pytest.CaptureFixture[str
     [record] = [r for r in job.trail.records() if r["event"] == Event.RELEASE_SIGNED]
     m = record["data"]["manifestation"]
     assert (m["printed_name"], m["meaning"], m["reason"]) == ("Jane Roe", "approve-release", "QA release")
+    # who and why, in what the hash chain covers: the signer, and the reason they gave
+    assert record["actor"] == {"kind": "user", "name": "Jane Roe"} and record["reason"] == "QA release"
     assert main(["signatures", JOB]) == 0
     listed = capsys.readouterr().out
     assert (
