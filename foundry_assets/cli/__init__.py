@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from foundry_assets.actor import ACTOR_TAG, actor_from_env, current_actor, use_actor
+from foundry_assets.cli.audit import add_audit_parsers
 from foundry_assets.cli.curate import add_curate_parser
 from foundry_assets.cli.sign import add_sign_parsers
 from foundry_assets.errors import DataError, ManifestError
@@ -208,47 +209,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run([drop.manifest_path], verbose=args.verbose)
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from foundry_assets.audit import verify_audit_log
-
-    result = verify_audit_log(args.file, expected_head=args.head)
-    if not result.ok:
-        return _fail(f"{args.file}: line {result.first_bad_line}: {result.reason}", EXIT_FAILED)
-    print(f"OK: {result.records} records, chain intact, head {result.head}")
-    return EXIT_OK
-
-
-def cmd_audit_report(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    from foundry_assets.audit_report import build_report
-    from foundry_assets.defs.event_log import job_event_log
-    from foundry_assets.runner import ensure_dagster_home
-    from foundry_assets.workspace import Workspace, default_root
-
-    home = ensure_dagster_home()
-    workspace = Workspace(default_root())
-    manifest = workspace.load(args.job_id)  # ManifestError (exit 2) for a job that was never registered
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        materializations, checks = job_event_log(instance, args.job_id)
-    report = build_report(
-        args.job_id,
-        manifest=manifest,
-        trail_path=workspace.audit_path(args.job_id),
-        materializations=materializations,
-        checks=checks,
-    )
-    text = report.to_html() if args.html else report.to_markdown()
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}")
-    else:
-        print(text, end="")
-    if not report.ok:
-        return _fail(f"job {args.job_id}: {len(report.problems)} problem(s) in its chain", EXIT_FAILED)
-    return EXIT_OK
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="foundry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_curate_parser(sub)
     _add_node_commands(sub)
     _add_run_commands(sub)
-    _add_audit_commands(sub)
+    add_audit_parsers(sub)
     add_sign_parsers(sub)
     return parser
 
@@ -315,26 +275,6 @@ def _add_run_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=cmd_demo)
-
-
-def _add_audit_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """audit verify, audit report: the auditor's tools."""
-    audit = sub.add_parser("audit", help="audit-trail tools").add_subparsers(
-        dest="audit_command", required=True
-    )
-    p = audit.add_parser("verify", help="check an audit log's hash chain (exit 0 intact, 1 broken)")
-    p.add_argument("file")
-    p.add_argument("--head", help="the audit_head recorded in Dagster metadata; catches a truncated tail")
-    p.set_defaults(func=cmd_audit_verify)
-    p = audit.add_parser(
-        "report",
-        help="a job's chain (manifest, hashes, curation, training, merge, exam, publish) cross-checked against the "
-        "audit trail and the Dagster event log (exit 0 complete and consistent, 1 a disagreement or missing link)",
-    )
-    p.add_argument("job_id")
-    p.add_argument("--html", action="store_true", help="write HTML instead of markdown")
-    p.add_argument("--output", "-o", help="write the report to this file instead of standard output")
-    p.set_defaults(func=cmd_audit_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
