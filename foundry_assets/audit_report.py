@@ -9,13 +9,14 @@ witnesses and renders the report; `audit_checks.py` holds each stage's cross-che
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from foundry_assets.actor import describe
 from foundry_assets.audit import verify_audit_log
-from foundry_assets.audit_checks import STAGE_SECTIONS, Item, Section, Witnesses
+from foundry_assets.audit_checks import STAGE_SECTIONS, Item, Section, Status, Witnesses
 from foundry_assets.audit_events import STAGE_EVENTS, Event, Record, latest
 from foundry_assets.hashing import sha256_file
 from foundry_assets.manifest import TrainingManifest
@@ -163,6 +164,40 @@ def actors_section(records: list[Record]) -> Section:
     return Section("Who did what (every record's actor and reason)", items)
 
 
+SignatureCheck = Callable[[Record], str | None]
+"""Verifies one `release_signed` record against the job's current release: None when it counts, else the reason
+(`release.signature.verify_signature`, bound by the caller to the trusted signers; this module stays free of keys)."""
+TAMPERING = ("malformed", "forged", "wrong name", "unknown signer")
+"""Refusals that are evidence against the record itself; the others (another lot, exam or artifact, a key outside its
+period) say the signature does not count for the current release."""
+
+
+def signatures_section(records: list[Record], check: SignatureCheck | None) -> Section:
+    """Every electronic signature: printed name, UTC time, meaning, the signer's reason, the lot it signs, and its
+    verification. A forged or unknown-signer signature is a problem of the chain; a signature of an earlier release is
+    shown as not counting, with its reason."""
+    signed = [r for r in records if r.get("event") == Event.RELEASE_SIGNED]
+    items = [] if signed else [Item("signatures", "none", status="info")]
+    for record in signed:
+        m = (record.get("data") or {}).get("manifestation") or {}
+        reason = check(record) if check else "not verified (no trusted-signers file was read)"
+        lot = str(m.get("lot_number") or "")[:12]
+        value = (
+            f"{m.get('printed_name')} · {str(m.get('signed_at', ''))[:19].replace('T', ' ')} UTC · lot {lot}…"
+        )
+        status: Status = "ok" if reason is None else "MISMATCH" if reason.startswith(TAMPERING) else "info"
+        verdict = "verified" if reason is None else f"does not count: {reason}"
+        items.append(
+            Item(
+                f"#{record.get('seq')} {m.get('meaning')}",
+                value,
+                status=status,
+                note=f"why: {m.get('reason')}; {verdict}",
+            )
+        )
+    return Section("Electronic signatures (printed name, UTC time, meaning, reason, verification)", items)
+
+
 def _repair(record: Record, trail_path: Path) -> Item:
     """A `trail_repaired` record: the torn bytes' size and hash against the sidecar file that keeps them."""
     data = record.get("data") or {}
@@ -207,6 +242,7 @@ def build_report(
     trail_path: Path,
     materializations: dict[str, dict[str, Any]],
     checks: dict[str, dict[str, Any]],
+    check_signature: SignatureCheck | None = None,
 ) -> AuditReport:
     """Cross-check a job's chain. `materializations`: asset name → {"run_id", "metadata"} of its latest
     materialization for this partition; `checks`: check name → {"passed", "metadata"} of its latest evaluation."""
@@ -234,6 +270,7 @@ def build_report(
         links,
         trail_section(records, trail_path),
         *(section(witnesses) for section in STAGE_SECTIONS),
+        signatures_section(records, check_signature),
         actors_section(records),
     ]
     return AuditReport(job_id, sections)

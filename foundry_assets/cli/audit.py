@@ -6,6 +6,11 @@ Exit codes as the rest of the CLI: 0 intact / complete and consistent, 1 a broke
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from foundry_assets.audit_report import SignatureCheck
+    from foundry_assets.workspace import Workspace
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -44,6 +49,7 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
         trail_path=workspace.audit_path(args.job_id),
         materializations=materializations,
         checks=checks,
+        check_signature=_signature_check(workspace, args.job_id),
     )
     text = report.to_html() if args.html else report.to_markdown()
     if args.output:
@@ -54,6 +60,26 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
     if not report.ok:
         return _fail(f"job {args.job_id}: {len(report.problems)} problem(s) in its chain", EXIT_FAILED)
     return EXIT_OK
+
+
+def _signature_check(workspace: "Workspace", job_id: str) -> "SignatureCheck":
+    """Each signature verified against the trusted signers and the job's current release (none: every signature
+    says why it cannot be verified)."""
+    from foundry_assets.errors import FoundryError
+    from foundry_assets.release.record import current_release
+    from foundry_assets.release.signature import verify_signature
+    from foundry_assets.release.signers import load_trusted_signers
+
+    try:
+        trusted = load_trusted_signers()
+    except FoundryError as e:
+        problem = f"not verified: {e}"
+        return lambda _record: problem
+    try:
+        release = current_release(workspace, job_id)
+    except FoundryError:  # no passed exam of the current lot: every signature says "no release"
+        release = None
+    return lambda record: verify_signature(record.get("data") or {}, trusted=trusted, current_release=release)
 
 
 def add_audit_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
