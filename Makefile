@@ -39,9 +39,10 @@ test: $(STAMP) services
 	$(BIN)/mypy foundry_assets
 	$(BIN)/python -m pytest
 
-# the drop sensor is off by default (Dagster's default); the UI of a foundry node watches for drops
+# the sensors are off by default (Dagster's default); the UI of a foundry node watches for drops and approvals
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster sensor start drop_sensor -w foundry_assets/workspace.yaml
+	$(BIN)/dagster sensor start release_sensor -w foundry_assets/workspace.yaml
 	$(BIN)/dagster dev -w foundry_assets/workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:

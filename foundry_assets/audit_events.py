@@ -29,6 +29,11 @@ class Event(StrEnum):
     RELEASE_SIGNED = "release_signed"
     """An electronic signature of the job's release record (21 CFR 11.50/11.70), written by `foundry sign` at any
     time after a passed exam (`ReleaseSigned`)."""
+    RELEASE_PENDING = "release_pending"
+    """The exam passed but `release.require_approval` is not met yet: nothing was published (the release sensor
+    starts the publish once the approvals count)."""
+    RELEASE_REJECTED = "release_rejected"
+    """A valid `reject` signature of the current release: the job publishes nothing."""
     PUBLISH_REFUSED = "publish_refused"
     PUBLISH_FAILED = "publish_failed"
     PUBLISH_STARTED = "publish_started"

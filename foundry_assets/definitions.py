@@ -18,6 +18,7 @@ from foundry_assets.defs.intake import raw_data
 from foundry_assets.defs.io_manager import StageResultIOManager
 from foundry_assets.defs.partitions import job_partitions
 from foundry_assets.defs.publisher import published_artifact
+from foundry_assets.defs.release import release_sensor
 from foundry_assets.defs.resources import (
     AuditTrailResource,
     EmbedderResource,
@@ -57,7 +58,7 @@ def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions
         assets=dg.with_source_code_references(FOUNDRY_ASSETS),  # "Open source code" in the UI
         asset_checks=[exam_report_passes_gate, published_artifact_audit_consistent],
         jobs=[foundry_job],
-        sensors=[drop_sensor],
+        sensors=[drop_sensor, release_sensor],
         resources=resources or build_resources(),
         executor=build_executor(),
     )

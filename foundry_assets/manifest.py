@@ -485,6 +485,27 @@ class ChampionConfig(_Section):
         return self
 
 
+class ReleaseConfig(_Section):
+    """The QA release gate: whether publishing waits for electronic approvals of the examined lot."""
+
+    require_approval: bool = Field(
+        False,
+        description="true: `published_artifact` publishes nothing until `signers` distinct trusted signers have signed "
+        "the job's current release (lot, exam report, artifact files) with `meaning` (`foundry sign`); until then it "
+        "records `release_pending`, and the release sensor starts the publish once the approvals count. A valid "
+        "`reject` signature ends the job (`release_rejected`).",
+    )
+    meaning: Literal["approve-release", "review"] = Field(
+        "approve-release", description="The signature meaning that counts as an approval."
+    )
+    signers: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Distinct trusted signers (keys) whose valid approval the release needs (1-10).",
+    )
+
+
 class ExamConfig(_Section):
     """The gate: decontamination, and metrics of the candidate against the base model (the baseline) and, when named,
     the current release (the champion)."""
@@ -602,6 +623,10 @@ class TrainingManifest(_Section):
     curation: CurationConfig = Field(default_factory=CurationConfig, description="SemDeDup settings.")
     merge: MergeConfig = Field(default_factory=MergeConfig, description="DARE-TIES merge settings.")
     exam: ExamConfig = Field(default_factory=ExamConfig, description="The exam gate.")
+    release: ReleaseConfig = Field(
+        default_factory=ReleaseConfig,
+        description="The QA release gate (electronic approvals before publishing).",
+    )
 
     @field_validator("job_id")
     @classmethod

@@ -188,10 +188,12 @@ def run_manifest(
         stages=stage_times(instance, result.run_id),
         failed_checks=_failed_checks(result.all_events),
     )
-    if result.success:
+    if result.success and result.asset_materializations_for_node("published_artifact"):
         published: PublishedArtifact = result.output_for_node("published_artifact")
         outcome.published = published.to_dict()
         outcome.lot_number = published.lot_number
+    elif result.success:  # `release.require_approval`: the publish waits for signatures (`release_pending`)
+        outcome.reason = "published nothing: the release awaits approval (release_pending in the audit trail)"
     else:
         outcome.reason, outcome.failed_steps = failure_reason(result.all_events)
     for materialization in result.asset_materializations_for_node("raw_data"):

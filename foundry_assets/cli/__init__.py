@@ -80,7 +80,15 @@ def _run(manifest_paths: Sequence[Path], *, verbose: bool = False) -> int:
                 )
             for check in outcome.failed_checks:  # published, but a check that does not stop the run disagrees
                 note(f"foundry: warning: {check}")
-            published = outcome.published or {}
+            if outcome.published is None:  # release.require_approval: the publish waits for QA's signatures
+                say(
+                    f"awaiting release approval: nothing published (release_pending in the audit trail); a trusted "
+                    f"signer runs `foundry sign {outcome.job_id} --meaning approve-release --reason …` and the "
+                    "release sensor publishes"
+                )
+                say(f"lot number: {outcome.lot_number}")
+                continue
+            published = outcome.published
             say(f"published:  {published.get('uri')}")
             say(
                 f"tag:        {published.get('tag')} ({published.get('status')}, {published.get('artifact')})"

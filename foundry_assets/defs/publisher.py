@@ -7,8 +7,10 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from foundry_assets.defs.common import file_hashes, job_context, stage_asset
+from foundry_assets.audit_events import Event
+from foundry_assets.defs.common import JobContext, file_hashes, job_context, stage_asset
 from foundry_assets.defs.resources import AuditTrailResource, PublisherResource, WorkspaceResource
+from foundry_assets.errors import FoundryError
 from foundry_assets.publisher import PublishJobError, announce, publish_job
 from foundry_assets.stages import ExamResult, MergedModel, PublishedArtifact
 
@@ -22,7 +24,34 @@ def _as_failure() -> Iterator[None]:
         raise dg.Failure(description=str(e), allow_retries=e.allow_retries) from e
 
 
-@stage_asset("publisher", kinds={"folder"})
+def _released(job: JobContext, log: dg.DagsterLogManager) -> bool:
+    """The QA release gate (`release.require_approval`), decided from the trail: approved → publish; pending → record
+    `release_pending` and publish nothing (the release sensor starts this step again once the approvals count);
+    rejected → record `release_rejected` and fail for good."""
+    if not job.manifest.release.require_approval:
+        return True
+    from foundry_assets.release.gate import release_decision  # cryptography loads in the step only
+
+    try:
+        decision = release_decision(job.manifest, job.workspace, job.trail.records())
+    except FoundryError:  # no passed exam of the current lot: publish_job refuses that on its own terms
+        return True
+    if decision.state == "approved":
+        log.info(f"Release of job {job.job_id}: {decision.detail}")
+        return True
+    job.audit(
+        Event.RELEASE_REJECTED if decision.state == "rejected" else Event.RELEASE_PENDING,
+        **decision.to_record(),
+    )
+    if decision.state == "rejected":
+        raise dg.Failure(
+            description=f"job {job.job_id}: {decision.detail}; nothing is published", allow_retries=False
+        )
+    log.info(f"Release of job {job.job_id} pending, nothing published: {decision.detail}")
+    return False
+
+
+@stage_asset("publisher", kinds={"folder"}, output_required=False)
 def published_artifact(
     context: dg.AssetExecutionContext,
     exam_report: ExamResult,
@@ -33,6 +62,8 @@ def published_artifact(
 ) -> Iterator[dg.Output[PublishedArtifact]]:
     """The verified artifact in the registry: weights, manifest, exam report, model card and MANIFEST.sha256."""
     job = job_context(context, workspace, audit_trail)
+    if not _released(job, context.log):
+        return
     with _as_failure():
         published = publish_job(
             job.manifest,
