@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from foundry_assets.actor import Actor, run_actor
+from foundry_assets.actor import Actor, current_actor, run_actor
 from foundry_assets.audit import AuditTrail
 from foundry_assets.audit_events import Event
 from foundry_assets.defs.partitions import job_partitions
@@ -61,7 +61,10 @@ def job_context(
         manifest = workspace.manifest(job_id)
     except FoundryError as e:
         raise dg.Failure(description=str(e), allow_retries=False) from e
-    actor = run_actor(context.run_id, context.run.tags)
+    try:
+        actor = run_actor(context.run_id, context.run.tags)
+    except dg.DagsterError:  # invoked directly (a unit test, a notebook): no run, so the process's actor
+        actor = current_actor()
     return JobContext(job_id, manifest, workspace.workspace, audit_trail.trail(job_id), actor)
 
 

@@ -11,7 +11,12 @@ from transformers import AutoModelForCausalLM
 
 from foundry_assets import devices
 from foundry_assets.defs.examiner import exam_report
-from foundry_assets.defs.resources import AuditTrailResource, GpuResource, WorkspaceResource
+from foundry_assets.defs.resources import (
+    AuditTrailResource,
+    GpuResource,
+    WorkspaceResource,
+    publisher_resource_from_env,
+)
 from foundry_assets.manifest import load_manifest
 from foundry_assets.runner import register_job
 from foundry_assets.stages import CuratedDataset, ExamResult, MergedModel
@@ -56,6 +61,7 @@ def _exam(
         workspace=WorkspaceResource(root=str(workspace.root)),
         audit_trail=AuditTrailResource(directory=str(workspace.root / "audit")),
         gpu=GpuResource(),
+        publisher=publisher_resource_from_env(),
     )
     assert isinstance(output, dg.Output)
     return output
@@ -139,5 +145,6 @@ def test_exam_on_a_cuda_manifest_without_a_gpu_fails_without_retries(
             workspace=WorkspaceResource(root=str(workspace.root)),
             audit_trail=AuditTrailResource(directory=str(workspace.root / "audit")),
             gpu=GpuResource(),
+            publisher=publisher_resource_from_env(),
         )
     assert info.value.allow_retries is False
