@@ -7,6 +7,7 @@ under DAGSTER_HOME, the six assets, a local registry):
   qlora  4-bit SFT                dora  SFT with DoRA             orpo  preference triplets
   merge  a merge-only job: DARE-TIES of the qlora and dora jobs' published adapters (fetched from the registry)
   served a DoRA job left at `artifact: auto`: it publishes its merged 16-bit model (servable by vLLM/TGI)
+  challenger  a qlora job whose exam also scores the qlora job's published adapter (`exam.champion`) and must beat both
   q4     qlora on a pre-quantized bnb-4bit copy of the base (as `unsloth/llama-3-8b-bnb-4bit` ships), DARE-TIES of its
          adapter with the qlora job's published adapter into the dequantized 16-bit base
 
@@ -99,7 +100,9 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
 
     drop = root / "drops" / job
     drop.mkdir(parents=True, exist_ok=True)
-    method = {"orpo": "orpo", "merge": "dora", "q4": "qlora", "served": "dora"}.get(job, job)
+    method = {"orpo": "orpo", "merge": "dora", "q4": "qlora", "served": "dora", "challenger": "qlora"}.get(
+        job, job
+    )
     records = (
         records_preference(args.records, 7)
         if job == "orpo"
@@ -123,6 +126,15 @@ def write_job(root: Path, job: str, model_dir: Path, args: argparse.Namespace) -
         "data": {"path": "data.jsonl", "test_fraction": args.test_fraction},
         "exam": {"max_contamination": 1.0},
     }
+    if (
+        job == "challenger"
+    ):  # the exam also scores the qlora job's published adapter (the champion) on its items
+        manifest["exam"] = {
+            "max_contamination": 1.0,
+            "gate": ["heldout_loss"],
+            "min_loss_improvement": 0.0,
+            "champion": {"job": "e2e-qlora"},
+        }
     if job in SFT_JOBS:  # the merge jobs' sources: `auto` would publish a DoRA job's merged model
         manifest["publish_target"]["artifact"] = "adapter"
     if job == "merge":
@@ -410,11 +422,11 @@ def main() -> int:
         }
 
     # sources before the jobs that merge them; with --lanes N, N jobs of a phase run at once, one per GPU
-    order = ["qlora", "dora", "orpo", "merge", "served", "q4"]
+    order = ["qlora", "dora", "orpo", "merge", "served", "challenger", "q4"]
     queue = [j for j in order if j in jobs] + [j for j in jobs if j not in order]
     phases: list[list[str]] = []
     for job in queue:
-        needs = set(SFT_JOBS) if job in ("merge", "q4") else set()
+        needs = set(SFT_JOBS) if job in ("merge", "q4") else {"qlora"} if job == "challenger" else set()
         placed = {j for phase in phases for j in phase}
         if (
             phases
