@@ -257,6 +257,10 @@ def run_facts(job_id: str) -> dict[str, Any]:
                 "runtime_s",
                 "exam_s",
                 "passed",
+                "champion",
+                "heldout_loss_baseline",
+                "heldout_loss_champion",
+                "heldout_loss_candidate",
                 "method",
                 "gpu",
             ):

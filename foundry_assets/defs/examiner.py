@@ -91,6 +91,7 @@ def exam_report(
     context.log.info(
         f"Exam ran on {report.device} ({report.device_name}) in {report.dtype}: base "
         f"{report.baseline_seconds:.1f} s, candidate {report.candidate_seconds:.1f} s"
+        + (f"; also against the {value.champion['label']}" if value.champion else "")
     )
     (context.log.info if value.passed else context.log.error)(
         "Exam passed" if value.passed else f"Exam failed: {'; '.join(value.reasons)}"
