@@ -10,18 +10,14 @@ from pathlib import Path
 from foundry_assets.actor import ACTOR_TAG, actor_from_env, current_actor, use_actor
 from foundry_assets.cli.audit import add_audit_parsers
 from foundry_assets.cli.curate import add_curate_parser
+from foundry_assets.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from foundry_assets.cli.exits import fail as _fail
 from foundry_assets.cli.sign import add_sign_parsers
 from foundry_assets.errors import DataError, ManifestError
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 VERBOSE_HELP = "show every library's own output (progress bars, notices) and Dagster's debug events"
 GPU_POOL = "gpu"
 """The Dagster concurrency pool of `trained_adapter`: its limit is how many runs train at once on the node."""
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"foundry: {message}", file=sys.stderr)
-    return code
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ Exit codes as the rest of the CLI: 0 intact / complete and consistent, 1 a broke
 """
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,12 +11,8 @@ if TYPE_CHECKING:
     from foundry_assets.audit_report import SignatureCheck
     from foundry_assets.workspace import Workspace
 
-EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"foundry: {message}", file=sys.stderr)
-    return code
+from foundry_assets.cli.exits import EXIT_FAILED, EXIT_OK
+from foundry_assets.cli.exits import fail as _fail
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:

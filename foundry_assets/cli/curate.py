@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
+from foundry_assets.cli.exits import EXIT_FAILED, EXIT_OK
 from foundry_assets.curator.formats import DataFormat
 from foundry_assets.curator.readers import FileFormat
 from foundry_assets.curator.semdedup import KeepPolicy
 from foundry_assets.errors import DataError
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def _threshold(value: str) -> float:

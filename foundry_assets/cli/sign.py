@@ -18,10 +18,9 @@ from typing import Any
 import yaml
 
 from foundry_assets.actor import Actor
+from foundry_assets.cli.exits import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from foundry_assets.errors import AuditError, SigningError
 from foundry_assets.release import MEANINGS, PASSPHRASE_ENV
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def _refusals(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

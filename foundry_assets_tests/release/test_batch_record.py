@@ -5,8 +5,9 @@ signature of an untrusted key says so."""
 import base64
 from pathlib import Path
 
+from foundry_assets.audit_checks import Section
 from foundry_assets.audit_events import Event, Record
-from foundry_assets.audit_report import build_report
+from foundry_assets.audit_report import AuditReport, SignatureCheck, build_report
 from foundry_assets.release.keys import NewKey
 from foundry_assets.release.record import current_release
 from foundry_assets.release.signature import verify_signature
@@ -15,6 +16,20 @@ from foundry_assets_tests.release.conftest import entry, trusted
 from foundry_assets_tests.release.test_signing import _sign
 
 TITLE = "Electronic signatures"
+
+
+def _signatures(job: Job, check: SignatureCheck | None = None) -> tuple[AuditReport, Section]:
+    """The job's report (no event log: the trail alone) and its signatures section."""
+    report = build_report(
+        JOB,
+        manifest=job.manifest,
+        trail_path=job.workspace.audit_path(JOB),
+        materializations={},
+        checks={},
+        check_signature=check,
+    )
+    [section] = [s for s in report.sections if s.title.startswith(TITLE)]
+    return report, section
 
 
 def test_the_batch_record_lists_each_signature_verified_or_why_not(
@@ -31,15 +46,7 @@ def test_the_batch_record_lists_each_signature_verified_or_why_not(
     def check(record: Record) -> str | None:
         return verify_signature(record["data"], trusted=signers, current_release=release)
 
-    report = build_report(
-        JOB,
-        manifest=job.manifest,
-        trail_path=job.workspace.audit_path(JOB),
-        materializations={},
-        checks={},
-        check_signature=check,
-    )
-    [section] = [s for s in report.sections if s.title.startswith(TITLE)]
+    report, section = _signatures(job, check)
     valid, fake, untrusted = section.items
     assert valid.status == "ok" and valid.note.endswith("verified")
     assert valid.trail.startswith("Jane Roe · ") and " UTC · lot " in valid.trail
@@ -56,13 +63,6 @@ def test_without_a_trusted_signers_file_each_signature_says_it_was_not_verified(
     job: Job, jane: NewKey, tmp_path: Path
 ) -> None:
     _sign(job, jane, trusted(entry(jane)))
-    report = build_report(
-        JOB,
-        manifest=job.manifest,
-        trail_path=job.workspace.audit_path(JOB),
-        materializations={},
-        checks={},
-    )
-    [section] = [s for s in report.sections if s.title.startswith(TITLE)]
+    _report, section = _signatures(job)
     [item] = section.items
     assert item.status == "info" and "not verified" in item.note
