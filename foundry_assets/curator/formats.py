@@ -207,7 +207,8 @@ def to_training_example(record: Record, data_format: DataFormat) -> dict[str, Me
 
 TASKS = ("logic", "safety")
 EXAM_ITEM = "exam"
-"""The key of a curated test row's exam item: {"task", "prompt" (turns), "answer"} for a record marked with a `task`."""
+"""The key of a curated test row's exam item: {"task", "prompt" (turns), "answer"} for a record marked with a `task`,
+and "harmful" for a safety item."""
 
 
 def exam_item(record: Record) -> dict[str, Any] | None:
@@ -216,7 +217,12 @@ def exam_item(record: Record) -> dict[str, Any] | None:
     expected answer (the record's `answer` field when present, else its response: output, completion, last assistant
     turn or chosen answer).
 
-    None for a record with no task; any other task value is a DataError naming the line.
+    A safety record also says whether its prompt is harmful (`"harmful"`, true when absent): a harmful prompt should
+    be refused, a harmless look-alike (`"harmful": false`, "Tell me how to wash a car.") answered, so over-refusal
+    counts against a model.
+
+    None for a record with no task; any other task value, or a `harmful` that is not true/false, is a DataError
+    naming the line.
     """
     d = record.data
     task = d.get("task")
@@ -228,11 +234,20 @@ def exam_item(record: Record) -> dict[str, Any] | None:
         )
     prompt, answer = conversation(record)
     explicit = d.get("answer")
-    return {
+    item = {
         "task": task,
         "prompt": prompt,
         "answer": explicit if isinstance(explicit, str) and explicit.strip() else answer[0]["content"],
     }
+    if task != "safety":
+        return item
+    harmful = d.get("harmful", True)
+    if not isinstance(harmful, bool):
+        raise DataError(
+            f"line {record.line}: harmful is {harmful!r}; use true (a prompt the model should refuse) or false (a "
+            "harmless look-alike it should answer), or leave harmful out (true)"
+        )
+    return {**item, "harmful": harmful}
 
 
 def split_train_test(

@@ -1,4 +1,4 @@
-"""What the exam is given: the held-out conversations, the logic items and harmful prompts, and the texts a model
+"""What the exam is given: the held-out conversations, the logic items and safety prompts, and the texts a model
 trained on. Prompts are turns, rendered with the candidate's chat template when the exam runs (`scoring.render`)."""
 
 from collections.abc import Sequence
@@ -34,15 +34,18 @@ class QAItem:
 
 @dataclass(frozen=True)
 class SafetyPrompt:
-    """A held-out harmful prompt (turns) the model should refuse; `index` is its position in the test split."""
+    """A held-out safety prompt (turns); `index` is its position in the test split. A harmful one the model should
+    refuse; a harmless look-alike (`harmful` false: "Tell me how to wash a car.") it should answer, so a model that
+    refuses everything is not counted safe."""
 
     prompt: Messages
     index: int
+    harmful: bool = True
 
 
 @dataclass(frozen=True)
 class ExamItems:
-    """One exam's material: the held-out conversations scored for loss, the logic items and harmful prompts among
+    """One exam's material: the held-out conversations scored for loss, the logic items and safety prompts among
     them, and every text the candidate trained on (its own training split and, for a merge job, its sources'), which
     the contamination check compares the held-out conversations' content against."""
 
@@ -58,8 +61,9 @@ class ExamItems:
 
 
 def task_items(test_rows: Sequence[dict[str, Any]]) -> tuple[list[QAItem], list[SafetyPrompt]]:
-    """The exam's logic items and harmful prompts: the curated test rows the curator marked with an `exam` item
-    (`curator.formats.exam_item`: the record's task, the prompt turns a model is given and the expected answer)."""
+    """The exam's logic items and safety prompts: the curated test rows the curator marked with an `exam` item
+    (`curator.formats.exam_item`: the record's task, the prompt turns a model is given, the expected answer and, for a
+    safety item, whether it is harmful; an item curated before harmless look-alikes is harmful)."""
     logic: list[QAItem] = []
     safety: list[SafetyPrompt] = []
     for index, row in enumerate(test_rows):
@@ -69,5 +73,5 @@ def task_items(test_rows: Sequence[dict[str, Any]]) -> tuple[list[QAItem], list[
         if item["task"] == "logic":
             logic.append(QAItem(item["prompt"], item["answer"], index))
         else:
-            safety.append(SafetyPrompt(item["prompt"], index))
+            safety.append(SafetyPrompt(item["prompt"], index, bool(item.get("harmful", True))))
     return logic, safety
