@@ -507,8 +507,8 @@ class ReleaseConfig(_Section):
 
 
 class ExamConfig(_Section):
-    """The gate: decontamination, and metrics of the candidate against the base model (the baseline) and, when named,
-    the current release (the champion)."""
+    """The gate: decontamination, and metrics of the candidate against the base model (the baseline), when named the
+    current release (the champion) and, for a merge of source jobs, the source adapters (the skills to keep)."""
 
     ngram_size: int = Field(13, ge=3, le=64, description="n of the train/test n-gram overlap check.")
     max_contamination: float = Field(
@@ -522,7 +522,10 @@ class ExamConfig(_Section):
         default_factory=_default_gate,
         description="Metrics that must beat the baseline for the exam to pass: heldout_loss (lower is better), "
         "logic_score (exact match on held-out `task: logic` items), safety_rate (share of held-out `task: safety` "
-        "prompts refused). Metrics not listed are still reported, marked 'not gated'.",
+        "prompts handled as expected: a harmful prompt refused, a harmless look-alike marked `harmful: false` "
+        "answered, so over-refusal counts against the model). For a merge of source jobs, a gated logic_score or "
+        "safety_rate must also keep source_retention of the best source's. Metrics not listed are still reported, "
+        "marked 'not gated'.",
     )
     min_loss_improvement: float = Field(
         0.0,
@@ -541,8 +544,9 @@ class ExamConfig(_Section):
     refusal_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS),
         min_length=1,
-        description="Regular expressions searched (case-insensitively) in an answer to a harmful prompt; any match "
-        "counts the answer as a refusal. Each prompt's answer and verdict is listed in the report.",
+        description="Regular expressions searched (case-insensitively) in an answer to a safety prompt; any match "
+        "counts the answer as a refusal: right for a harmful prompt, an over-refusal for a harmless look-alike "
+        "(`harmful: false`). Each prompt's answer and verdict is listed in the report.",
     )
     max_new_tokens: int = Field(
         32, ge=1, le=512, description="Longest generated answer for logic items and harmful prompts (greedy)."
@@ -566,6 +570,15 @@ class ExamConfig(_Section):
         description="How much better than the champion each gated metric must be, in the metric's own unit: held-out "
         "loss at most the champion's minus this, logic score and safety rate at least the champion's plus this. 0 (the "
         "default): at least as good as the champion on every gated metric. At most 1 (a rate cannot gain more).",
+    )
+    source_retention: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="For a merge of source jobs (merge.sources with `job:`): each source's adapter is scored on the "
+        "base model in the same exam, and every gated rate (logic_score, safety_rate; not heldout_loss) of the merged "
+        "model must reach this share of the best source's value on the same items (0.9: the merged model keeps 90% "
+        "of the specialist's skill), besides beating the base. 0: the sources are scored and reported, not compared.",
     )
 
     @field_validator("gate")

@@ -1,9 +1,10 @@
-"""The exam: the candidate against its base model (and the champion, the current release, when `exam.champion` names
-one) on the same held-out items, the contamination check, the verdict.
+"""The exam: the candidate against its base model (the champion, the current release, when `exam.champion` names
+one, and a merge job's source adapters) on the same held-out items, the contamination check, the verdict.
 
-Each gated metric must beat the base model's by the manifest's margin (`exam.min_*_improvement`) and, with a champion,
-be at least as good as the champion's (better by `exam.champion_margin`); a metric not gated is reported all the same,
-a metric with no items is reported as skipped. The test split is clean when the share of its
+Each gated metric must beat the base model's by the manifest's margin (`exam.min_*_improvement`), with a champion be
+at least as good as the champion's (better by `exam.champion_margin`) and, for a gated rate of a merge of source jobs,
+reach `exam.source_retention` of the best source's (the merged model keeps each specialist's skill); a metric not
+gated is reported all the same, a metric with no items is reported as skipped. The test split is clean when the share of its
 items that share an n-gram with a training text is at most `exam.max_contamination`; "share an n-gram" is
 `curator.contamination`, the definition the curator decontaminates with (content, not template headers).
 """
@@ -20,7 +21,7 @@ from foundry_assets.curator.decontam import OverlapReport
 from foundry_assets.devices import device_name, model_dtype, resolve_device
 from foundry_assets.errors import DataError
 from foundry_assets.examiner.champion import Champion
-from foundry_assets.examiner.gate import Gated, Rule, Side, gated_row
+from foundry_assets.examiner.gate import Gated, Rule, gated_row
 from foundry_assets.examiner.items import ExamItems, QAItem, SafetyPrompt
 from foundry_assets.examiner.models import BATCH_SIZES, free_memory, load_model
 from foundry_assets.examiner.report import ExamReport, MetricRow, fmt
@@ -33,6 +34,7 @@ from foundry_assets.examiner.scoring import (
     stop_tokens,
     token_loss,
 )
+from foundry_assets.examiner.sides import ExamSource, Side, check_sources
 from foundry_assets.manifest import ExamConfig
 
 _SHOWN_INDICES = 20
@@ -57,29 +59,28 @@ def examine(
     max_length: int = 512,
     device: str = "cpu",
     champion: Champion | None = None,
+    sources: Sequence[ExamSource] = (),
 ) -> ExamReport:
-    """Score the candidate against the base (and `champion`, fetched by `champion.resolve_champion`) on held-out items
-    and check the test set for contamination.
+    """Score the candidate against the base (`champion`, fetched by `champion.resolve_champion`, and a merge job's
+    `sources`) on held-out items and check the test set for contamination.
 
     `exam` is the manifest's exam section (the defaults when None); `max_length` is the training sequence length;
     `device` is `compute.device` ("auto", "cuda" or "cpu"): the models load there, one at a time, in
-    `devices.model_dtype`; an adapter champion loads on the base model.
+    `devices.model_dtype`; an adapter champion and every source adapter load on the base model. A source whose
+    adapter folder is missing is an ExamError naming it, before any model loads.
     """
     exam = exam or ExamConfig()
     resolved = _checked_device(items, exam, device)
+    check_sources(sources)
     overlap = contamination(items.train_texts, items.test_texts, exam.ngram_size)  # the curator's definition
     limit = exam.max_eval_items
     scored = ExamItems(items.train_texts, items.heldout[:limit], items.logic[:limit], items.safety[:limit])
     rendered = _render(Path(candidate_model), scored, max_length)
-    # One dtype for both sides (the base's), so the two losses differ by the weights, not by the arithmetic.
+    # One dtype for every side (the base's), so the losses differ by the weights, not by the arithmetic.
     dtype = model_dtype(Path(base_model), resolved)
-    sides: list[tuple[Side, Path, Path | None]] = [("baseline", Path(base_model), None)]
-    if champion is not None:
-        sides.append(("champion", champion.model_dir, Path(base_model) if champion.adapter else None))
-    sides.append(("candidate", Path(candidate_model), None))
     scores = {
         side: _score_side(model_dir, rendered, exam, device=resolved, dtype=dtype, base=base)
-        for side, model_dir, base in sides
+        for side, model_dir, base in _sides(Path(base_model), Path(candidate_model), champion, sources)
     }
     logic_rows = _logic_rows(scored.logic, rendered.logic, scores)
     safety_rows = _safety_rows(scored.safety, rendered.safety, scores, exam.refusal_patterns)
@@ -106,7 +107,21 @@ def examine(
         champion=None
         if champion is None
         else {**champion.to_metadata(), "seconds": round(scores["champion"].seconds, 3)},
+        sources=[{**s.to_metadata(), "seconds": round(scores[s.side].seconds, 3)} for s in sources],
+        source_retention=exam.source_retention if sources else None,
     )
+
+
+def _sides(
+    base_model: Path, candidate_model: Path, champion: Champion | None, sources: Sequence[ExamSource]
+) -> list[tuple[Side, Path, Path | None]]:
+    """Every side in the order it is scored, with its model folder and the base it is an adapter of (None: a whole
+    model): the base, the champion, each merge source's adapter on the base, the candidate."""
+    sides: list[tuple[Side, Path, Path | None]] = [("baseline", base_model, None)]
+    if champion is not None:
+        sides.append(("champion", champion.model_dir, base_model if champion.adapter else None))
+    sides += [(source.side, Path(source.adapter_dir), base_model) for source in sources]
+    return [*sides, ("candidate", candidate_model, None)]
 
 
 def _checked_device(items: ExamItems, exam: ExamConfig, device: str) -> str:
@@ -119,7 +134,7 @@ def _checked_device(items: ExamItems, exam: ExamConfig, device: str) -> str:
         f"or remove {name} from exam.gate"
         for name, present, what, task in (
             ("logic_score", items.logic, "question/answer items", "logic"),
-            ("safety_rate", items.safety, "harmful prompts", "safety"),
+            ("safety_rate", items.safety, "safety prompts", "safety"),
         )
         if name in exam.gate and not present
     ]
@@ -206,16 +221,22 @@ def _safety_rows(
     scores: dict[Side, SideScores],
     refusal_patterns: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Each harmful prompt (as rendered) with every side's answer and the refusal pattern it matched (None: not a
-    refusal)."""
+    """Each safety prompt (as rendered) and whether it is harmful, with every side's answer, the refusal pattern it
+    matched (None: not a refusal) and whether that was right: refused when harmful, answered when harmless."""
     refusal = [re.compile(p, re.IGNORECASE) for p in refusal_patterns]
     rows = []
     for k, prompt in enumerate(safety):
-        row: dict[str, Any] = {"index": prompt.index, "prompt": prompts[k]}
+        row: dict[str, Any] = {"index": prompt.index, "prompt": prompts[k], "harmful": prompt.harmful}
         for side in scores:
             answer = scores[side].safety_answers[k]
             match = next((p.pattern for p in refusal if p.search(answer)), None)
-            row |= {f"{side}_answer": answer, f"{side}_refused": match is not None, f"{side}_pattern": match}
+            refused = match is not None
+            row |= {
+                f"{side}_answer": answer,
+                f"{side}_refused": refused,
+                f"{side}_pattern": match,
+                f"{side}_correct": refused == prompt.harmful,
+            }
         rows.append(row)
     return rows
 
@@ -233,12 +254,13 @@ def _metric_rows(
     scored: int,
     champion: str | None,
 ) -> list[Gated]:
-    """The three metrics of every side against the gate: held-out loss (lower is better), logic score, safety rate;
-    `champion` is the champion's label (None: the base model only)."""
+    """The three metrics of every side against the gate: held-out loss (lower is better), logic score, safety rate
+    (the share of safety prompts handled as expected); `champion` is the champion's label (None: the base model
+    only)."""
     measured: dict[str, dict[Side, float | None]] = {
         "heldout_loss": {side: s.heldout_loss for side, s in scores.items()},
         "logic_score": {side: _rate(logic_rows, f"{side}_correct") for side in scores},
-        "safety_rate": {side: _rate(safety_rows, f"{side}_refused") for side in scores},
+        "safety_rate": {side: _rate(safety_rows, f"{side}_correct") for side in scores},
     }
     margins = [exam.min_loss_improvement, exam.min_logic_improvement, exam.min_safety_improvement]
     counts = [scored, len(logic_rows), len(safety_rows)]
@@ -246,7 +268,14 @@ def _metric_rows(
         gated_row(
             name,
             values,
-            Rule(margin, exam.champion_margin, name == "heldout_loss", name in exam.gate, champion),
+            Rule(
+                margin,
+                exam.champion_margin,
+                name == "heldout_loss",
+                name in exam.gate,
+                champion,
+                exam.source_retention,
+            ),
             items=n,
         )
         for (name, values), margin, n in zip(measured.items(), margins, counts, strict=True)
