@@ -282,6 +282,12 @@ def exam_section(w: Witnesses) -> Section:
             if row.get(side) is not None:
                 key = f"{row['name']}_{side}"
                 items.append(compare(f"{key} (required {row.get('required')})", row[side], numbers.get(key)))
+        for job_id, value in (
+            row.get("sources") or {}
+        ).items():  # each merge source's, when the exam had them
+            if value is not None:
+                key = f"{row['name']}_source_{job_id}"
+                items.append(compare(key, value, numbers.get(key)))
     if not exam.get("report"):
         items.append(Item("metrics", status="MISSING", note="no exam verdict in the audit trail"))
     return Section("Exam", items)

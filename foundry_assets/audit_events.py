@@ -109,6 +109,10 @@ class ExamVerdict(TypedDict, total=False):
     """Tree digest of the model folder the exam loaded (`hashing.tree_digest`): the publish gate's link to `merged`."""
     champion: dict[str, Any] | None
     """The current release the candidate also had to beat (`ExamResult.champion`); None: the base model only."""
+    sources: list[dict[str, Any]]
+    """The merge source jobs scored beside the candidate (`ExamResult.sources`); empty: not a merge of source jobs."""
+    source_retention: float | None
+    """The share of the best source's gated rates the candidate had to keep; None without sources."""
 
 
 class SignedManifestation(TypedDict):

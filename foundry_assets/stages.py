@@ -139,6 +139,19 @@ class ExamResult:
         champion = self.report.get("champion")
         return dict(champion) if champion else None
 
+    @property
+    def sources(self) -> list[dict[str, Any]]:
+        """The merge source jobs scored as their own sides (job_id, adapter_dir, seconds; each metric's source values
+        are in `metrics`); empty when the exam had none (and in reports written before sources were scored)."""
+        return [dict(source) for source in self.report.get("sources") or []]
+
+    @property
+    def source_retention(self) -> float | None:
+        """The share of the best source's gated rates the candidate had to keep (`exam.source_retention`); None
+        without sources."""
+        share = self.report.get("source_retention")
+        return None if share is None else float(share)
+
     def verdict_record(self) -> dict[str, Any]:
         """The `exam_verdict` audit record's payload: what the publish gate reads back from the trail."""
         return {
@@ -149,6 +162,8 @@ class ExamResult:
             "lot_number": self.lot_number,
             "model_sha256": self.model_sha256,
             "champion": self.champion,
+            "sources": self.sources,
+            "source_retention": self.source_retention,
         }
 
     def document(self) -> dict[str, Any]:

@@ -44,6 +44,9 @@ def chain(
     counts: dict[str, Any] = {"rows_in": 10, "kept": 8, "removed": 2, "train_rows": 7, "test_rows": 1}
     counts |= {"train_sha256": "c" * 64, "test_sha256": "d" * 64}
     metrics = [{"name": "heldout_loss", "baseline": 6.0, "candidate": 5.0, "required": "< 6", "passed": True}]
+    metrics[0]["sources"] = {
+        "logic-1": 5.5
+    }  # a merge source's value, as a merge of source jobs' exam writes it
     publish = {"uri": "s3://models/prod/v1/", "tag": "v1", "status": "published", "artifact_sha256": "e" * 64}
     manifest_doc = MANIFEST.model_dump(mode="json")
     lot = {"dataset_sha256": "f" * 64, "manifest_sha256": manifest_hash, "lot_number": LOT}
@@ -85,6 +88,7 @@ def chain(
         for asset, m in metadata.items()
     }
     check_meta = {"lot_number": LOT, "heldout_loss_baseline": 6.0, "heldout_loss_candidate": 5.0}
+    check_meta["heldout_loss_source_logic-1"] = 5.5
     checks = {GATE_CHECK: {"passed": passed, "metadata": check_meta}}
     return trail.path, events, checks
 
@@ -134,11 +138,15 @@ def test_consistent_chain_is_complete_in_markdown_and_html(tmp_path: Path) -> No
             "heldout_loss_candidate (required < 6): MISMATCH",
         ),
         (
+            lambda e, c: c[GATE_CHECK]["metadata"].update({"heldout_loss_source_logic-1": 4.0}),
+            "heldout_loss_source_logic-1: MISMATCH",
+        ),
+        (
             lambda e, c: e["trained_adapter"]["metadata"].update(losses=[{"step": 10, "loss": 6.5}]),
             "loss curve (step, loss): MISMATCH",
         ),
     ],
-    ids=["lot", "adapter-hash", "audit-head", "unpublished", "exam-number", "loss-curve"],
+    ids=["lot", "adapter-hash", "audit-head", "unpublished", "exam-number", "source-number", "loss-curve"],
 )
 def test_any_disagreement_or_missing_link_is_flagged(tmp_path: Path, tamper: Any, expected: str) -> None:
     path, events, checks = chain(tmp_path)

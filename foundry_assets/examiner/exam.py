@@ -4,8 +4,8 @@ one, and a merge job's source adapters) on the same held-out items, the contamin
 Each gated metric must beat the base model's by the manifest's margin (`exam.min_*_improvement`), with a champion be
 at least as good as the champion's (better by `exam.champion_margin`) and, for a gated rate of a merge of source jobs,
 reach `exam.source_retention` of the best source's (the merged model keeps each specialist's skill); a metric not
-gated is reported all the same, a metric with no items is reported as skipped. The test split is clean when the share of its
-items that share an n-gram with a training text is at most `exam.max_contamination`; "share an n-gram" is
+gated is reported all the same, a metric with no items is reported as skipped. The test split is clean when the share
+of its items that share an n-gram with a training text is at most `exam.max_contamination`; "share an n-gram" is
 `curator.contamination`, the definition the curator decontaminates with (content, not template headers).
 """
 

@@ -200,6 +200,7 @@ def exam_section(exam: Mapping[str, Any]) -> list[str]:
     else:
         rows = [[r.name, r.baseline, r.candidate, r.required, _release(r)] for r in metric_rows(exam)]
         lines += _table(["metric", "baseline", "candidate", "required", "release"], rows)
+    lines += _sources_lines(exam)
     contamination = exam.get("contamination") or {}
     if contamination:
         found, items = len(contamination.get("contaminated") or []), contamination.get("test_items", "?")
@@ -211,6 +212,30 @@ def exam_section(exam: Mapping[str, Any]) -> list[str]:
         ]
     reasons = exam.get("reasons") or []
     return lines + (["", "Reasons:", *(f"- {_cell(r)}" for r in reasons)] if reasons else []) + [""]
+
+
+def _sources_lines(exam: Mapping[str, Any]) -> list[str]:
+    """A merge of source jobs: each source's adapter scored on the base model and what each rate had to keep."""
+    jobs = [str(source["job_id"]) for source in exam.get("sources") or []]
+    if not jobs:
+        return []
+    share = exam.get("source_retention") or 0.0
+    kept = (
+        f"every gated rate had to keep {share * 100:g}% of the best source's"
+        if share
+        else "their scores were reported, not compared (exam.source_retention 0)"
+    )
+    rows = [
+        [r.name, *(r.sources.get(job) for job in jobs), r.candidate, r.retention_required or "—"]
+        for r in metric_rows(exam)
+        if r.sources
+    ]
+    return [
+        "",
+        f"The merge sources (each source job's adapter on the base model) sat the same exam; {kept}:",
+        "",
+        *_table(["metric", *(f"source {job}" for job in jobs), "candidate", "required vs sources"], rows),
+    ]
 
 
 def _fence(text: str, language: str) -> list[str]:

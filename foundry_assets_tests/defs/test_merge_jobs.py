@@ -13,6 +13,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from foundry_assets.audit import AuditTrail
 from foundry_assets.audit_report import build_report
 from foundry_assets.defs.event_log import job_event_log
 from foundry_assets.demo.stories import StoryDrops, write_story_c
@@ -131,6 +132,7 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
 
     trail = story.workspace.audit_path(job_id).read_text()
     assert '"story-c-logic"' in trail and '"story-c-safety"' in trail
+    _assert_sources_sat_the_exam(story, job_id)
 
     # the auditor's report of a merge-only job: training_skipped is its training record, not a missing adapter
     materializations, checks = job_event_log(story.instance, job_id)
@@ -143,6 +145,30 @@ def test_merge_job_merges_both_sources_with_lineage_and_publishes(story: Story) 
     )
     assert report.ok, report.problems
     assert "training skipped (merge-only job)" in report.to_markdown()
+
+
+def _assert_sources_sat_the_exam(story: Story, job_id: str) -> None:
+    """Each source job's adapter was scored on the base as its own side: its numbers are in the report, the exam's
+    metadata (each on its own and in the table), the check's `had_to_beat` and the `exam_verdict` record."""
+    report = json.loads(story.workspace.exam_report_path(job_id).read_text())
+    jobs = ["story-c-logic", "story-c-safety"]
+    assert [s["job_id"] for s in report["sources"]] == jobs and report["source_retention"] == 0.9
+    assert all(s["seconds"] > 0 and Path(s["adapter_dir"]).is_absolute() for s in report["sources"])
+    exam = _latest(story.instance, "exam_report", job_id)
+    assert exam is not None
+    table = {record.data["name"]: record.data for record in exam.metadata["metrics"].records}
+    for row in report["metrics"][:3]:  # heldout_loss, logic_score, safety_rate
+        assert sorted(row["sources"]) == jobs
+        for job in jobs:
+            assert exam.metadata[f"{row['name']}_source_{job}"].value == row["sources"][job]
+            assert table[row["name"]][f"source_{job}"] == row["sources"][job]
+    assert "keep 90% of the best merge source's gated rates (jobs 'story-c-logic', 'story-c-safety')" in (
+        exam.metadata["had_to_beat"].value
+    )
+    verdict = next(
+        r for r in AuditTrail(story.workspace.audit_path(job_id)).records() if r["event"] == "exam_verdict"
+    )
+    assert verdict["data"]["sources"] == report["sources"] and verdict["data"]["source_retention"] == 0.9
 
 
 def test_merge_job_whose_gate_fails_publishes_nothing(story: Story) -> None:

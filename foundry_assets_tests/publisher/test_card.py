@@ -128,6 +128,40 @@ def test_a_champion_exam_shows_the_champion_column_and_names_it(tmp_path: Path) 
     assert "champion" not in plain, "without a champion the table is the base against the candidate"
 
 
+def test_a_merge_of_source_jobs_shows_what_each_source_scored_and_what_the_merge_had_to_keep(
+    tmp_path: Path,
+) -> None:
+    logic = {
+        **EXAM["metrics"][1],
+        "sources": {"logic-1": 0.75, "safety-1": 0.0},
+        "retention_required": "≥ 0.6750 (90% of job 'logic-1') (not gated)",
+        "retention_result": "not gated",
+    }
+    loss = {**EXAM["metrics"][0], "sources": {"logic-1": 1.5, "safety-1": 1.75}}
+    sources = [
+        {"job_id": job, "adapter_dir": f"/jobs/m/sources/{job}", "seconds": 1.0}
+        for job in ("logic-1", "safety-1")
+    ]
+    exam = {
+        **EXAM,
+        "metrics": [loss, logic, *EXAM["metrics"][2:]],
+        "sources": sources,
+        "source_retention": 0.9,
+    }
+    text, _ = _card(tmp_path, MERGE_ONLY_JOB, "merged_model", exam)
+    assert "sat the same exam; every gated rate had to keep 90% of the best source's:" in text
+    assert "| metric | source logic-1 | source safety-1 | candidate | required vs sources |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| logic_score |")]
+    assert (
+        rows[-1] == "| logic_score | 0.7500 | 0.0000 | 0.2500 | ≥ 0.6750 (90% of job 'logic-1') (not gated) |"
+    )
+    assert [line for line in text.splitlines() if line.startswith("| heldout_loss |")][-1].endswith(
+        "| 1.2500 | — |"
+    )
+    plain, _ = _card(tmp_path / "plain", MERGE_ONLY_JOB, "merged_model")
+    assert "merge sources" not in plain and "source logic-1" not in plain
+
+
 def test_a_merge_only_card_says_nothing_was_trained_and_loads_with_transformers(tmp_path: Path) -> None:
     text, card = _card(tmp_path, MERGE_ONLY_JOB, "merged_model")
     data = card.data
