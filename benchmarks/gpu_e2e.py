@@ -266,6 +266,8 @@ def run_facts(job_id: str) -> dict[str, Any]:
             ):
                 if key in metadata:
                     step[key] = metadata[key].value
+            # a merge job's exam scores its sources too: their numbers and seconds
+            step |= {k: v.value for k, v in metadata.items() if "_source_" in k or k.startswith("source_")}
     return facts
 
 
