@@ -37,7 +37,9 @@ def conversation(record: dict[str, Any]) -> tuple[list[dict[str, str]], list[dic
     ]
 
 
-def train_adapter(base: Path, records: list[dict[str, Any]], out: Path, *, lr: float, steps: int) -> float:
+def train_adapter(
+    base: Path, records: list[dict[str, Any]], out: Path, *, lr: float, steps: int, device: str = "cpu"
+) -> float:
     """A DoRA adapter trained on the completions of `records`; returns the mean loss of the last 20 steps."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -54,7 +56,7 @@ def train_adapter(base: Path, records: list[dict[str, Any]], out: Path, *, lr: f
         encoded.append((full, len(start)))
     torch.manual_seed(0)
     config = LoraConfig(r=8, lora_alpha=8, target_modules="all-linear", use_dora=True)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), config)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base).to(device), config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     rng, losses = random.Random(0), []
     for _ in range(steps):
@@ -67,7 +69,9 @@ def train_adapter(base: Path, records: list[dict[str, Any]], out: Path, *, lr: f
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention[row, : len(ids)] = 1
             labels[row, start : len(ids)] = torch.tensor(ids[start:])
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss = model(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), labels=labels.to(device)
+        ).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -101,6 +105,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="/tmp/bench-merge-skills")
     parser.add_argument("--pretrain-steps", type=int, default=1500)
+    parser.add_argument("--pretrain-batch", type=int, default=16)
+    parser.add_argument("--pretrain-lr", type=float, default=3e-3)
+    parser.add_argument("--hidden", type=int, default=128, help="base hidden size (intermediate 3x)")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda: pretraining, adapters, merges and scoring"
+    )
     parser.add_argument("--lr", type=float, default=2e-3, help="logic adapter learning rate")
     parser.add_argument("--steps", type=int, default=300, help="logic adapter steps")
     parser.add_argument("--safety-lr", type=float, default=1e-3)
@@ -118,26 +129,53 @@ def main() -> None:
 
     root = Path(args.root)
     started = time.perf_counter()
-    base = pretrain_base(root / "base", PretrainConfig(steps=args.pretrain_steps, batch_size=16))
+    base = pretrain_base(
+        root / "base",
+        PretrainConfig(
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            num_heads=max(4, args.hidden // 64),
+            steps=args.pretrain_steps,
+            batch_size=args.pretrain_batch,
+            learning_rate=args.pretrain_lr,
+        ),
+        device=args.device,
+    )
     pretrain_s = time.perf_counter() - started
     safety_train, safety_test = skills.safety_split()
     logic_train = skills.logic_records(300)
     logic_test = skills.uncontaminated(skills.logic_records(60, offset=1000), logic_train)
     losses = {
-        "logic": train_adapter(base, logic_train, root / "logic", lr=args.lr, steps=args.steps),
+        "logic": train_adapter(
+            base, logic_train, root / "logic", lr=args.lr, steps=args.steps, device=args.device
+        ),
         "safety": train_adapter(
-            base, safety_train, root / "safety", lr=args.safety_lr, steps=args.safety_steps
+            base,
+            safety_train,
+            root / "safety",
+            lr=args.safety_lr,
+            steps=args.safety_steps,
+            device=args.device,
         ),
     }
     tokenizer = AutoTokenizer.from_pretrained(base)
     rows = [
         (
             "base",
-            *score(AutoModelForCausalLM.from_pretrained(base).eval(), tokenizer, logic_test, safety_test),
+            *score(
+                AutoModelForCausalLM.from_pretrained(base).to(args.device).eval(),
+                tokenizer,
+                logic_test,
+                safety_test,
+            ),
         )
     ]
     for name in ("logic", "safety"):
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), root / name).eval()
+        model = (
+            PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), root / name)
+            .to(args.device)
+            .eval()
+        )
         rows.append((f"{name} adapter", *score(model, tokenizer, logic_test, safety_test)))
     for normalize, density, (w_logic, w_safety) in GRID:
         shutil.rmtree(root / "merged", ignore_errors=True)
@@ -151,15 +189,18 @@ def main() -> None:
             out_dir=root / "merged",
             normalize=normalize,
             seed=0,
-            device="cpu",
+            device=args.device,
             base_name="story-base",
         )
-        model = AutoModelForCausalLM.from_pretrained(root / "merged", dtype=torch.float32).eval()
+        model = (
+            AutoModelForCausalLM.from_pretrained(root / "merged", dtype=torch.float32).to(args.device).eval()
+        )
         label = f"merged: density {density}, weights {w_logic}/{w_safety}, normalize {str(normalize).lower()}"
         rows.append((label, *score(model, tokenizer, logic_test, safety_test)))
     best_logic, best_safety = rows[1][1], rows[2][2]
     print(
-        f"\nmachine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU; "
+        f"\nmachine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}; base {args.hidden}×{args.layers}, "
         f"pretraining {pretrain_s:.0f} s; adapter losses (last 20 steps) {losses}; "
         f"{len(logic_test)} held-out problems, {len(safety_test)} held-out safety prompts "
         f"({sum(not r['harmful'] for r in safety_test)} harmless look-alikes)\n"
