@@ -80,6 +80,28 @@ def train_adapter(
     return sum(losses[-20:]) / 20
 
 
+def with_base_answers(
+    base: Path, logic: list[dict[str, Any]], safety: list[dict[str, Any]], device: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each skill's records plus the other skill's prompts answered as the base answers them (greedy): an adapter then
+    learns to leave the other skill's prompts alone, so its task vector moves less where the other one acts."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from foundry_assets.examiner.scoring import generate_answers, prompt_texts
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base).to(device).eval()
+
+    def as_base(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        prompts = prompt_texts(tokenizer, [conversation(r)[0] for r in records])
+        answers = generate_answers(
+            model, tokenizer, prompts, max_new_tokens=40, stop_ids=[tokenizer.eos_token_id]
+        )
+        return [{"instruction": r["instruction"], "output": a} for r, a in zip(records, answers, strict=True)]
+
+    return logic + as_base(safety), safety + as_base(logic)
+
+
 def score(
     model: Any, tokenizer: Any, logic: list[dict[str, Any]], safety: list[dict[str, Any]]
 ) -> tuple[float, float]:
@@ -109,6 +131,11 @@ def main() -> None:
     parser.add_argument("--pretrain-lr", type=float, default=3e-3)
     parser.add_argument("--hidden", type=int, default=128, help="base hidden size (intermediate 3x)")
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--keep-other",
+        action="store_true",
+        help="train each adapter also on the other skill's prompts answered as the base answers them",
+    )
     parser.add_argument(
         "--device", default="cpu", help="cpu or cuda: pretraining, adapters, merges and scoring"
     )
@@ -145,6 +172,8 @@ def main() -> None:
     safety_train, safety_test = skills.safety_split()
     logic_train = skills.logic_records(300)
     logic_test = skills.uncontaminated(skills.logic_records(60, offset=1000), logic_train)
+    if args.keep_other:
+        logic_train, safety_train = with_base_answers(base, logic_train, safety_train, args.device)
     losses = {
         "logic": train_adapter(
             base, logic_train, root / "logic", lr=args.lr, steps=args.steps, device=args.device
