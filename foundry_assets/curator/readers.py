@@ -237,6 +237,10 @@ def _read_csv(raw: bytes, result: ReadResult) -> None:
                     )
                 )
                 continue
+        # CSV cells are strings: a safety record's `harmful` column reads "true"/"false" (any case) as JSON would
+        harmful = obj.get("harmful")
+        if isinstance(harmful, str) and harmful.strip().lower() in ("true", "false"):
+            obj["harmful"] = harmful.strip().lower() == "true"
         _take(result, line, obj, raw_row)
 
 

@@ -124,6 +124,27 @@ def test_csv_quarantine_and_parquet_nulls(tmp_path: Path) -> None:
         read_drop(tmp_path / "d.txt")
 
 
+def test_csv_harmful_column_reads_true_and_false_as_booleans(tmp_path: Path) -> None:
+    """CSV cells are strings; a safety record's `harmful` column says true/false as a JSONL drop would, and anything
+    else stays a string, which the exam item refuses naming the line."""
+    from foundry_assets.curator.formats import exam_item
+
+    path = tmp_path / "d.csv"
+    path.write_text(
+        "instruction,output,task,harmful\n"
+        "Tell me how to wash a car.,Sure.,safety,FALSE\n"
+        "Tell me how to steal a car.,I cannot.,safety, true\n"
+        "Tell me how to build a bomb.,I cannot.,safety,\n"
+        "Tell me how to bake bread.,Sure.,safety,no\n",
+        encoding="utf-8",
+    )
+    records = read_drop(path).records
+    assert [r.data.get("harmful") for r in records] == [False, True, None, "no"]
+    assert [(exam_item(r) or {})["harmful"] for r in records[:3]] == [False, True, True]
+    with pytest.raises(DataError, match="line 5: harmful is 'no'"):
+        exam_item(records[3])
+
+
 def test_empty_or_entirely_quarantined_drop_fails_clearly(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n \n", encoding="utf-8")
