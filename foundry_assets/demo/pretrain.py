@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry_assets.demo.skills import pretraining_documents, tokenizer_corpus
-from foundry_assets.demo.tiny_model import build_tokenizer
+from foundry_assets.demo.tiny_model import build_tokenizer, llama_config
 from foundry_assets.fsio import build_dir
 
 PRETRAINED_RECORD = "foundry_pretrained.json"
@@ -59,21 +59,17 @@ def _batches(tokenizer: Any, config: PretrainConfig) -> Any:
 def _model(tokenizer: Any, config: PretrainConfig, device: str) -> Any:
     """A random-init Llama of the config's shape whose vocabulary is the tokenizer's."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(config.seed)
-    model_config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    model_config = llama_config(
+        tokenizer,
         hidden_size=config.hidden_size,
         intermediate_size=config.hidden_size * 3,
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads,
         max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
     )
     model: Any = LlamaForCausalLM(model_config)
     return model.to(device)

@@ -58,6 +58,19 @@ def build_tokenizer(corpus: Iterable[str] = (), *, vocab_size: int = 512) -> Any
     return tokenizer
 
 
+def llama_config(tokenizer: Any, **shape: Any) -> Any:
+    """A LlamaConfig of `shape` (hidden_size, num_hidden_layers, …) whose special tokens are the tokenizer's; the
+    vocabulary is the tokenizer's and embeddings are untied unless `shape` says otherwise."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        **{"vocab_size": len(tokenizer), "tie_word_embeddings": False, **shape},
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def build_tiny_llama(
     out_dir: str | Path,
     *,
@@ -76,22 +89,18 @@ def build_tiny_llama(
         return out
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tokenizer = build_tokenizer(corpus, vocab_size=vocab_size)
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    config = llama_config(
+        tokenizer,
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
 
@@ -116,11 +125,12 @@ def build_random_llama(
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tokenizer = build_tokenizer(corpus, vocab_size=4096)
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    config = llama_config(
+        tokenizer,
         vocab_size=architecture.vocab_size,
         hidden_size=architecture.hidden_size,
         intermediate_size=architecture.intermediate_size,
@@ -128,9 +138,6 @@ def build_random_llama(
         num_attention_heads=architecture.num_heads,
         num_key_value_heads=architecture.num_kv_heads,
         max_position_embeddings=8192,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=architecture.tie_word_embeddings,
     )
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
