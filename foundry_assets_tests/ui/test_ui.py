@@ -224,7 +224,8 @@ def test_a_new_job_launched_from_the_ui_with_a_pasted_manifest_publishes(
         chip.wait_for()
     page.get_by_text("Config", exact=True).click()
     page.get_by_role("button", name="Add config").click()
-    page.locator(".CodeMirror").last.click()
+    # focus the editor itself: the launchpad's session bar can overlap the editor's box and take a click
+    page.locator(".CodeMirror").last.evaluate("editor => editor.CodeMirror.focus()")
     page.keyboard.insert_text(json.dumps(config))  # pasted: JSON is YAML
     page.get_by_text("No errors", exact=True).last.wait_for()
     page.screenshot(path=str(ARTIFACTS / "launch-pasted-config.png"))
