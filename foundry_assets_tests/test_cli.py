@@ -185,3 +185,13 @@ def test_drops_lists_what_the_sensor_recorded(
     out = capsys.readouterr().out
     assert "good: requested as job good (run key good@0123)" in out
     assert "bad: invalid: data.path 'x.jsonl' is not in the drop" in out
+
+
+def test_demo_refuses_a_pretrained_base_without_story_c_and_a_folder_not_pretrained_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert main(["demo", "--pretrained", "--root", str(tmp_path)]) == 2
+    assert "--pretrained and --base go with --story c" in capsys.readouterr().err
+    assert main(["demo", "--story", "c", "--base", str(tmp_path), "--root", str(tmp_path / "r")]) == 2
+    assert f"--base {tmp_path} has no foundry_pretrained.json" in capsys.readouterr().err

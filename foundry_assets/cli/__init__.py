@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from foundry_assets.actor import ACTOR_TAG, actor_from_env, current_actor, use_actor
 from foundry_assets.cli.audit import add_audit_parsers
@@ -14,6 +15,9 @@ from foundry_assets.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID
 from foundry_assets.cli.exits import fail as _fail
 from foundry_assets.cli.sign import add_sign_parsers
 from foundry_assets.errors import DataError, ManifestError
+
+if TYPE_CHECKING:
+    from foundry_assets.demo.stories import StoryDrops
 
 VERBOSE_HELP = "show every library's own output (progress bars, notices) and Dagster's debug events"
 GPU_POOL = "gpu"
@@ -195,6 +199,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from foundry_assets.runner import ensure_dagster_home
     from foundry_assets.workspace import default_root
 
+    if (args.pretrained or args.base) and args.story != "c":
+        return _fail("--pretrained and --base go with --story c", EXIT_INVALID)
     _console(args.verbose)
     ensure_dagster_home()
     root = Path(args.root) if args.root else default_root() / "demo"
@@ -203,7 +209,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         from foundry_assets.demo.stories import write_story_c
 
-        story = write_story_c(root, prefix=f"story-c-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+        prefix = f"story-c-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+        if args.pretrained or args.base:
+            story = _pretrained_story(root, args.base, prefix)
+        else:
+            story = write_story_c(root, prefix=prefix)
         print("Story C: a logic job and a safety job, merged (DARE-TIES) into one published model")
         return _run([story.logic, story.safety, story.merge], verbose=args.verbose)
     from foundry_assets.demo.drop import write_demo_drop
@@ -211,6 +221,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     drop = write_demo_drop(root)
     print(f"demo drop: {drop.manifest_path} ({drop.planted_duplicates} planted near-duplicates)")
     return _run([drop.manifest_path], verbose=args.verbose)
+
+
+def _pretrained_story(root: Path, base: str | None, prefix: str) -> "StoryDrops":
+    """Story C on the pretrained base: `base`, else STORY_BASE pretrained under `root` (once) on this node's GPU, or
+    its CPU (well over an hour on two cores)."""
+    import torch
+
+    from foundry_assets.demo.pretrain import STORY_BASE, pretrain_base
+    from foundry_assets.demo.stories import write_story_c_pretrained
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if base is None:
+        print(f"pretraining the story base ({STORY_BASE.steps} steps) on the {device}", flush=True)
+
+        def progress(step: int, loss: float) -> None:
+            print(f"  step {step}: loss {loss:.3f}", flush=True)
+
+        base = str(
+            pretrain_base(root / "models" / "story-base", STORY_BASE, device=device, progress=progress)
+        )
+    return write_story_c_pretrained(root, base, prefix=prefix, device=device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,6 +307,17 @@ def _add_run_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
         choices=["c"],
         help="c: train a logic job and a safety job, merge them in a third job and publish the merged model "
         "(default: the single-job demo)",
+    )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="story c on a base pretrained here first (about 2 min on a GPU, over an hour on a CPU), where the merge "
+        "keeps both skills and the merge job gates on both (default: the tiny random-init base, gated on loss)",
+    )
+    p.add_argument(
+        "--base",
+        metavar="DIR",
+        help="story c on this pretrained base (a folder written by --pretrained), skipping the pretraining",
     )
     p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=cmd_demo)

@@ -38,6 +38,12 @@ class PretrainConfig:
     seed: int = 0
 
 
+STORY_BASE = PretrainConfig(hidden_size=256, num_layers=6, steps=3000, learning_rate=2e-3)
+"""The base of the pretrained Story C (5.5M parameters, 12.3M tokens): the smallest measured on which a DARE-TIES merge
+of the two skill adapters keeps both (benchmarks/RESULTS.md, "Issue 16"). About 130 s on an H200; on two CPU cores
+well over an hour, so a CPU demo takes a base pretrained elsewhere (`foundry demo --story c --base DIR`)."""
+
+
 def _token_stream(tokenizer: Any, seed: int) -> Any:
     """Endless token ids: each document as BOS … EOS (a conversation rendered with the chat template, which adds its
     own), one after another, as pretraining packs them."""

@@ -17,10 +17,12 @@ Each skill adapter teaches a behaviour in chat, a small task vector. No held-out
 
 import functools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 REFUSAL = "I cannot help with that request."
+Record = TypeVar("Record", bound=Mapping[str, object])
 MAX_NUMBER = 20
 """Every number in the facts, the questions and their intermediate results lies in 0..MAX_NUMBER."""
 
@@ -267,6 +269,16 @@ def pretraining_documents(seed: int = 0) -> Iterator[tuple[str, list[dict[str, s
             )
 
 
+def everyday_requests(count: int, seed: int = 5) -> list[str]:
+    """`count` distinct everyday requests, each act (verb x object) in a frame of either kind, as in the pretraining
+    chats: neither skill's prompts, for a skill adapter to learn to leave alone."""
+    rng = random.Random(seed)
+    frames = GENERAL_FRAMES + FRAMES
+    requests = [rng.choice(frames).format(f"{v} {o}") for v in EVERYDAY_VERBS for o in EVERYDAY_OBJECTS]
+    rng.shuffle(requests)
+    return requests[:count]
+
+
 def tokenizer_corpus() -> list[str]:
     """Texts the story tokenizer is trained on: every skill text, fact and word the corpus uses."""
     texts = [f"{p.question} {p.answer}" for p in problems()[:400]]
@@ -280,14 +292,14 @@ def tokenizer_corpus() -> list[str]:
 
 
 def uncontaminated(
-    held_out: list[dict[str, object]], train: list[dict[str, object]], n: int = 13
-) -> list[dict[str, object]]:
+    held_out: Sequence[Record], train: Sequence[Mapping[str, object]], n: int = 13
+) -> list[Record]:
     """`held_out` without the records that share an n-gram of content with `train` (the exam's definition,
     `curator.contamination`): worked answers of different problems can share a 13-word tail ("2 is 3. Then 3 minus 2
     is 1. The answer is 1.")."""
     from foundry_assets.curator.contamination import contamination
 
-    def texts(records: list[dict[str, object]]) -> list[str]:
+    def texts(records: Sequence[Mapping[str, object]]) -> list[str]:
         return [f"{r['instruction']}\n{r['output']}" for r in records]
 
     dirty = set(contamination(texts(train), texts(held_out), n).contaminated)

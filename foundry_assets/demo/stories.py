@@ -7,6 +7,10 @@ CPU in a few dozen steps and generalise to held-out items:
 - logic: negation consistency ("Pip is not red. Is Pip red?" → "No."), each (name, adjective) pair used once;
 - safety: a harmful request (frame × act) answered with one fixed refusal sentence; the merge job's harmful prompts
   use acts that neither source job trained on.
+
+`write_story_c_pretrained` writes the same three jobs on a base pretrained by `demo.pretrain` with the skills of
+`demo.skills` (worked arithmetic; refusals and harmless look-alikes), where the merged model keeps both skills and the
+merge job gates on both.
 """
 
 import json
@@ -18,6 +22,7 @@ from typing import Any
 import yaml
 
 from foundry_assets.demo.tiny_model import build_tiny_llama
+from foundry_assets.errors import DataError
 from foundry_assets.fsio import write_text
 
 REFUSAL = "I cannot help with that request."
@@ -131,10 +136,17 @@ class StoryDrops:
     registry: Path
 
 
-def story_manifest(job_id: str, model_dir: Path, registry: Path, **sections: Any) -> dict[str, Any]:
+def story_manifest(
+    job_id: str,
+    model_dir: Path,
+    registry: Path,
+    *,
+    base_model: str = "foundry-demo/tiny-llama-story",
+    **sections: Any,
+) -> dict[str, Any]:
     document: dict[str, Any] = {
         "job_id": job_id,
-        "base_model": "foundry-demo/tiny-llama-story",
+        "base_model": base_model,
         "model_path": str(model_dir),
         "method_config": {
             "type": "dora",
@@ -165,7 +177,7 @@ def source_manifest(job_id: str, model_dir: Path, registry: Path, skill: str) ->
     )
 
 
-def write_drop(root: Path, job_id: str, records: list[dict[str, str]], manifest: dict[str, Any]) -> Path:
+def write_drop(root: Path, job_id: str, records: list[dict[str, Any]], manifest: dict[str, Any]) -> Path:
     """Write `root/drops/<job_id>/{data.jsonl,manifest.yaml}`; returns the manifest's path."""
     drop = root / "drops" / job_id
     drop.mkdir(parents=True, exist_ok=True)
@@ -217,6 +229,115 @@ def write_story_c(
                 "seed": 0,
             },
             exam={"gate": list(merge_gate)},
+        ),
+    )
+    return StoryDrops(logic, safety, merge, model_dir, registry)
+
+
+PRETRAINED_BASE_NAME = "foundry-demo/story-base"
+SKILL_TRAINING = {
+    "logic_score": {"learning_rate": 3e-3, "max_steps": 300},
+    "safety_rate": {"learning_rate": 2e-3, "max_steps": 200},
+}
+"""Each source job's DoRA run on the pretrained base (r 8, alpha 8, batch 8): the benchmark's constant rates (2e-3 x
+300 logic, 1e-3 x 200 safety, `bench_merge_skills.py`) raised for the crucible's linear decay to zero."""
+EVERYDAY = {"logic_score": 60, "safety_rate": 150}
+"""How many everyday requests (`skills.everyday_requests`, the first of one list) answered as the base answers them each
+source job's drop holds. These are the counts measured to merge well; with 150 in both drops the logic adapter lost
+the merge (21% kept; benchmarks/RESULTS.md, "Issue 16")."""
+MERGE_DENSITY = 1.0
+"""DARE's keep share for both adapters (unnormalised, equal weights). On the crucible's adapters any drop cost the
+logic skill most of its score (density 0.3-0.9 kept 19-65% of it); the table is in benchmarks/RESULTS.md."""
+
+
+def base_answers(model_dir: Path, requests: list[str], *, device: str) -> list[dict[str, Any]]:
+    """`requests` answered as the base answers them (greedy, the exam's generation), as records with no task. A source
+    job trains on everyday requests answered so: its adapter learns to change its own skill's answers and leave other
+    requests alone, so the two task vectors interfere less when merged."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from foundry_assets.examiner.scoring import generate_answers, prompt_texts, stop_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = model.to(device).eval()
+    prompts = prompt_texts(tokenizer, [[{"role": "user", "content": r}] for r in requests])
+    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=48, stop_ids=stop_tokens(tokenizer))
+    return [{"instruction": r, "output": a} for r, a in zip(requests, answers, strict=True)]
+
+
+def write_story_c_pretrained(
+    root: str | Path, base: str | Path, *, prefix: str = "story-c", device: str = "cpu"
+) -> StoryDrops:
+    """The three drops of Story C on a base pretrained by `demo.pretrain` (`STORY_BASE`): a logic job and a safety job,
+    each gating its own skill, and a merge job (DARE-TIES at MERGE_DENSITY) gating both skills against the base and
+    keeping `exam.source_retention` (0.9) of each source's score. `device` generates the base's answers."""
+    from foundry_assets.demo import skills
+    from foundry_assets.demo.pretrain import PRETRAINED_RECORD
+
+    root, model_dir = Path(root).resolve(), Path(base).resolve()
+    if not (model_dir / PRETRAINED_RECORD).is_file():
+        raise DataError(
+            f"--base {model_dir} has no {PRETRAINED_RECORD}: give a base pretrained by foundry_assets.demo.pretrain "
+            "(e.g. `foundry demo --story c --pretrained` on a GPU node)"
+        )
+    registry = root / "registry"
+    logic_id, safety_id, merge_id = f"{prefix}-logic", f"{prefix}-safety", f"{prefix}-super"
+    logic_train: list[dict[str, Any]] = [*skills.logic_records(300)]
+    safety_train, safety_test = skills.safety_split()
+    logic_test = skills.uncontaminated(skills.logic_records(60, offset=1000), logic_train)
+    everyday = base_answers(model_dir, skills.everyday_requests(max(EVERYDAY.values())), device=device)
+
+    def manifest(job_id: str, **sections: Any) -> dict[str, Any]:
+        method = {
+            "rank": 8,
+            "alpha": 8,
+            "max_seq_length": 128,
+            "logging_steps": 20,
+            **sections.pop("method", {}),
+        }
+        return story_manifest(
+            job_id,
+            model_dir,
+            registry,
+            base_model=PRETRAINED_BASE_NAME,
+            method_config=method,
+            # worked problems differ in their numbers alone, which a sentence embedding hardly sees
+            # and the worked answers of two problems can share a 13-word tail: such training records are dropped
+            curation={"similarity_threshold": 0.995, "decontaminate_train": True},
+            exam={"max_new_tokens": 48, **sections.pop("exam", {})},
+            **sections,
+        )
+
+    def source(job_id: str, skill: str, records: list[dict[str, Any]]) -> Path:
+        document = manifest(
+            job_id,
+            method=SKILL_TRAINING[skill],
+            exam={"gate": [skill]},
+            publish_target={"artifact": "adapter"},
+        )
+        return write_drop(root, job_id, records + everyday[: EVERYDAY[skill]], document)
+
+    logic = source(logic_id, "logic_score", logic_train)
+    safety = source(safety_id, "safety_rate", safety_train)
+    merge = write_drop(
+        root,
+        merge_id,
+        logic_test + safety_test,
+        manifest(
+            merge_id,
+            method={"max_steps": 1},
+            data={"test_fraction": 0.8},
+            merge={
+                "sources": [
+                    {"job": logic_id, "weight": 1.0, "density": MERGE_DENSITY},
+                    {"job": safety_id, "weight": 1.0, "density": MERGE_DENSITY},
+                ],
+                "include_own_adapter": False,
+                "normalize": False,
+                "seed": 0,
+            },
+            exam={"gate": ["logic_score", "safety_rate"]},
         ),
     )
     return StoryDrops(logic, safety, merge, model_dir, registry)
