@@ -235,23 +235,26 @@ def pack_rows(batch: Any, *, sequence_lengths: bool = False) -> dict[str, Any]:
     return packed
 
 
-def describe_kernels(*, batching: Batching, backend: str, device: str, model: Any) -> dict[str, str]:
-    """Which attention kernel and decoder-layer path the run's batches take, for the run's metadata."""
+def describe_kernels(*, flat: bool, backend: str, device: str, model: Any) -> dict[str, str]:
+    """Which attention kernel and decoder-layer path the run's batches take, for the run's metadata; `flat`: its
+    batches are rows of several examples told apart by position ids (packed, or Unsloth's padding-free choice)."""
     config = getattr(model, "config", None)
     attention = str(getattr(config, "_attn_implementation", None) or "unknown")
-    unsloth_gpu = backend == "unsloth" and device == "cuda"
-    if batching != "packed":
-        layers = "unsloth per-layer compile (padded batches)" if unsloth_gpu and _block_compile() else "eager"
-        return {"attention": f"{attention}, padded rows with an attention mask", "decoder_layers": layers}
-    if unsloth_gpu:
+    if backend == "unsloth" and device == "cuda":
         from unsloth.utils.attention_dispatch import select_attention_backend
 
-        kernel = f"unsloth {select_attention_backend(use_varlen=True)} over packed_seq_lengths"
-        # Unsloth runs its stock forward for any layer that receives packed_seq_lengths (models/_block_compile.py)
-        return {
-            "attention": kernel,
-            "decoder_layers": "eager (unsloth skips its per-layer compile for packed rows)",
-        }
+        kernel = f"unsloth {select_attention_backend(use_varlen=flat)}"
+        if (
+            flat
+        ):  # Unsloth runs its stock forward for a layer that receives packed_seq_lengths (_block_compile.py)
+            return {
+                "attention": f"{kernel} over packed_seq_lengths",
+                "decoder_layers": "eager (unsloth skips its per-layer compile for packed rows)",
+            }
+        compiled = "unsloth per-layer compile" if _block_compile() else "eager (unsloth block compile off)"
+        return {"attention": f"{kernel}, padded rows", "decoder_layers": compiled}
+    if not flat:
+        return {"attention": f"{attention}, padded rows with an attention mask", "decoder_layers": "eager"}
     if "flash" in attention:
         return {"attention": f"{attention} varlen from position_ids", "decoder_layers": "eager"}
     return {

@@ -102,9 +102,9 @@ def build_trainer(
     meter = SpeedMeter(grad_accum=params.grad_accum, warmup_steps=3 if params.max_steps >= 8 else 1)
     trainer.add_callback(meter.callback())
     trainer.data_collator = meter.wrap_collator(trainer.data_collator)
-    kernels = describe_kernels(
-        batching=params.batching, backend=backend, device=hardware.device, model=trainer.model
-    )
+    # rows of several examples: packed here, or padding-free where the stack chose it (Unsloth's SFTConfig)
+    flat = params.batching == "packed" or bool(getattr(trainer.args, "padding_free", False))
+    kernels = describe_kernels(flat=flat, backend=backend, device=hardware.device, model=trainer.model)
     return TrainerRun(trainer, losses, meter, template, kernels)
 
 

@@ -326,3 +326,48 @@ def test_params_refuse_a_budget_without_token_batching() -> None:
         dataclasses.replace(PARAMS, batching="packed")
     with pytest.raises(ValueError, match="padding_free applies to batching 'examples'"):
         dataclasses.replace(PARAMS, batching="packed", token_budget=4096, padding_free=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+@cpu_only
+@needs_unsloth
+@pytest.mark.slow
+def test_a_resumed_run_trains_on_the_batches_it_would_have(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Packed micro-batches across epochs: a run stopped after its step-2 checkpoint and resumed logs the same losses
+    for steps 3-6 as a run that was never stopped (the resumed epoch skips exactly the batches already trained)."""
+    from foundry_assets.crucible.checkpoints import CheckpointPlan, prepare
+
+    examples = [varied_qa(i) for i in range(24)]
+    params = dataclasses.replace(
+        PARAMS, max_steps=6, logging_steps=1, batching="packed", token_budget=512, learning_rate=1e-2
+    )
+
+    def train(name: str, plan: CheckpointPlan | None, stop_at: int | None = None) -> Any:
+        def on_log(step: int, loss: float) -> None:
+            if step == stop_at:
+                raise _Stop
+
+        return train_adapter(
+            model_path=tiny_model_dir,
+            strategy_name="lora",
+            train_examples=examples,
+            out_dir=tmp_path / name / "adapter",
+            params=params,
+            hardware=CPU,
+            on_log=on_log,
+            backend="unsloth",
+            checkpoints=prepare(plan) if plan else None,
+        )
+
+    whole = train("whole", None)
+    assert 1 < whole.batching["micro_batches_per_epoch"] < 6, "the six steps span more than one epoch"
+    plan = CheckpointPlan(tmp_path / "checkpoints", 2, "lot-A")
+    with pytest.raises(_Stop):
+        train("stopped", plan, stop_at=3)
+    resumed = train("resumed", plan)
+    assert resumed.resumed_from_step == 2
+    assert [step for step, _ in resumed.losses] == [3, 4, 5, 6]
+    assert [loss for _, loss in resumed.losses] == pytest.approx([loss for _, loss in whole.losses[2:]], rel=1e-5)
