@@ -370,4 +370,6 @@ def test_a_resumed_run_trains_on_the_batches_it_would_have(tmp_path: Path, tiny_
     resumed = train("resumed", plan)
     assert resumed.resumed_from_step == 2
     assert [step for step, _ in resumed.losses] == [3, 4, 5, 6]
-    assert [loss for _, loss in resumed.losses] == pytest.approx([loss for _, loss in whole.losses[2:]], rel=1e-5)
+    assert [loss for _, loss in resumed.losses] == pytest.approx(
+        [loss for _, loss in whole.losses[2:]], rel=1e-5
+    )
