@@ -188,9 +188,9 @@ def token_budget_trainer(base: type, *, budget: int, packed: bool) -> type:
 class PackingCollator:
     """The trainer's own collator (its labels, its masks), then its padded rows packed into one row.
 
-    Position ids restart at 0 for each example, the attention mask is dropped (so the model's masking finds the
-    examples from the position ids), and each example's first label is masked (so no example learns to predict the
-    next one's first token). `sequence_lengths` adds Unsloth's `packed_seq_lengths` (its varlen attention reads them).
+    Position ids restart at 0 for each example, the attention mask is dropped and no KV cache is asked for (so the
+    model's masking finds the examples from the position ids), and each example's first label is masked (so no example
+    learns to predict the next one's first token). `sequence_lengths` adds Unsloth's `packed_seq_lengths` (its varlen attention reads them).
     """
 
     def __init__(self, collate: Callable[[Any], Any], *, sequence_lengths: bool = False) -> None:
@@ -232,6 +232,9 @@ def pack_rows(batch: Any, *, sequence_lengths: bool = False) -> dict[str, Any]:
         packed[key][0, starts] = 0
     if sequence_lengths:
         packed["packed_seq_lengths"] = lengths.to(torch.int32)
+    # transformers looks for packed sequences only where no KV cache is made (masking_utils._preprocess_mask_arguments),
+    # and a config with use_cache: true makes one even in training: without this the examples attend to each other
+    packed["use_cache"] = False
     return packed
 
 

@@ -95,9 +95,33 @@ def test_pack_rows_restarts_positions_and_masks_each_first_label() -> None:
     assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
     assert packed["labels"].tolist() == [[-100, 6, 7, IGNORE_INDEX, 9, IGNORE_INDEX, 2, 3, 4]]
     assert packed["packed_seq_lengths"].tolist() == [3, 2, 4]
-    assert "attention_mask" not in packed
+    assert "attention_mask" not in packed and packed["use_cache"] is False
     with pytest.raises(TrainingError, match="cannot pack the batch's 'pixel_values'"):
         pack_rows({**batch, "pixel_values": torch.zeros(3, 2, 2)})
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_stock_model_keeps_packed_examples_apart(attention: str, tiny_model_dir: Path) -> None:
+    """transformers' own Llama (no Unsloth, no adapters) with the config's use_cache: true, which makes a KV cache
+    and so skips the packed-sequence mask unless the batch asks for none: a packed row gives each example the logits
+    it has alone, and a row packed without that is caught by the same check."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attention)
+    assert model.config.use_cache is True
+    padded = _rows(3, seed=2)
+    lengths = padded["attention_mask"].sum(1).tolist()
+    packed = pack_rows(padded)
+    with torch.no_grad():
+        together = model(**{k: v for k, v in packed.items() if k != "labels"}).logits[0]
+        start = 0
+        for k, n in enumerate(lengths):
+            alone = model(input_ids=padded["input_ids"][k : k + 1, :n], use_cache=False).logits[0]
+            torch.testing.assert_close(together[start : start + n], alone, rtol=1e-5, atol=1e-5)
+            start += n
+        cached = {k: v for k, v in packed.items() if k not in ("labels", "use_cache")}
+        leaked = model(**cached).logits[0]
+    assert (leaked[lengths[0] :] - together[lengths[0] :]).abs().max() > 1e-3
 
 
 def _per_token_losses(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -152,7 +176,7 @@ def test_packed_rows_give_each_example_its_own_per_token_losses(method: str, tin
         assert packed["labels"].ne(IGNORE_INDEX).sum() == padded["labels"].ne(IGNORE_INDEX).sum()
 
         # perturb example 1 inside the pack: examples 0, 2 and 3 keep their losses exactly
-        perturbed = {k: v.clone() for k, v in packed.items()}
+        perturbed = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in packed.items()}
         s1, n1 = starts[1], lengths[1]
         perturbed["input_ids"][0, s1 : s1 + n1] = torch.flip(perturbed["input_ids"][0, s1 : s1 + n1], [0]) + 1
         moved = _per_token_losses(model, perturbed)[0]
