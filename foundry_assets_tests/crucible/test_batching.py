@@ -397,3 +397,40 @@ def test_a_resumed_run_trains_on_the_batches_it_would_have(tmp_path: Path, tiny_
     assert [loss for _, loss in resumed.losses] == pytest.approx(
         [loss for _, loss in whole.losses[2:]], rel=1e-5
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "dora", "qlora", "orpo"])
+def test_token_budget_batching_on_cuda(
+    method: str, tmp_path: Path, tiny_model_dir: Path, preference_examples: list[dict[str, Any]]
+) -> None:
+    """Unsloth's GPU backend (bf16): every example in one micro-batch, packed (SFT) or length-grouped, gives the
+    padded batch's first-step loss to bf16 precision, and the run records the kernel Unsloth chose."""
+    from foundry_assets.crucible.hardware import check_hardware
+
+    hardware = check_hardware(method, device="cuda")
+    examples = preference_examples[:8] if method == "orpo" else [varied_qa(i) for i in range(8)]
+    modes = ["length_grouped"] + ([] if method == "orpo" else ["packed"])
+
+    def first_loss(**changes: Any) -> Any:
+        params = dataclasses.replace(PARAMS, max_steps=1, logging_steps=1, **changes)
+        label = "-".join(f"{k}{v}" for k, v in changes.items())
+        return train_adapter(
+            model_path=tiny_model_dir,
+            strategy_name=method,
+            train_examples=examples,
+            out_dir=tmp_path / label / "adapter",
+            params=params,
+            hardware=hardware,
+            backend="unsloth",
+        )
+
+    padded = first_loss(batch_size=8, padding_free=False) if method != "orpo" else first_loss(batch_size=8)
+    for mode in modes:
+        run = first_loss(batching=mode, token_budget=4096)
+        assert run.device == "cuda" and run.batching["micro_batches_per_epoch"] == 1
+        assert run.losses[0][1] == pytest.approx(padded.losses[0][1], rel=2e-2)
+        assert run.batching["attention"].startswith("unsloth ")
+        if mode == "packed":
+            assert run.padding_share == 0.0 and "packed_seq_lengths" in run.batching["attention"]
