@@ -121,8 +121,10 @@ def _peak() -> float | None:
 
 def build(spec: dict[str, Any]) -> dict[str, Any]:
     from foundry_assets.crucible.vram import KNOWN_ARCHITECTURES
-    from foundry_assets.demo.tiny_model import build_random_llama
+    from foundry_assets.demo.tiny_model import build_random_llama, build_tiny_llama
 
+    if spec["arch"] == "tiny":  # the tests' two-layer Llama: a CPU smoke check of the scripts
+        return {"model_dir": str(build_tiny_llama(spec["model_dir"]))}
     out = build_random_llama(spec["model_dir"], KNOWN_ARCHITECTURES[spec["arch"]])
     return {"model_dir": str(out)}
 
@@ -184,6 +186,8 @@ def crucible(spec: dict[str, Any]) -> dict[str, Any]:
         "tokens_per_s": meta["steady_tokens_per_s"],
         "tokens_per_s_with_first_step": meta["tokens_per_s"],
         "peak_gib": result.peak_memory_gib,
+        "padding_share": result.padding_share,
+        "tokens_per_step": round(result.tokens / max(result.steps_run, 1)),
         "first_step_s": _first_step_s(result),
         "steps": result.steps,
         "final_loss": meta["final_loss"],
@@ -369,7 +373,26 @@ def hf_trl(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-KINDS = {"build": build, "crucible": crucible, "unsloth_loop": unsloth_loop, "hf_trl": hf_trl}
+def _real_length(name: str) -> Any:
+    """A real-length arm (`real_lengths.py`), imported only by the child that runs it."""
+
+    def run(spec: dict[str, Any]) -> dict[str, Any]:
+        import real_lengths
+
+        return dict(getattr(real_lengths, name)(spec, PROCESS_START))
+
+    return run
+
+
+KINDS = {
+    "build": build,
+    "crucible": crucible,
+    "unsloth_loop": unsloth_loop,
+    "hf_trl": hf_trl,
+    "hf_trl_real": _real_length("hf_trl_real"),
+    "unsloth_trl_real": _real_length("unsloth_trl_real"),
+    "crucible_real": _real_length("crucible_real"),
+}
 
 
 class StepProfiler:

@@ -21,7 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from foundry_assets.crucible.strategies import registered_names
+from foundry_assets.crucible.batching import Batching
+from foundry_assets.crucible.strategies import get_strategy, registered_names
 from foundry_assets.errors import ManifestError
 from foundry_assets.redact import (
     REGISTRY_CREDENTIALS_FIX,
@@ -86,6 +87,8 @@ MAX_SEQ_LENGTH = 131_072
 MAX_SEED = 2**32 - 1
 """Seeds reach numpy's `np.random.seed`, which accepts 0..2**32-1 (a negative seed crashed the run at training)."""
 MAX_MERGE_WEIGHT = 10.0
+MAX_TOKEN_BUDGET = 1 << 20
+"""Upper bound of token_budget: 1,048,576 tokens in one micro-batch, past what one card holds for any base."""
 
 
 class _Section(BaseModel):
@@ -157,6 +160,24 @@ class MethodConfig(_Section):
         f"most {MAX_STEPS:,} (the max_steps limit).",
     )
 
+    batching: Batching = Field(
+        "examples",
+        description="How training examples form micro-batches (one forward/backward pass each; compute.grad_accum of "
+        "them make an optimizer step). 'examples': compute.batch_size examples, padded to the longest (the "
+        "default). 'length_grouped': examples of similar length, padded, as many as fit token_budget tokens "
+        "(rows x longest row); every method. 'packed': whole examples packed into one row of at most token_budget "
+        "tokens, attention kept within each example (position ids restart per example); SFT methods only (dora, "
+        "lora, qlora). With either, the loss stays the per-token mean over each optimizer step's examples.",
+    )
+    token_budget: int | None = Field(
+        None,
+        ge=16,
+        le=MAX_TOKEN_BUDGET,
+        description="Tokens per micro-batch for batching length_grouped or packed (required there, refused with "
+        "'examples'); the pre-flight sizes memory for a micro-batch of this many tokens. At least max_seq_length "
+        f"(twice it for orpo: a pair's chosen and rejected answers run together), at most {MAX_TOKEN_BUDGET:,}.",
+    )
+
     @field_validator("type")
     @classmethod
     def _known_method(cls, value: str) -> str:
@@ -164,6 +185,41 @@ class MethodConfig(_Section):
         if value not in names:
             raise ValueError(f"unknown training method {value!r}; choose one of: {', '.join(names)}")
         return value
+
+    @model_validator(mode="after")
+    def _batching_fits(self) -> "MethodConfig":
+        problems = []
+        preference = get_strategy(self.type).data_format == "preference"
+        if self.batching == "examples":
+            if self.token_budget is not None:
+                problems.append(
+                    f"token_budget {self.token_budget} applies to batching length_grouped or packed; set batching "
+                    "(e.g. length_grouped) or remove token_budget"
+                )
+        elif self.token_budget is None:
+            problems.append(
+                f"batching {self.batching!r} fills each micro-batch up to token_budget tokens; set token_budget "
+                "(e.g. 16384) or use batching: examples"
+            )
+        else:
+            floor = self.max_seq_length * (2 if preference else 1)
+            if self.token_budget < floor:
+                what = "max_seq_length"
+                if preference:
+                    what = "twice max_seq_length: a pair's chosen and rejected answers run together"
+                problems.append(
+                    f"token_budget {self.token_budget} is under {floor} ({what}), so the longest example would not "
+                    f"fit a micro-batch; raise token_budget to at least {floor} or lower max_seq_length"
+                )
+        if self.batching == "packed" and preference:
+            problems.append(
+                f"batching 'packed' cannot be used with method {self.type!r}: its trainer runs each pair's chosen "
+                "and rejected answers as padded rows of one batch, which TRL cannot pack; use batching: "
+                "length_grouped"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class PublishTarget(_Section):

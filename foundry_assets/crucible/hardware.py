@@ -85,7 +85,10 @@ def insufficient_vram_message(
     remedies = ["set method.allow_gradient_checkpointing: true"]
     if with_checkpointing is not None:
         remedies[0] += f" (estimated {with_checkpointing.required_gb:.1f} GB needed with it)"
-    remedies += ["lower compute.batch_size or method.max_seq_length", "use a node with more free memory"]
+    remedies += [
+        "lower compute.batch_size (method_config.token_budget with token-budget batching) or method.max_seq_length",
+        "use a node with more free memory",
+    ]
     parts.append("Remedies: " + "; ".join(remedies) + ".")
     return " ".join(parts)
 
@@ -120,8 +123,8 @@ def decide(
             return Decision(True, True, checkpointed, warning=warning)
         refusal = (
             f"Insufficient VRAM for {method.upper()} even with gradient checkpointing. Measured {free_gb:.1f} GB "
-            f"free of {total_gb:.1f} GB; {checkpointed.describe()}. Remedies: lower compute.batch_size or "
-            "method.max_seq_length, use qlora (4-bit base), or a node with more free memory."
+            f"free of {total_gb:.1f} GB; {checkpointed.describe()}. Remedies: lower compute.batch_size (method_config."
+            "token_budget with token-budget batching) or method.max_seq_length, use qlora (4-bit base), or a node with more free memory."
         )
     else:
         refusal = insufficient_vram_message(
@@ -272,6 +275,7 @@ def manifest_job_shape(manifest: "TrainingManifest") -> JobShape:
         rank=method.rank,
         batch_size=manifest.compute.batch_size,
         seq_len=method.max_seq_length,
+        token_budget=method.token_budget if method.batching != "examples" else None,
     )
 
 

@@ -4,6 +4,8 @@ the other for it)."""
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from foundry_assets.crucible.batching import BATCHINGS, Batching
+
 if TYPE_CHECKING:
     from foundry_assets.manifest import TrainingManifest
 
@@ -30,7 +32,29 @@ class TrainParams:
     """Let TRL compute per-step entropy and token accuracy for SFT (an extra pass over the vocabulary, slower)."""
     padding_free: bool | None = None
     """SFT batching: True unpadded (flattened) batches, False padded ones; None the crucible's choice
-    (`trainer.padding_free`: padded for DoRA on Unsloth, the stack's own choice otherwise)."""
+    (`trainer.padding_free`: padded for DoRA on Unsloth, the stack's own choice otherwise). Batching `examples` only."""
+    batching: Batching = "examples"
+    """`examples`: micro-batches of `batch_size` examples; `length_grouped` / `packed`: whole examples up to
+    `token_budget` tokens per micro-batch (`crucible/batching.py`)."""
+    token_budget: int | None = None
+    """Tokens per micro-batch for `length_grouped` / `packed` batching (padded rows count whole)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.batching not in BATCHINGS:
+            problems.append(f"batching {self.batching!r} is not one of {', '.join(BATCHINGS)}")
+        elif self.batching == "examples" and self.token_budget is not None:
+            problems.append("token_budget applies to batching length_grouped or packed, not examples")
+        elif self.batching != "examples" and (self.token_budget is None or self.token_budget < 1):
+            problems.append(
+                f"batching {self.batching!r} needs a token_budget of at least 1 (got {self.token_budget})"
+            )
+        if self.batching != "examples" and self.padding_free is not None:
+            problems.append(
+                f"padding_free applies to batching 'examples'; batching {self.batching!r} decides the batch layout"
+            )
+        if problems:
+            raise ValueError("TrainParams: " + "; ".join(problems))
 
     @classmethod
     def from_manifest(cls, manifest: "TrainingManifest") -> "TrainParams":
@@ -48,4 +72,6 @@ class TrainParams:
             batch_size=compute.batch_size,
             grad_accum=compute.grad_accum,
             orpo_beta=method.orpo_beta,
+            batching=method.batching,
+            token_budget=method.token_budget,
         )

@@ -40,6 +40,11 @@ class TrainResult:
     """CUDA_VISIBLE_DEVICES as the training process saw it (the run's claimed GPU)."""
     chat_template: dict[str, Any] = field(default_factory=dict)
     """The chat template trained with (source "base" or "default"), its end-of-turn token and the rows checked."""
+    batching: dict[str, Any] = field(default_factory=dict)
+    """How micro-batches were formed (`method_config.batching`, token_budget, the plan) and the attention kernel and
+    decoder-layer path they ran on (`batching.describe_kernels`)."""
+    padding_share: float | None = None
+    """Share of the trained batches' token positions that were padding."""
 
     def to_metadata(self) -> dict[str, Any]:
         """Plain values for Dagster materialization metadata (str, int, float, bool, list, dict)."""
@@ -67,6 +72,8 @@ class TrainResult:
             "time_to_first_step_s": _round(self.time_to_first_step_s, 2),
             "startup_timings_s": dict(self.timings),
             "chat_template": dict(self.chat_template),
+            "batching": dict(self.batching),
+            "padding_share": _round(self.padding_share, 4),
         }
 
 

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from foundry_assets.crucible.batching import Batching, token_budget_trainer
 from foundry_assets.errors import UnknownStrategyError
 from foundry_assets.stages import DataFormat
 
@@ -42,6 +43,18 @@ class TrainerSettings:
     padding_free: bool | None = None
     """SFT batching: True flattens each batch into one unpadded sequence, False pads it; None leaves the choice to
     the stack (Unsloth's SFTConfig decides per run; plain TRL pads)."""
+    batching: Batching = "examples"
+    """`examples`: `batch_size` examples per micro-batch; else token-budget micro-batches (`crucible/batching.py`)."""
+    token_budget: int | None = None
+
+
+def _with_batching(trainer_cls: type, settings: TrainerSettings) -> type:
+    """`trainer_cls`, or where the run batches by tokens, its subclass whose DataLoader yields the planned batches."""
+    if settings.batching == "examples" or settings.token_budget is None:
+        return trainer_cls
+    return token_budget_trainer(
+        trainer_cls, budget=settings.token_budget, packed=settings.batching == "packed"
+    )
 
 
 class TrainingStrategy(ABC):
@@ -117,6 +130,7 @@ class _SFTStrategy(TrainingStrategy):
             **batching,
         )
         trainer_cls = _model_loss_trainer(SFTTrainer) if settings.model_loss else SFTTrainer
+        trainer_cls = _with_batching(trainer_cls, settings)
         return trainer_cls(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)
 
 
@@ -183,7 +197,8 @@ class OrpoStrategy(TrainingStrategy):
             max_length=settings.max_seq_length,
             beta=settings.orpo_beta,
         )
-        return ORPOTrainer(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)
+        trainer_cls = _with_batching(ORPOTrainer, settings)
+        return trainer_cls(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)
 
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")

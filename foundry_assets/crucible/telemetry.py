@@ -27,6 +27,8 @@ class SpeedMeter:
     grad_accum: int = 1
     warmup_steps: int = 1
     batch_tokens: list[int] = field(default_factory=list)
+    batch_slots: list[int] = field(default_factory=list)
+    """Token positions each batch occupies on the device, padding included."""
     started: float = 0.0
     first_step_at: float | None = None
     warm_at: float | None = None
@@ -35,11 +37,12 @@ class SpeedMeter:
     last_step: int = 0
 
     def wrap_collator(self, collate: Any) -> Any:
-        """A collator that records how many real (unpadded) tokens each batch carries."""
+        """A collator that records how many real (unpadded) tokens each batch carries, and how many positions."""
 
         def counting(features: Any) -> Any:
             batch = collate(features)
             self.batch_tokens.append(_count_tokens(batch))
+            self.batch_slots.append(_count_slots(batch))
             return batch
 
         return counting
@@ -78,6 +81,12 @@ class SpeedMeter:
         """Tokens of the batches the optimizer steps consumed (the loader may have collated one more)."""
         return sum(self.batch_tokens[: self.steps_run * self.grad_accum])
 
+    @property
+    def padding_share(self) -> float | None:
+        """Share of the consumed batches' token positions that were padding."""
+        slots = sum(self.batch_slots[: self.steps_run * self.grad_accum])
+        return 1.0 - self.tokens / slots if slots else None
+
     def tokens_per_s(self) -> float | None:
         """Whole-run rate, first step (compile) included."""
         if self.ended is None or self.ended <= self.started or not self.tokens:
@@ -99,6 +108,15 @@ def _count_tokens(batch: Any) -> int:
     masks = [batch[key] for key in _TOKEN_MASKS if key in batch]
     if masks:
         return int(sum(int(mask.sum()) for mask in masks))
+    ids = batch.get("input_ids") if hasattr(batch, "get") else None
+    return int(ids.numel()) if ids is not None else 0
+
+
+def _count_slots(batch: Any) -> int:
+    """Positions the model runs: input_ids' size, or for a preference batch chosen and rejected padded to one length."""
+    if "chosen_input_ids" in batch and "rejected_input_ids" in batch:
+        chosen, rejected = batch["chosen_input_ids"], batch["rejected_input_ids"]
+        return int(2 * chosen.shape[0] * max(chosen.shape[-1], rejected.shape[-1]))
     ids = batch.get("input_ids") if hasattr(batch, "get") else None
     return int(ids.numel()) if ids is not None else 0
 

@@ -130,7 +130,7 @@ def train_adapter(
         _save(run.trainer.model, tokenizer, Path(work) / "adapter", setup.out_dir, base_model)
     if checkpoints is not None:
         ckpt.clear(checkpoints.plan)
-    return _result(setup, run, trained)
+    return _result(setup, run, trained, params)
 
 
 def _set_up(
@@ -223,7 +223,7 @@ def _name_base_model(config_path: Path, base_model: str | None) -> None:
     write_text(config_path, json.dumps(config, indent=2, sort_keys=True))  # as PEFT writes it
 
 
-def _result(setup: _Setup, run: TrainerRun, trained: _Trained) -> TrainResult:
+def _result(setup: _Setup, run: TrainerRun, trained: _Trained, params: TrainParams) -> TrainResult:
     hardware, meter, out_dir = setup.hardware, run.meter, setup.out_dir
     title = f"{setup.name} ({setup.backend}, {hardware.device})"
     plot = _plot(run.losses, out_dir, title, setup.warnings)
@@ -252,6 +252,8 @@ def _result(setup: _Setup, run: TrainerRun, trained: _Trained) -> TrainResult:
         timings={k: round(v, 2) for k, v in setup.timings.items()},
         visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         chat_template=run.template.to_metadata(),
+        batching=run.batching_metadata(params),
+        padding_share=meter.padding_share,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from foundry_assets.chat_template import TemplateSource
 from foundry_assets.console import verbose
 from foundry_assets.crucible.backend import Backend
+from foundry_assets.crucible.batching import PackingCollator, describe_kernels
 from foundry_assets.crucible.hardware import HardwareReport
 from foundry_assets.crucible.labels import TemplateCheck, check_trained_labels
 from foundry_assets.crucible.params import TrainParams
@@ -28,13 +29,36 @@ LogFn = Callable[[int, float], None]
 
 @dataclass
 class TrainerRun:
-    """The trainer, the losses its callback records (step, loss), the meter that counts its tokens, and the check of
-    its tokenized rows' labels (`labels.check_trained_labels`)."""
+    """The trainer, the losses its callback records (step, loss), the meter that counts its tokens, the check of
+    its tokenized rows' labels (`labels.check_trained_labels`) and how its batches are formed and run."""
 
     trainer: Any
     losses: list[tuple[int, float]]
     meter: SpeedMeter
     template: TemplateCheck
+    kernels: dict[str, str]
+
+    def batching_metadata(self, params: TrainParams) -> dict[str, Any]:
+        """The batching and kernel choice, and what the planned micro-batches were (token-budget batching)."""
+        summary: dict[str, Any] = {
+            "mode": params.batching,
+            "token_budget": params.token_budget,
+            **self.kernels,
+        }
+        if params.batching == "examples":
+            summary["batch_size"] = params.batch_size
+        plan = getattr(self.trainer, "batch_plan", None)
+        if plan is not None:
+            summary |= {
+                "micro_batches_per_epoch": len(plan.batches),
+                "largest_micro_batch_tokens": max(plan.slots, default=0),
+                "examples_per_micro_batch_mean": round(
+                    sum(map(len, plan.batches)) / max(len(plan.batches), 1), 2
+                ),
+                "planned_padding_share": round(plan.padding_share, 4),
+            }
+        summary["grad_accum"] = params.grad_accum
+        return summary
 
 
 def build_trainer(
@@ -61,6 +85,10 @@ def build_trainer(
     trainer = strategy.build_trainer(
         model=model, tokenizer=tokenizer, train_dataset=dataset, settings=settings
     )
+    if params.batching == "packed":
+        # the stack's own collator builds the labels and masks; its padded rows are then packed into one
+        unsloth_gpu = backend == "unsloth" and hardware.device == "cuda"
+        trainer.data_collator = PackingCollator(trainer.data_collator, sequence_lengths=unsloth_gpu)
     template = check_trained_labels(
         trainer.train_dataset, tokenizer, source=template_source, max_length=params.max_seq_length
     )
@@ -74,7 +102,10 @@ def build_trainer(
     meter = SpeedMeter(grad_accum=params.grad_accum, warmup_steps=3 if params.max_steps >= 8 else 1)
     trainer.add_callback(meter.callback())
     trainer.data_collator = meter.wrap_collator(trainer.data_collator)
-    return TrainerRun(trainer, losses, meter, template)
+    # rows of several examples: packed here, or padding-free where the stack chose it (Unsloth's SFTConfig)
+    flat = params.batching == "packed" or bool(getattr(trainer.args, "padding_free", False))
+    kernels = describe_kernels(flat=flat, backend=backend, device=hardware.device, model=trainer.model)
+    return TrainerRun(trainer, losses, meter, template, kernels)
 
 
 def trainer_settings(
@@ -106,6 +137,8 @@ def trainer_settings(
         # the model's fused loss is Unsloth's; on the PEFT backend TRL's chunked loss is what avoids full logits
         model_loss=backend == "unsloth" and not params.token_metrics,
         padding_free=padding_free(params, strategy, backend),
+        batching=params.batching,
+        token_budget=params.token_budget,
     )
 
 
@@ -124,6 +157,8 @@ def padding_free(params: TrainParams, strategy: TrainingStrategy, backend: Backe
     """
     if params.padding_free is not None:
         return params.padding_free
+    if params.batching != "examples":  # token-budget batches: the crucible lays them out (`batching.py`)
+        return False if strategy.data_format == "sft" else None
     if backend == "unsloth" and strategy.use_dora and strategy.data_format == "sft":
         return False
     return None

@@ -178,13 +178,15 @@ class VramEstimate:
     """Free device memory the job needs: total with allocator slack and the CUDA context, in GB (10**9 bytes)."""
     gradient_checkpointing: bool
     source: str
+    batch_tokens: int = 0
+    """Token positions of the micro-batch sized: batch x sequence (x2 for preference pairs), or the token budget."""
 
     def to_metadata(self) -> dict[str, Any]:
         return {f"vram_{k}": round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
     def describe(self) -> str:
         return (
-            f"estimated peak {self.total_gib:.1f} GiB allocated (weights {self.weights_gib:.1f}, adapter+optimizer "
+            f"estimated peak {self.total_gib:.1f} GiB allocated for {self.batch_tokens:,}-token micro-batches (weights {self.weights_gib:.1f}, adapter+optimizer "
             f"{self.adapter_gib:.2f}, activations {self.activations_gib:.1f}, logits {self.logits_gib:.1f}), "
             f"{self.required_gb:.1f} GB free needed"
             f"{' with gradient checkpointing' if self.gradient_checkpointing else ''}"
@@ -204,6 +206,9 @@ class JobShape:
     source: str = ""
     weights_4bit: bool = False
     """The base checkpoint is already 4-bit (any method then trains over NF4 weights)."""
+    token_budget: int | None = None
+    """Token-budget batching (`method_config.token_budget`): every micro-batch holds at most this many token positions,
+    padding included, whatever batch_size and seq_len say."""
 
     def estimate(self, *, gradient_checkpointing: bool) -> VramEstimate:
         return estimate_vram(
@@ -216,6 +221,7 @@ class JobShape:
             optimizer=self.optimizer,
             source=self.source,
             weights_4bit=self.weights_4bit,
+            token_budget=self.token_budget,
         )
 
 
@@ -228,6 +234,7 @@ def job_shape(
     batch_size: int,
     seq_len: int,
     optimizer: str = "adamw_torch_fused",
+    token_budget: int | None = None,
 ) -> JobShape:
     """Size a job from a local config.json or the shipped facts; an unknown model is an error, never a guess."""
     arch, source = resolve_architecture(base_model, model_path)
@@ -240,6 +247,7 @@ def job_shape(
         optimizer=optimizer,
         source=source,
         weights_4bit=is_prequantized_4bit(base_model, model_path),
+        token_budget=token_budget,
     )
 
 
@@ -269,8 +277,9 @@ def estimate_vram(
     optimizer: str = "adamw_torch_fused",
     source: str = "",
     weights_4bit: bool = False,
+    token_budget: int | None = None,
 ) -> VramEstimate:
-    """Peak allocated GPU memory of one Unsloth training step, from the architecture alone (no weights loaded)."""
+    """Peak allocated GPU memory of one Unsloth step from the architecture alone; `token_budget`: a micro-batch's."""
     strategy = get_strategy(method)
     if optimizer not in OPTIMIZER_STATE_BYTES:
         raise HardwareIncompatibleError(
@@ -287,7 +296,7 @@ def estimate_vram(
     adapter = adapter_params * (4 + 4 + OPTIMIZER_STATE_BYTES[optimizer])
     # activations: preference methods run chosen and rejected, twice the sequences
     sequences = batch_size * (2 if strategy.data_format == "preference" else 1)
-    tokens = sequences * seq_len
+    tokens = token_budget if token_budget is not None else sequences * seq_len
     per_layer = ACT_SCALE * _layer_activation_bytes(arch)
     if strategy.use_dora:
         per_layer += DORA_ACT_SCALE * _dora_extra_bytes(arch)
@@ -315,4 +324,5 @@ def estimate_vram(
         required_gb=required_gb,
         gradient_checkpointing=gradient_checkpointing,
         source=source,
+        batch_tokens=tokens,
     )

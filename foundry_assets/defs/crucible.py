@@ -68,6 +68,8 @@ def _run_metadata(run: TrainingRun, gpu: str) -> dict[str, Any]:
         "tokens_per_s": summary["tokens_per_s"] or 0.0,
         "time_to_first_step_s": summary["time_to_first_step_s"] or 0.0,
         "peak_memory_gib": summary["peak_memory_gib"] or 0.0,
+        "batching": dg.MetadataValue.json(summary["batching"]),
+        "padding_share": summary["padding_share"] if summary["padding_share"] is not None else float("nan"),
         **({"gpu_memory_in_use_after_gib": held} if held is not None else {}),
         "device_name": result.device_name,
         "resumed_from_step": result.resumed_from_step,

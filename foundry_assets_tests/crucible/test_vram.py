@@ -162,3 +162,64 @@ def test_preflight_refuses_a_card_size_that_is_no_size(vram: str, capsys: pytest
     with pytest.raises(SystemExit) as info:
         main(["preflight", manifest, "--vram-gb", vram])
     assert info.value.code == 2 and "--vram-gb" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "orpo"])
+def test_token_budget_sizes_the_largest_micro_batch_it_can_form(method: str) -> None:
+    """With token-budget batching a micro-batch holds at most token_budget positions (padding included; a preference
+    pair's chosen and rejected together), whatever batch_size says: the estimate is that of one such micro-batch."""
+    arch = KNOWN_ARCHITECTURES["llama-3.2-1b"]
+    budget = estimate_vram(
+        arch,
+        method=method,
+        rank=16,
+        batch_size=4,
+        seq_len=2048,
+        gradient_checkpointing=False,
+        token_budget=16384,
+    )
+    rows = 1 if method != "orpo" else 2
+    same = estimate_vram(
+        arch, method=method, rank=16, batch_size=8 // rows, seq_len=2048, gradient_checkpointing=False
+    )
+    assert budget.batch_tokens == same.batch_tokens == 16384
+    assert budget.total_gib == pytest.approx(same.total_gib)
+    small = estimate_vram(
+        arch,
+        method=method,
+        rank=16,
+        batch_size=4,
+        seq_len=2048,
+        gradient_checkpointing=False,
+        token_budget=4096,
+    )
+    assert small.activations_gib == pytest.approx(budget.activations_gib / 4)
+
+
+def test_preflight_sizes_a_token_budget_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from foundry_assets.crucible.hardware import manifest_job_shape
+    from foundry_assets.manifest import parse_manifest
+
+    def shape(method_config: dict[str, object]) -> object:
+        return manifest_job_shape(
+            parse_manifest(
+                {
+                    "job_id": "j",
+                    "base_model": "meta-llama/Llama-3.2-1B",
+                    "method_config": {"type": "lora", "max_seq_length": 2048, **method_config},
+                    "publish_target": {"registry": str(tmp_path), "tag": "v1"},
+                    "compute": {"batch_size": 8},
+                }
+            )
+        ).estimate(gradient_checkpointing=False)
+
+    assert shape({}).batch_tokens == 8 * 2048
+    assert shape({"batching": "packed", "token_budget": 4096}).batch_tokens == 4096
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "job_id: j\nbase_model: meta-llama/Llama-3.2-1B\npublish_target: {registry: /tmp/r, tag: v1}\n"
+        "method_config: {type: dora, max_seq_length: 2048, batching: length_grouped, token_budget: 65536}\n"
+    )
+    assert main(["preflight", str(manifest), "--vram-gb", "24"]) == 1
+    err = capsys.readouterr().err
+    assert "65,536-token micro-batches" in err and "method_config.token_budget" in err
