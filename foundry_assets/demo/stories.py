@@ -266,6 +266,41 @@ def base_answers(model_dir: Path, requests: list[str], *, device: str) -> list[d
     return [{"instruction": r, "output": a} for r, a in zip(requests, answers, strict=True)]
 
 
+def pretrained_manifest(job_id: str, model_dir: Path, registry: Path, **sections: Any) -> dict[str, Any]:
+    """A job of the pretrained story: DoRA r8 (alpha 8) on the base, `sections` over `story_manifest`'s."""
+    method = {"rank": 8, "alpha": 8, "max_seq_length": 128, "logging_steps": 20, **sections.pop("method", {})}
+    return story_manifest(
+        job_id,
+        model_dir,
+        registry,
+        base_model=PRETRAINED_BASE_NAME,
+        method_config=method,
+        # worked problems differ in their numbers alone, which a sentence embedding hardly sees, and the worked
+        # answers of two problems can share a 13-word tail: such training records are dropped
+        curation={"similarity_threshold": 0.995, "decontaminate_train": True},
+        exam={"max_new_tokens": 48, **sections.pop("exam", {})},
+        **sections,
+    )
+
+
+def _merge_both(logic_id: str, safety_id: str) -> dict[str, Any]:
+    """The merge job's sections: DARE-TIES of the two source jobs' adapters alone, gated on both skills."""
+    return {
+        "method": {"max_steps": 1},
+        "data": {"test_fraction": 0.8},
+        "merge": {
+            "sources": [
+                {"job": logic_id, "weight": 1.0, "density": MERGE_DENSITY},
+                {"job": safety_id, "weight": 1.0, "density": MERGE_DENSITY},
+            ],
+            "include_own_adapter": False,
+            "normalize": False,
+            "seed": 0,
+        },
+        "exam": {"gate": ["logic_score", "safety_rate"]},
+    }
+
+
 def write_story_c_pretrained(
     root: str | Path, base: str | Path, *, prefix: str = "story-c", device: str = "cpu"
 ) -> StoryDrops:
@@ -288,30 +323,11 @@ def write_story_c_pretrained(
     logic_test = skills.uncontaminated(skills.logic_records(60, offset=1000), logic_train)
     everyday = base_answers(model_dir, skills.everyday_requests(max(EVERYDAY.values())), device=device)
 
-    def manifest(job_id: str, **sections: Any) -> dict[str, Any]:
-        method = {
-            "rank": 8,
-            "alpha": 8,
-            "max_seq_length": 128,
-            "logging_steps": 20,
-            **sections.pop("method", {}),
-        }
-        return story_manifest(
+    def source(job_id: str, skill: str, records: list[dict[str, Any]]) -> Path:
+        document = pretrained_manifest(
             job_id,
             model_dir,
             registry,
-            base_model=PRETRAINED_BASE_NAME,
-            method_config=method,
-            # worked problems differ in their numbers alone, which a sentence embedding hardly sees
-            # and the worked answers of two problems can share a 13-word tail: such training records are dropped
-            curation={"similarity_threshold": 0.995, "decontaminate_train": True},
-            exam={"max_new_tokens": 48, **sections.pop("exam", {})},
-            **sections,
-        )
-
-    def source(job_id: str, skill: str, records: list[dict[str, Any]]) -> Path:
-        document = manifest(
-            job_id,
             method=SKILL_TRAINING[skill],
             exam={"gate": [skill]},
             publish_target={"artifact": "adapter"},
@@ -320,24 +336,11 @@ def write_story_c_pretrained(
 
     logic = source(logic_id, "logic_score", logic_train)
     safety = source(safety_id, "safety_rate", safety_train)
+    merge_sections = _merge_both(logic_id, safety_id)
     merge = write_drop(
         root,
         merge_id,
         logic_test + safety_test,
-        manifest(
-            merge_id,
-            method={"max_steps": 1},
-            data={"test_fraction": 0.8},
-            merge={
-                "sources": [
-                    {"job": logic_id, "weight": 1.0, "density": MERGE_DENSITY},
-                    {"job": safety_id, "weight": 1.0, "density": MERGE_DENSITY},
-                ],
-                "include_own_adapter": False,
-                "normalize": False,
-                "seed": 0,
-            },
-            exam={"gate": ["logic_score", "safety_rate"]},
-        ),
+        pretrained_manifest(merge_id, model_dir, registry, **merge_sections),
     )
     return StoryDrops(logic, safety, merge, model_dir, registry)
