@@ -225,7 +225,13 @@ class _Timer:
             self.t_warm = time.perf_counter()
 
 
-def unsloth_loop(spec: dict[str, Any]) -> dict[str, Any]:
+LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+"""Every linear layer of a Llama block: what each arm's r16 LoRA/DoRA adapts, as the crucible does."""
+
+
+def unsloth_peft_model(spec: dict[str, Any], max_len: int) -> tuple[Any, Any]:
+    """(model, tokenizer): Unsloth's FastLanguageModel of `spec["model_dir"]` (4-bit for qlora) with an r16 adapter
+    (DoRA for dora) on LINEAR_MODULES, as the plain-Unsloth arms run it, with the crucible's compile cache."""
     from foundry_assets.crucible.backend import use_persistent_compile_cache
 
     use_persistent_compile_cache()  # the same compile cache the crucible uses: start-up is not what is compared
@@ -233,17 +239,10 @@ def unsloth_loop(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from unsloth import FastLanguageModel
 
-    method, seq, batch, steps, warmup = (
-        spec["method"],
-        spec["seq"],
-        spec["batch"],
-        spec["steps"],
-        spec["warmup"],
-    )
-    device = spec.get("device", "cuda")
-    model, _ = FastLanguageModel.from_pretrained(
+    method, device = spec["method"], spec.get("device", "cuda")
+    model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=spec["model_dir"],
-        max_seq_length=seq,
+        max_seq_length=max_len,
         dtype=torch.bfloat16 if device == "cuda" else torch.float32,
         load_in_4bit=method == "qlora",
         use_gradient_checkpointing=False,
@@ -253,13 +252,22 @@ def unsloth_loop(spec: dict[str, Any]) -> dict[str, Any]:
         r=16,
         lora_alpha=16,
         lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=LINEAR_MODULES,
         use_dora=method == "dora",
         bias="none",
         use_gradient_checkpointing=False,
         random_state=0,
-        max_seq_length=seq,
+        max_seq_length=max_len,
     )
+    return model, tokenizer
+
+
+def unsloth_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    seq, batch, steps, warmup = spec["seq"], spec["batch"], spec["steps"], spec["warmup"]
+    device = spec.get("device", "cuda")
+    model, _ = unsloth_peft_model(spec, seq)
+    import torch
+
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-4, fused=device == "cuda")

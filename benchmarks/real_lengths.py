@@ -15,7 +15,6 @@ Useful tokens are the batches' non-padding tokens (`crucible.telemetry.SpeedMete
 """
 
 import math
-import os
 import random
 import statistics
 import sys
@@ -154,6 +153,7 @@ def hf_trl_real(spec: dict[str, Any], started: float) -> dict[str, Any]:
     sys.modules["unsloth"] = None  # type: ignore[assignment]
     import torch
     from datasets import Dataset
+    from gpu_common import LINEAR_MODULES
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
@@ -182,7 +182,7 @@ def hf_trl_real(spec: dict[str, Any], started: float) -> dict[str, Any]:
             r=16,
             lora_alpha=16,
             lora_dropout=0.0,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            target_modules=LINEAR_MODULES,
             use_dora=method == "dora",
             task_type="CAUSAL_LM",
         ),
@@ -218,35 +218,10 @@ def _model_loss(base: type) -> type:
 
 def unsloth_trl_real(spec: dict[str, Any], started: float) -> dict[str, Any]:
     """Unsloth as its users run it on short data: FastLanguageModel + its SFTTrainer with packing (ORPO padded)."""
-    from foundry_assets.crucible.backend import use_persistent_compile_cache
+    from gpu_common import unsloth_peft_model
 
-    use_persistent_compile_cache()
-    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-    import torch
-    from unsloth import FastLanguageModel
-
-    method, device = spec["method"], spec.get("device", "cuda")
-    preference = method == "orpo"
-    max_len = spec["lengths"]["max_len"]
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=spec["model_dir"],
-        max_seq_length=max_len,
-        dtype=torch.bfloat16 if device == "cuda" else torch.float32,
-        load_in_4bit=method == "qlora",
-        use_gradient_checkpointing=False,
-    )
-    model = FastLanguageModel.get_peft_model(
-        model,
-        r=16,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        use_dora=method == "dora",
-        bias="none",
-        use_gradient_checkpointing=False,
-        random_state=0,
-        max_seq_length=max_len,
-    )
+    device, preference = spec.get("device", "cuda"), spec["method"] == "orpo"
+    model, tokenizer = unsloth_peft_model(spec, spec["lengths"]["max_len"])
     from datasets import Dataset
 
     data, stats = rows(tokenizer, spec, preference=preference)
