@@ -226,12 +226,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _pretrained_story(root: Path, base: str | None, prefix: str) -> "StoryDrops":
     """Story C on the pretrained base: `base`, else STORY_BASE pretrained under `root` (once) on this node's GPU, or
     its CPU (well over an hour on two cores)."""
-    import torch
-
     from foundry_assets.demo.pretrain import STORY_BASE, pretrain_base
     from foundry_assets.demo.stories import write_story_c_pretrained
+    from foundry_assets.devices import resolve_device
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     if base is None:
         print(f"pretraining the story base ({STORY_BASE.steps} steps) on the {device}", flush=True)
 
