@@ -251,7 +251,7 @@ def describe_kernels(*, flat: bool, backend: str, device: str, model: Any) -> di
             flat
         ):  # Unsloth runs its stock forward for a layer that receives packed_seq_lengths (_block_compile.py)
             return {
-                "attention": f"{kernel} over packed_seq_lengths",
+                "attention": f"{kernel}{_unsloth_packed_path()} over packed_seq_lengths",
                 "decoder_layers": "eager (unsloth skips its per-layer compile for packed rows)",
             }
         compiled = "unsloth per-layer compile" if _block_compile() else "eager (unsloth block compile off)"
@@ -264,6 +264,24 @@ def describe_kernels(*, flat: bool, backend: str, device: str, model: Any) -> di
         "attention": f"{attention} with a block-diagonal causal mask from position_ids (transformers masking_utils)",
         "decoder_layers": "eager",
     }
+
+
+PER_SEGMENT = "one attention call per example"
+
+
+def _unsloth_packed_path() -> str:
+    """How Unsloth's SDPA route runs a packed row (`attention_dispatch.run_attention`): torch's varlen flash kernel
+    where torch has one that takes grouped-query heads (`varlen_attn` with `enable_gqa`, torch 2.12+), else one SDPA
+    call per example. Empty where the backend is flash-attn or xformers (varlen kernels of their own)."""
+    from unsloth.utils import attention_dispatch as dispatch
+
+    if dispatch.select_attention_backend(use_varlen=True) != dispatch.SDPA:
+        return ""
+    if getattr(dispatch, "_TORCH_VARLEN_ATTN", None) is not None:
+        return " (torch varlen_attn)"
+    import torch
+
+    return f" ({PER_SEGMENT}: torch {torch.__version__.split('+')[0]} has no varlen kernel for grouped-query heads)"
 
 
 def _block_compile() -> bool:
