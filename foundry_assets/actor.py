@@ -72,9 +72,12 @@ def parse_actor(text: str, *, source: str = ACTOR_ENV) -> Actor:
     return value
 
 
-def actor_from_env(environ: Mapping[str, str] = os.environ) -> Actor:
-    """`FOUNDRY_ACTOR` when set, else the OS user (the login name `getpass` finds, else the numeric uid)."""
-    if value := environ.get(ACTOR_ENV):
+def actor_from_env() -> Actor:
+    """`FOUNDRY_ACTOR` when set, else the OS user (the login name `getpass` finds, else the numeric uid).
+
+    Reads `os.environ` when called: `datasets.Dataset.map(num_proc=...)` (which Unsloth's trainers run) replaces the
+    `os.environ` object with a copy, so a reference taken at import would miss every later change."""
+    if value := os.environ.get(ACTOR_ENV):
         return parse_actor(value)
     try:
         return Actor("user", getpass.getuser())

@@ -63,6 +63,23 @@ def test_the_process_acts_as_foundry_actor_else_the_os_user(monkeypatch: pytest.
     assert current_actor() == Actor("service", "ci")
 
 
+def test_the_actor_follows_the_environment_after_datasets_replaced_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`Dataset.map(num_proc=...)`, which the trainers run, leaves a copy in `os.environ`'s place: a later
+    FOUNDRY_ACTOR is set in the copy, and the actor must be read from there."""
+    import os
+
+    from datasets import Dataset
+
+    monkeypatch.setattr(os, "environ", os.environ)  # the original object comes back after the test
+    before = os.environ
+    Dataset.from_list([{"n": 1}]).map(lambda row: row, num_proc=1)
+    assert os.environ is not before
+    monkeypatch.setenv(ACTOR_ENV, "service:nightly")
+    assert current_actor() == Actor("service", "nightly")
+
+
 @pytest.mark.parametrize(
     ("tags", "expected"),
     [
