@@ -18,7 +18,9 @@ the trainer's own tokenized rows, each holding whole examples up to `method_conf
 The loss is the stack's own and does not depend on how a step's examples are cut into micro-batches: the HF Trainer
 sums the token losses of the `grad_accum` micro-batches of one optimizer step and divides by their label count
 (`num_items_in_batch`), the per-token mean of the step (tests: `foundry_assets_tests/crucible/test_batching.py`).
-ORPO's loss is TRL's, a mean over each micro-batch (its NLL per token, its odds-ratio term per pair).
+ORPO's loss is TRL's, a mean over each micro-batch (its NLL per token, its odds-ratio term per pair); with token-budget
+batching each micro-batch's terms are weighted by its share of the step's chosen tokens and pairs
+(`step_weighted_orpo_trainer`), so a step's loss is its pairs' as one batch there too.
 
 The plan is made once per run (seeded): examples are shuffled, then planned in windows of about WINDOW_BATCHES
 budgets, longest first. Every epoch visits the same micro-batches in a new seeded order with the largest first, so a
@@ -183,6 +185,62 @@ def token_budget_trainer(base: type, *, budget: int, packed: bool) -> type:
             return self.accelerator.prepare(loader)
 
     return TokenBudgetTrainer
+
+
+def step_weighted_orpo_trainer(base: type) -> type:
+    """`base` (TRL's ORPOTrainer) whose loss over an optimizer step's micro-batches is the loss of the step's pairs as
+    one batch: its NLL term a per-token mean over every chosen answer of the step, its odds-ratio term a mean over
+    every pair of the step.
+
+    TRL's ORPO loss is a mean over each micro-batch (`get_batch_loss_metrics`: NLL per token, odds ratio per pair) and
+    the Trainer divides it by the accumulation steps, so with `grad_accum` > 1 a micro-batch of two long pairs would
+    weigh as much as one of thirty short ones. Each micro-batch's terms are weighted here by its share of the step's
+    chosen tokens and pairs (counted when the Trainer fetches the step's micro-batches), as the SFT trainers' loss
+    already is through `num_items_in_batch`."""
+
+    class StepWeightedORPOTrainer(base):
+        _step_pairs: int | None = None
+        _step_tokens: int | None = None
+        _terms: tuple[Any, Any, int, int] | None = None
+
+        def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+            batches, items = super().get_batch_samples(epoch_iterator, num_batches, device)
+            self._step_pairs = sum(int(b["chosen_input_ids"].shape[0]) for b in batches)
+            self._step_tokens = sum(_nll_tokens(b["chosen_attention_mask"]) for b in batches)
+            return batches, items
+
+        def concatenated_forward(self, model: Any, batch: Any) -> Any:
+            out = super().concatenated_forward(model, batch)
+            pairs = int(batch["chosen_input_ids"].shape[0])
+            self._terms = (out[4], None, _nll_tokens(batch["chosen_attention_mask"]), pairs)
+            return out
+
+        def odds_ratio_loss(self, chosen_logps: Any, rejected_logps: Any) -> Any:
+            out = super().odds_ratio_loss(chosen_logps, rejected_logps)
+            if self._terms is not None:
+                self._terms = (self._terms[0], out[0], *self._terms[2:])
+            return out
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kw: Any) -> Any:
+            self._terms = None
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
+            terms, step_pairs, step_tokens = self._terms, self._step_pairs, self._step_tokens
+            if not model.training or terms is None or terms[1] is None or not step_pairs or not step_tokens:
+                return result  # evaluation, or a step the Trainer did not fetch through get_batch_samples
+            nll, odds, tokens, _ = terms
+            # the Trainer divides by the accumulation steps (ORPO batches carry no `labels` to count)
+            steps = self.current_gradient_accumulation_steps
+            loss = (nll * (tokens / step_tokens) - odds.sum() / step_pairs) * steps
+            loss = loss.to(self.args.device)
+            return (loss, result[1]) if return_outputs else loss
+
+    return StepWeightedORPOTrainer
+
+
+def _nll_tokens(chosen_attention_mask: Any) -> int:
+    """Tokens ORPO's NLL term averages over in a micro-batch: every chosen token after the first (its labels are the
+    chosen input ids where the attention mask is set, shifted by one)."""
+    return int((chosen_attention_mask[:, 1:] == 1).sum())
 
 
 class PackingCollator:

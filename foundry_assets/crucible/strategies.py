@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from foundry_assets.crucible.batching import Batching, token_budget_trainer
+from foundry_assets.crucible.batching import Batching, step_weighted_orpo_trainer, token_budget_trainer
 from foundry_assets.errors import UnknownStrategyError
 from foundry_assets.stages import DataFormat
 
@@ -197,7 +197,8 @@ class OrpoStrategy(TrainingStrategy):
             max_length=settings.max_seq_length,
             beta=settings.orpo_beta,
         )
-        trainer_cls = _with_batching(ORPOTrainer, settings)
+        weighted = ORPOTrainer if settings.batching == "examples" else step_weighted_orpo_trainer(ORPOTrainer)
+        trainer_cls = _with_batching(weighted, settings)
         return trainer_cls(model=model, processing_class=tokenizer, train_dataset=train_dataset, args=args)
 
 

@@ -297,6 +297,45 @@ def test_orpo_trains_on_length_grouped_pairs(
     assert grouped.changed_params > 0 and grouped.batching["micro_batches_per_epoch"] == 1
 
 
+def varied_pair(i: int) -> dict[str, Any]:
+    """A preference pair whose answers grow with i (a few tokens to about sixty), the rejected one shorter."""
+    return {
+        "prompt": [{"role": "user", "content": f"List {i} colours."}],
+        "chosen": [{"role": "assistant", "content": " ".join(["red", "blue", "green"] * (1 + 3 * i))}],
+        "rejected": [{"role": "assistant", "content": " ".join(["grey"] * (1 + i))}],
+    }
+
+
+@cpu_only
+@needs_unsloth
+@pytest.mark.slow
+def test_orpo_micro_batches_of_different_sizes_keep_the_loss_of_one_batch(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Eight pairs of growing length cut by a small budget into micro-batches of different numbers of pairs, with
+    grad_accum set to their number: each step's loss (NLL per chosen token, odds ratio per pair) is the one padded
+    batch of eight gives, so no micro-batch weighs more than its pairs and tokens."""
+    pairs = [varied_pair(i) for i in range(8)]
+    reference = _train(tmp_path, tiny_model_dir, "orpo", pairs, batch_size=8)
+    budget = 2 * 64 * 3
+    probe = _train(tmp_path, tiny_model_dir, "orpo", pairs, batching="length_grouped", token_budget=budget)
+    count = probe.batching["micro_batches_per_epoch"]
+    assert count > 2
+    grouped = _train(
+        tmp_path,
+        tiny_model_dir,
+        "orpo",
+        pairs,
+        batching="length_grouped",
+        token_budget=budget,
+        grad_accum=count,
+    )
+    expected = [loss for _, loss in reference.losses]
+    assert expected[2] < expected[0]
+    # to 2e-6: it matches to 1.5e-7; TRL's per-micro-batch means are 1.8e-5 to 6.3e-5 off on these random weights
+    assert [loss for _, loss in grouped.losses] == pytest.approx(expected, rel=2e-6)
+
+
 def manifest(method_config: dict[str, Any]) -> Any:
     return parse_manifest(
         {
