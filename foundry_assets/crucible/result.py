@@ -42,7 +42,7 @@ class TrainResult:
     """The chat template trained with (source "base" or "default"), its end-of-turn token and the rows checked."""
     batching: dict[str, Any] = field(default_factory=dict)
     """How micro-batches were formed (`method_config.batching`, token_budget, the plan) and the attention kernel and
-    decoder-layer path they ran on (`batching.describe_kernels`)."""
+    decoder-layer path they ran on (`kernels.describe_kernels`)."""
     padding_share: float | None = None
     """Share of the trained batches' token positions that were padding."""
 

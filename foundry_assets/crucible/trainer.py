@@ -14,8 +14,9 @@ from typing import Any
 from foundry_assets.chat_template import TemplateSource
 from foundry_assets.console import verbose
 from foundry_assets.crucible.backend import Backend
-from foundry_assets.crucible.batching import PER_SEGMENT, PackingCollator, describe_kernels
+from foundry_assets.crucible.batching import PackingCollator
 from foundry_assets.crucible.hardware import HardwareReport
+from foundry_assets.crucible.kernels import PER_SEGMENT, describe_kernels
 from foundry_assets.crucible.labels import TemplateCheck, check_trained_labels
 from foundry_assets.crucible.params import TrainParams
 from foundry_assets.crucible.preconditions import cap_example_text
