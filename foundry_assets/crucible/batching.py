@@ -201,7 +201,8 @@ def step_weighted_orpo_trainer(base: type) -> type:
     class StepWeightedORPOTrainer(base):
         _step_pairs: int | None = None
         _step_tokens: int | None = None
-        _terms: tuple[Any, Any, int, int] | None = None
+        # this micro-batch's NLL term, its per-pair odds-ratio terms and its NLL tokens
+        _terms: tuple[Any, Any | None, int] | None = None
 
         def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
             batches, items = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -211,14 +212,13 @@ def step_weighted_orpo_trainer(base: type) -> type:
 
         def concatenated_forward(self, model: Any, batch: Any) -> Any:
             out = super().concatenated_forward(model, batch)
-            pairs = int(batch["chosen_input_ids"].shape[0])
-            self._terms = (out[4], None, _nll_tokens(batch["chosen_attention_mask"]), pairs)
+            self._terms = (out[4], None, _nll_tokens(batch["chosen_attention_mask"]))
             return out
 
         def odds_ratio_loss(self, chosen_logps: Any, rejected_logps: Any) -> Any:
             out = super().odds_ratio_loss(chosen_logps, rejected_logps)
             if self._terms is not None:
-                self._terms = (self._terms[0], out[0], *self._terms[2:])
+                self._terms = (self._terms[0], out[0], self._terms[2])
             return out
 
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kw: Any) -> Any:
@@ -227,11 +227,14 @@ def step_weighted_orpo_trainer(base: type) -> type:
             terms, step_pairs, step_tokens = self._terms, self._step_pairs, self._step_tokens
             if not model.training or terms is None or terms[1] is None or not step_pairs or not step_tokens:
                 return result  # evaluation, or a step the Trainer did not fetch through get_batch_samples
-            nll, odds, tokens, _ = terms
+            nll, odds, tokens = terms
+            trl_loss = result[0] if return_outputs else result
+            # whatever TRL adds beyond the two terms (a router's aux loss) stays as it was; zero otherwise
+            extra = trl_loss - (nll - odds.mean()).to(trl_loss.device)
             # the Trainer divides by the accumulation steps (ORPO batches carry no `labels` to count)
             steps = self.current_gradient_accumulation_steps
-            loss = (nll * (tokens / step_tokens) - odds.sum() / step_pairs) * steps
-            loss = loss.to(self.args.device)
+            weighted = (nll * (tokens / step_tokens) - odds.sum() / step_pairs) * steps
+            loss = weighted.to(trl_loss.device) + extra
             return (loss, result[1]) if return_outputs else loss
 
     return StepWeightedORPOTrainer
