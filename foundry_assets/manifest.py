@@ -167,7 +167,8 @@ class MethodConfig(_Section):
         "default). 'length_grouped': examples of similar length, padded, as many as fit token_budget tokens "
         "(rows x longest row); every method, and the fastest measured for each (README, token-budget batching). "
         "'packed': whole examples packed into one row of at most token_budget tokens, attention kept within each "
-        "example (position ids restart per example); SFT methods only (dora, lora, qlora). With either, the loss stays the per-token mean over each optimizer step's examples.",
+        "example (position ids restart per example); SFT methods only (dora, lora, qlora). With either, the loss "
+        "stays the per-token mean over each optimizer step's examples.",
     )
     token_budget: int | None = Field(
         None,

@@ -199,35 +199,34 @@ def step_weighted_orpo_trainer(base: type) -> type:
     already is through `num_items_in_batch`."""
 
     class StepWeightedORPOTrainer(base):
-        _step_pairs: int | None = None
-        _step_tokens: int | None = None
-        # this micro-batch's NLL term, its per-pair odds-ratio terms and its NLL tokens
-        _terms: tuple[Any, Any | None, int] | None = None
+        _step: tuple[int, Any] | None = None  # the step's pairs and NLL tokens
+        _nll: tuple[Any, Any] | None = None  # this micro-batch's NLL term and its tokens
+        _odds: Any = None  # this micro-batch's per-pair odds-ratio terms
 
         def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
             batches, items = super().get_batch_samples(epoch_iterator, num_batches, device)
-            self._step_pairs = sum(int(b["chosen_input_ids"].shape[0]) for b in batches)
-            self._step_tokens = sum(_nll_tokens(b["chosen_attention_mask"]) for b in batches)
+            pairs = sum(int(b["chosen_input_ids"].shape[0]) for b in batches)
+            self._step = (
+                (pairs, sum(_nll_tokens(b["chosen_attention_mask"]) for b in batches)) if batches else None
+            )
             return batches, items
 
         def concatenated_forward(self, model: Any, batch: Any) -> Any:
             out = super().concatenated_forward(model, batch)
-            self._terms = (out[4], None, _nll_tokens(batch["chosen_attention_mask"]))
+            self._nll = (out[4], _nll_tokens(batch["chosen_attention_mask"]))
             return out
 
         def odds_ratio_loss(self, chosen_logps: Any, rejected_logps: Any) -> Any:
             out = super().odds_ratio_loss(chosen_logps, rejected_logps)
-            if self._terms is not None:
-                self._terms = (self._terms[0], out[0], self._terms[2])
+            self._odds = out[0]
             return out
 
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kw: Any) -> Any:
-            self._terms = None
+            self._nll = self._odds = None
             result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
-            terms, step_pairs, step_tokens = self._terms, self._step_pairs, self._step_tokens
-            if not model.training or terms is None or terms[1] is None or not step_pairs or not step_tokens:
+            if not model.training or self._step is None or self._nll is None or self._odds is None:
                 return result  # evaluation, or a step the Trainer did not fetch through get_batch_samples
-            nll, odds, tokens = terms
+            (nll, tokens), odds, (step_pairs, step_tokens) = self._nll, self._odds, self._step
             trl_loss = result[0] if return_outputs else result
             # whatever TRL adds beyond the two terms (a router's aux loss) stays as it was; zero otherwise
             extra = trl_loss - (nll - odds.mean()).to(trl_loss.device)
@@ -240,10 +239,10 @@ def step_weighted_orpo_trainer(base: type) -> type:
     return StepWeightedORPOTrainer
 
 
-def _nll_tokens(chosen_attention_mask: Any) -> int:
+def _nll_tokens(chosen_attention_mask: Any) -> Any:
     """Tokens ORPO's NLL term averages over in a micro-batch: every chosen token after the first (its labels are the
-    chosen input ids where the attention mask is set, shifted by one)."""
-    return int((chosen_attention_mask[:, 1:] == 1).sum())
+    chosen input ids where the attention mask is set, shifted by one). A tensor on the batch's device: no host sync."""
+    return (chosen_attention_mask[:, 1:] == 1).sum()
 
 
 class PackingCollator:
