@@ -265,13 +265,13 @@ def crucible_real(spec: dict[str, Any], started: float) -> dict[str, Any]:
         rank=16,
         alpha=None,
         dropout=0.0,
-        learning_rate=2e-4,
+        learning_rate=spec.get("learning_rate", 2e-4),
         max_steps=spec["steps"],
         max_seq_length=spec["lengths"]["max_len"],
-        logging_steps=10,
+        logging_steps=spec.get("logging_steps", 10),
         seed=0,
         batch_size=spec["batch"],
-        grad_accum=1,
+        grad_accum=spec.get("grad_accum", 1),
         optim="adamw_torch_fused",
         batching=batching,
         token_budget=spec.get("token_budget") if batching != "examples" else None,
@@ -283,7 +283,7 @@ def crucible_real(spec: dict[str, Any], started: float) -> dict[str, Any]:
         train_examples=data,
         out_dir=Path(spec.get("work", "/tmp/foundry-gpu")) / f"{method}-real-{time.time_ns()}" / "adapter",
         params=params,
-        hardware=HardwareReport(device, name, None, None, False),
+        hardware=HardwareReport(device, name, None, None, bool(spec.get("gc", False))),
         backend="unsloth",
     )
     meta = result.to_metadata()
@@ -297,6 +297,7 @@ def crucible_real(spec: dict[str, Any], started: float) -> dict[str, Any]:
         "first_step_s": None if result.first_step_at is None else round(result.first_step_at - started, 2),
         "steps": result.steps,
         "final_loss": meta["final_loss"],
+        "losses": meta["losses"],
         "batching": result.batching,
         "lengths": stats,
     }

@@ -199,6 +199,9 @@ def step_weighted_orpo_trainer(base: type) -> type:
     already is through `num_items_in_batch`."""
 
     class StepWeightedORPOTrainer(base):
+        weighted_micro_batches = (
+            0  # the training micro-batches whose loss was weighted (in the run's batching record)
+        )
         _step: tuple[int, Any] | None = None  # the step's pairs and NLL tokens
         _nll: tuple[Any, Any] | None = None  # this micro-batch's NLL term and its tokens
         _odds: Any = None  # this micro-batch's per-pair odds-ratio terms
@@ -224,8 +227,14 @@ def step_weighted_orpo_trainer(base: type) -> type:
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kw: Any) -> Any:
             self._nll = self._odds = None
             result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
-            if not model.training or self._step is None or self._nll is None or self._odds is None:
+            if not model.training or self._step is None:
                 return result  # evaluation, or a step the Trainer did not fetch through get_batch_samples
+            if self._nll is None or self._odds is None:  # the loss no longer runs through TRL's two terms
+                raise TrainingError(
+                    f"ORPO step weighting did not see this micro-batch's NLL and odds-ratio terms ({base.__module__}."
+                    f"{base.__name__} no longer calls concatenated_forward and odds_ratio_loss from compute_loss); "
+                    "train with method_config.batching: examples"
+                )
             (nll, tokens), odds, (step_pairs, step_tokens) = self._nll, self._odds, self._step
             trl_loss = result[0] if return_outputs else result
             # whatever TRL adds beyond the two terms (a router's aux loss) stays as it was; zero otherwise
@@ -234,6 +243,7 @@ def step_weighted_orpo_trainer(base: type) -> type:
             steps = self.current_gradient_accumulation_steps
             weighted = (nll * (tokens / step_tokens) - odds.sum() / step_pairs) * steps
             loss = weighted.to(trl_loss.device) + extra
+            self.weighted_micro_batches += 1
             return (loss, result[1]) if return_outputs else loss
 
     return StepWeightedORPOTrainer

@@ -202,7 +202,12 @@ def varied_qa(i: int) -> dict[str, Any]:
 
 
 def _train(
-    tmp_path: Path, tiny_model_dir: Path, name: str, examples: list[dict[str, Any]], **changes: Any
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    name: str,
+    examples: list[dict[str, Any]],
+    hardware: HardwareReport = CPU,
+    **changes: Any,
 ) -> Any:
     params = dataclasses.replace(PARAMS, max_steps=3, logging_steps=1, learning_rate=1e-2, **changes)
     label = "-".join(f"{k}{v}" for k, v in changes.items())
@@ -212,7 +217,7 @@ def _train(
         train_examples=examples,
         out_dir=tmp_path / label / "adapter",
         params=params,
-        hardware=CPU,
+        hardware=hardware,
         backend="unsloth",
     )
 
@@ -304,34 +309,69 @@ def varied_pair(i: int) -> dict[str, Any]:
     }
 
 
+def _orpo_one_batch_and_grouped(tmp_path: Path, tiny_model_dir: Path, hardware: HardwareReport) -> Any:
+    """Eight pairs of growing length for three steps: as one padded batch, and cut by a small budget into
+    micro-batches of different numbers of pairs with grad_accum set to their number."""
+    pairs = [varied_pair(i) for i in range(8)]
+    reference = _train(tmp_path, tiny_model_dir, "orpo", pairs, hardware, batch_size=8)
+    grouping = {"batching": "length_grouped", "token_budget": 2 * 64 * 3}
+    count = _train(tmp_path, tiny_model_dir, "orpo", pairs, hardware, **grouping).batching[
+        "micro_batches_per_epoch"
+    ]
+    assert count > 2
+    grouped = _train(tmp_path, tiny_model_dir, "orpo", pairs, hardware, **grouping, grad_accum=count)
+    assert grouped.batching["orpo_step_weighted_micro_batches"] == 3 * count
+    assert "orpo_step_weighted_micro_batches" not in reference.batching
+    return [loss for _, loss in reference.losses], [loss for _, loss in grouped.losses]
+
+
 @cpu_only
 @needs_unsloth
 @pytest.mark.slow
 def test_orpo_micro_batches_of_different_sizes_keep_the_loss_of_one_batch(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    """Eight pairs of growing length cut by a small budget into micro-batches of different numbers of pairs, with
-    grad_accum set to their number: each step's loss (NLL per chosen token, odds ratio per pair) is the one padded
-    batch of eight gives, so no micro-batch weighs more than its pairs and tokens."""
-    pairs = [varied_pair(i) for i in range(8)]
-    reference = _train(tmp_path, tiny_model_dir, "orpo", pairs, batch_size=8)
-    budget = 2 * 64 * 3
-    probe = _train(tmp_path, tiny_model_dir, "orpo", pairs, batching="length_grouped", token_budget=budget)
-    count = probe.batching["micro_batches_per_epoch"]
-    assert count > 2
-    grouped = _train(
-        tmp_path,
-        tiny_model_dir,
-        "orpo",
-        pairs,
-        batching="length_grouped",
-        token_budget=budget,
-        grad_accum=count,
-    )
-    expected = [loss for _, loss in reference.losses]
+    """Each step's loss (NLL per chosen token, odds ratio per pair) over micro-batches of different sizes is the one
+    padded batch of the step's pairs gives, so no micro-batch weighs more than its pairs and tokens."""
+    expected, grouped = _orpo_one_batch_and_grouped(tmp_path, tiny_model_dir, CPU)
     assert expected[2] < expected[0]
     # to 2e-6: it matches to 1.5e-7; TRL's per-micro-batch means are 1.8e-5 to 6.3e-5 off on these random weights
-    assert [loss for _, loss in grouped.losses] == pytest.approx(expected, rel=2e-6)
+    assert grouped == pytest.approx(expected, rel=2e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_orpo_step_weighting_runs_on_unsloths_cuda_path(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Unsloth's GPU backend (bf16) patches TRL's trainers: the weighting still sees every micro-batch's two terms
+    (counted), and the steps' losses are the padded batch's to bf16 precision."""
+    from foundry_assets.crucible.hardware import check_hardware
+
+    expected, grouped = _orpo_one_batch_and_grouped(
+        tmp_path, tiny_model_dir, check_hardware("orpo", device="cuda")
+    )
+    assert grouped == pytest.approx(expected, rel=2e-2)
+
+
+def test_orpo_step_weighting_refuses_a_loss_it_cannot_see() -> None:
+    """Should TRL's ORPO loss stop passing through its two terms, training fails at the first micro-batch and names
+    the way out, instead of weighting nothing while the run claims it did."""
+    from foundry_assets.crucible.batching import step_weighted_orpo_trainer
+
+    class LossWithoutTerms:  # a compute_loss that no longer calls concatenated_forward and odds_ratio_loss
+        current_gradient_accumulation_steps = 1
+
+        def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+            mask = torch.ones(2, 5, dtype=torch.long)
+            return [{"chosen_input_ids": mask, "chosen_attention_mask": mask}], None
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kw: Any) -> Any:
+            return torch.tensor(1.0)
+
+    trainer = step_weighted_orpo_trainer(LossWithoutTerms)()
+    trainer.get_batch_samples(iter(()), 1, "cpu")
+    with pytest.raises(TrainingError, match=r"batching: examples") as caught:
+        trainer.compute_loss(torch.nn.Linear(1, 1).train(), {})
+    assert "LossWithoutTerms" in str(caught.value) and trainer.weighted_micro_batches == 0
 
 
 def manifest(method_config: dict[str, Any]) -> Any:
