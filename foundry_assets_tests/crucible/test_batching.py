@@ -209,7 +209,10 @@ def _train(
     hardware: HardwareReport = CPU,
     **changes: Any,
 ) -> Any:
-    params = dataclasses.replace(PARAMS, max_steps=3, logging_steps=1, learning_rate=1e-2, **changes)
+    """`name` trained on `examples` with the tests' parameters: three steps of a high learning rate, each logged."""
+    params = dataclasses.replace(
+        PARAMS, **{"max_steps": 3, "logging_steps": 1, "learning_rate": 1e-2, **changes}
+    )
     label = "-".join(f"{k}{v}" for k, v in changes.items())
     return train_adapter(
         model_path=tiny_model_dir,
@@ -493,17 +496,7 @@ def test_token_budget_batching_on_cuda(
     modes = ["length_grouped"] + ([] if method == "orpo" else ["packed"])
 
     def first_loss(**changes: Any) -> Any:
-        params = dataclasses.replace(PARAMS, max_steps=1, logging_steps=1, **changes)
-        label = "-".join(f"{k}{v}" for k, v in changes.items())
-        return train_adapter(
-            model_path=tiny_model_dir,
-            strategy_name=method,
-            train_examples=examples,
-            out_dir=tmp_path / label / "adapter",
-            params=params,
-            hardware=hardware,
-            backend="unsloth",
-        )
+        return _train(tmp_path, tiny_model_dir, method, examples, hardware, max_steps=1, **changes)
 
     padded = first_loss(batch_size=8, padding_free=False) if method != "orpo" else first_loss(batch_size=8)
     for mode in modes:
