@@ -21,7 +21,7 @@ from foundry_assets.audit import AuditTrail
 from foundry_assets.errors import FoundryError
 from foundry_assets.intake.lot import compute_lot
 from foundry_assets.manifest import TrainingManifest
-from foundry_assets.publisher.gate import published_record
+from foundry_assets.publisher.gate import already_published, published_record, verified_release
 from foundry_assets.runner import (
     WORKSPACE_YAML,
     RunOutcome,
@@ -37,31 +37,24 @@ from foundry_assets.workspace import Workspace, default_root
 
 def published_before(manifest_path: str | Path) -> str | None:
     """What `foundry run` says instead of launching, when the manifest's lot is already published under its tag and
-    the registry copy still verifies: a run would only rebuild weights that are not published over it
-    (`publish_job` keeps the verified copy). None when the lot is not published, or its copy is gone."""
+    the registry copy still verifies (`gate.verified_release`). None when the lot is not published, or its copy is
+    gone."""
     manifest = checked_manifest(manifest_path)
     path = Workspace(default_root()).audit_path(manifest.job_id)
     if not path.is_file():
         return None
-    target = manifest.publish_target
     try:
         lot = compute_lot(manifest.data.path, manifest).lot_number
-        record = published_record(AuditTrail(path).records(), target, lot)
-        if record is None:
-            return None
+        records = AuditTrail(path).records()
+        if published_record(records, manifest.publish_target, lot) is None:
+            return None  # no publisher resource to build
         from foundry_assets.definitions import build_resources
 
         with dg.build_resources({"publisher": build_resources()["publisher"]}) as resources:
-            resources.publisher.verify(target.registry, target.tag, dict(record["data"].get("files") or {}))
-    except FoundryError:  # a broken trail or a lost copy: the run itself reports it, or publishes again
+            record = verified_release(records, manifest.publish_target, lot, resources.publisher.verify)
+    except FoundryError:  # a broken trail: the run itself reports it
         return None
-    data = record["data"]
-    return (
-        f"job {manifest.job_id}: this lot is already published (audit record #{record['seq']}) and the registry "
-        f"copy verifies; nothing to run.\npublished:  {data.get('uri')}\n"
-        f"tag:        {data.get('tag')} (already published, {data.get('artifact')})\n"
-        f"lot number: {lot}"
-    )
+    return None if record is None else already_published(manifest.job_id, record, lot)
 
 
 def launch_manifest(

@@ -13,12 +13,14 @@ trail is hash-chained (and its head is in Dagster's event log), so the release i
 Anything else is refused with the record numbers an auditor can look up.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from foundry_assets.audit_events import Event, Record, latest
 from foundry_assets.crucible.strategies import get_strategy
-from foundry_assets.errors import PublishError
+from foundry_assets.errors import FoundryError, PublishError
 from foundry_assets.hashing import sha256_tree, tree_digest
 from foundry_assets.manifest import PublishTarget, TrainingManifest
 from foundry_assets.publisher.base import HASH_MANIFEST, weights_of
@@ -112,4 +114,36 @@ def same_target(record: Record, target: PublishTarget, lot: str) -> bool:
         data.get("tag") == target.tag
         and data.get("registry", target.registry) == target.registry
         and data.get("lot_number", lot) == lot
+    )
+
+
+def verified_release(
+    records: list[Record],
+    target: PublishTarget,
+    lot: str,
+    verify: Callable[[str, str, dict[str, str]], Any],
+) -> Record | None:
+    """The lot's `published` record under `target` when its registry copy still verifies (`verify(registry, tag,
+    files)` raises otherwise): then a run of the lot would only rebuild weights that are never published over it.
+    None when the lot is not published there, or its copy is gone or changed (a run publishes it again, or says why).
+    """
+    record = published_record(records, target, lot)
+    if record is None:
+        return None
+    try:
+        verify(target.registry, target.tag, dict(record["data"].get("files") or {}))
+    except FoundryError:
+        return None
+    return record
+
+
+def already_published(job_id: str, record: Record, lot: str) -> str:
+    """What a run of an already-published lot says instead of training: where the release is and how to train anew."""
+    data = record["data"]
+    return (
+        f"job {job_id}: this lot is already published (audit record #{record['seq']}) and the registry copy "
+        f"verifies; nothing to run (to train it again, give the manifest a new publish_target.tag).\n"
+        f"published:  {data.get('uri')}\n"
+        f"tag:        {data.get('tag')} (already published, {data.get('artifact')})\n"
+        f"lot number: {lot}"
     )

@@ -155,18 +155,43 @@ def test_merging_again_without_the_weights_says_why_and_what_to_do(published: Pu
     assert "foundry run MANIFEST" in reason and "Traceback" not in reason
 
 
-def test_running_the_whole_job_again_succeeds_or_explains_and_leaves_no_weights(published: Published) -> None:
+def test_running_the_whole_job_again_trains_nothing_while_its_release_verifies(published: Published) -> None:
+    """A re-run of a published lot (the UI's Materialize all, a re-execution): raw_data finds the lot's release and
+    yields nothing, so no stage rebuilds weights that would never be published over the verified tag."""
     before = published.records()
     latest = next(r for r in reversed(before) if r["event"] == "published")
     again = run_manifest(published.manifest, instance=published.instance, workspace=published.workspace)
-    assert not [stage for stage in WEIGHT_STAGES if published.workspace.stage_dir(JOB, stage).exists()]
-    records = published.records()[len(before) :]
-    assert records[-1]["event"] == Event.NODE_WEIGHTS_REMOVED and records[-1]["data"]["bytes_freed"] > 0
-    # training is not bit-reproducible, so the rebuilt weights differ: the verified tag stays the job's artifact,
-    # the re-run is a success that publishes (and records) nothing new
     assert again.success, again.reason
+    assert again.published is None and [stage.step for stage in again.stages] == ["raw_data"]
+    skipped = published.instance.get_records_for_run(again.run_id, of_type=dg.DagsterEventType.STEP_SKIPPED)
+    assert {r.event_log_entry.step_key for r in skipped.records} >= {"trained_adapter", "published_artifact"}
+    logged = [r.user_message for r in published.instance.all_logs(again.run_id)]
+    assert any(f"audit record #{latest['seq']}" in m and "nothing to run" in m for m in logged), logged
+    assert published.records() == before, "nothing accepted, trained or recorded again"
+    assert not [stage for stage in WEIGHT_STAGES if published.workspace.stage_dir(JOB, stage).exists()]
+    published_files = {k: v for k, v in sha256_tree(published.tag_dir).items() if k != HASH_MANIFEST}
+    assert published_files == latest["data"]["files"], "the registry copy is untouched"
+
+
+def test_weights_left_on_the_node_make_the_run_go_on_and_clean_up(published: Published) -> None:
+    """A crash between `published` and the cleanup leaves weights on the node: a whole re-run then trains, its publish
+    keeps the verified tag as the job's artifact (recording nothing new) and removes the weights."""
+    before = published.records()
+    latest = next(r for r in reversed(before) if r["event"] == "published")
+    leftover = published.workspace.staging_dir(JOB, latest["data"]["tag"])
+    leftover.mkdir(parents=True)
+    (leftover / "adapter_model.safetensors").write_bytes(b"left by a crash")
+    again = run_manifest(published.manifest, instance=published.instance, workspace=published.workspace)
+    assert again.success, again.reason
+    assert "trained_adapter" in [stage.step for stage in again.stages]
+    # training is not bit-reproducible, so the rebuilt weights differ: the verified tag stays the job's artifact
     assert (again.published or {})["status"] == "unchanged"
+    records = published.records()[len(before) :]
     assert [r["event"] for r in records].count(Event.PUBLISHED) == 0
-    assert records[-1]["data"]["after"] == latest["sha256"]
+    assert (
+        records[-1]["event"] == Event.NODE_WEIGHTS_REMOVED
+        and records[-1]["data"]["after"] == latest["sha256"]
+    )
+    assert not [stage for stage in WEIGHT_STAGES if published.workspace.stage_dir(JOB, stage).exists()]
     published_files = {k: v for k, v in sha256_tree(published.tag_dir).items() if k != HASH_MANIFEST}
     assert published_files == latest["data"]["files"], "the registry copy is untouched"
