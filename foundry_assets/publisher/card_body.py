@@ -129,11 +129,18 @@ def recipe_section(manifest: TrainingManifest) -> list[str]:
         ["learning rate", f"{method.learning_rate:g}"],
         ["steps", method.max_steps],
         ["max sequence length", method.max_seq_length],
-        ["batch", f"{compute.batch_size} × {compute.grad_accum} gradient accumulation"],
+        ["batch", _batch(method.batching, method.token_budget, compute.batch_size, compute.grad_accum)],
         ["seed", method.seed],
     ]
     rows += [["ORPO beta", f"{method.orpo_beta:g}"]] if method.type == "orpo" else []
     return lines + _table(["", ""], rows) + [""]
+
+
+def _batch(batching: str, token_budget: int | None, batch_size: int, grad_accum: int) -> str:
+    """A micro-batch and the optimizer step it makes: examples, or a token budget (`method_config.batching`)."""
+    if batching == "examples":
+        return f"{batch_size} × {grad_accum} gradient accumulation"
+    return f"{batching}, up to {token_budget:,} tokens × {grad_accum} gradient accumulation"
 
 
 def merge_section(manifest: TrainingManifest, exam: Mapping[str, Any]) -> list[str]:

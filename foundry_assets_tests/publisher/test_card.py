@@ -96,6 +96,14 @@ def test_an_adapter_card_has_the_hub_metadata_and_the_exam_as_model_index(tmp_pa
     assert "sha256sum -c MANIFEST.sha256" in text and "s3://" not in text, "no registry address in the card"
 
 
+def test_the_recipe_names_the_batching_that_trained(tmp_path: Path) -> None:
+    text, _ = _card(tmp_path / "examples", ADAPTER_JOB, "adapter")
+    assert _row(text, "batch") == "| batch | 4 × 4 gradient accumulation |"
+    grouped = {**ADAPTER_JOB["method_config"], "batching": "length_grouped", "token_budget": 16384}
+    text, _ = _card(tmp_path / "grouped", {**ADAPTER_JOB, "method_config": grouped}, "adapter")
+    assert _row(text, "batch") == "| batch | length_grouped, up to 16,384 tokens × 4 gradient accumulation |"
+
+
 def test_only_gated_metrics_are_shown_as_passing_the_release(tmp_path: Path) -> None:
     text, _ = _card(tmp_path, ADAPTER_JOB, "adapter")
     assert _row(text, "heldout_loss").endswith("| gated: pass |")
