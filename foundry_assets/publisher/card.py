@@ -98,11 +98,18 @@ def card_data(
 
 
 def build_model_card(
-    manifest: TrainingManifest, exam: Mapping[str, Any], *, kind: str, weights: Path, lot: LotNumber
+    manifest: TrainingManifest,
+    exam: Mapping[str, Any],
+    *,
+    kind: str,
+    weights: Path,
+    lot: LotNumber,
+    trained: Mapping[str, Any] | None = None,
 ) -> "ModelCard":
     """The tag's card: `kind` is what it ships ("adapter" or "merged_model"), `weights` the folder of the shipped
     weights (its chat template and tokenizer config describe the prompt format), `exam` the exam report as the
-    examiner wrote it, `lot` the lot's hashes."""
+    examiner wrote it, `lot` the lot's hashes, `trained` the job's `adapter_saved` record data (the training backend
+    and device it names go into the recipe)."""
     from huggingface_hub import ModelCard
 
     data = card_data(manifest, exam, kind=kind, lot=lot)
@@ -113,7 +120,7 @@ def build_model_card(
         what_section(manifest, kind),
         "",
         *overview_section(manifest, kind, lot),
-        *recipe_section(manifest),
+        *recipe_section(manifest, trained),
         *merge_section(manifest, exam),
         *exam_section(exam),
         *prompt_section(prompt),
@@ -135,6 +142,7 @@ def write_model_card(
     kind: str,
     weights: Path,
     lot: LotNumber,
+    trained: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the tag's model card (README.md) into `staging` and return its path; the manifest dict is validated
     first (a card is only made from a manifest the foundry accepts)."""
@@ -142,7 +150,7 @@ def write_model_card(
         manifest = parse_manifest(dict(manifest_dict), source="the published manifest")
     except ManifestError as e:
         raise PublishError(f"model card: {e}") from e
-    card = build_model_card(manifest, exam_report_dict, kind=kind, weights=weights, lot=lot)
+    card = build_model_card(manifest, exam_report_dict, kind=kind, weights=weights, lot=lot, trained=trained)
     path = Path(staging) / MODEL_CARD
     path.write_text(str(card), encoding="utf-8")
     return path

@@ -111,8 +111,9 @@ def what_section(manifest: TrainingManifest, kind: str) -> str:
     )
 
 
-def recipe_section(manifest: TrainingManifest) -> list[str]:
-    """How the job's adapter was trained; a merge-only job says that it trained nothing."""
+def recipe_section(manifest: TrainingManifest, trained: Mapping[str, Any] | None = None) -> list[str]:
+    """How the job's adapter was trained (with the backend and device its `adapter_saved` record names, when given);
+    a merge-only job says that it trained nothing."""
     lines = ["## Training", ""]
     if not manifest.merge.include_own_adapter:
         return [
@@ -133,6 +134,9 @@ def recipe_section(manifest: TrainingManifest) -> list[str]:
         ["seed", method.seed],
     ]
     rows += [["ORPO beta", f"{method.orpo_beta:g}"]] if method.type == "orpo" else []
+    if trained and trained.get("backend"):
+        stack = "Unsloth" if trained["backend"] == "unsloth" else "PEFT + TRL, without Unsloth"
+        rows.append(["trained with", f"{stack} on {trained.get('device_name') or trained.get('device')}"])
     return lines + _table(["", ""], rows) + [""]
 
 

@@ -45,6 +45,7 @@ def stage_artifact(
     manifest_dict: Mapping[str, Any],
     exam_report_dict: Mapping[str, Any],
     lot: LotNumber,
+    trained: Mapping[str, Any] | None = None,
 ) -> Path:
     """Lay out a fresh `staging` folder: the `kind`'s files (weights, config, tokenizer) at its root, beside the
     manifest, the exam report and the model card. A weights folder holding one of `PUBLISHER_FILES` is refused: the
@@ -70,7 +71,9 @@ def stage_artifact(
         (staging / EXAM_REPORT_FILE).write_text(
             json.dumps(report, indent=2, sort_keys=True), encoding="utf-8"
         )
-        write_model_card(staging, manifest_dict, exam_report_dict, kind=kind, weights=source, lot=lot)
+        write_model_card(
+            staging, manifest_dict, exam_report_dict, kind=kind, weights=source, lot=lot, trained=trained
+        )
     except (
         OSError
     ) as e:  # a full disk: one short line (copytree's own error lists every file), no half staging

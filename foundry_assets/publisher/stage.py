@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foundry_assets.audit import AuditTrail
-from foundry_assets.audit_events import Event, OnEvent, Record
+from foundry_assets.audit_events import Event, OnEvent, Record, latest
 from foundry_assets.errors import FoundryError, PublishError
 from foundry_assets.fsio import exclusive_lock
 from foundry_assets.manifest import PublishTarget, TrainingManifest
@@ -314,6 +314,7 @@ def _stage(job: _Job, exam: ExamResult, merged: MergedModel, kind: str) -> Path:
         manifest_dict=job.manifest.model_dump(mode="json"),
         exam_report_dict=exam.document(),
         lot=lot_from_trail(job.records, job.lot),
+        trained=(latest(job.records, Event.ADAPTER_SAVED) or {}).get("data"),
     )
 
 

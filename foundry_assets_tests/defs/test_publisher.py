@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from foundry_assets.audit import AuditTrail
 from foundry_assets.definitions import build_definitions
 from foundry_assets.runner import run_manifest
 from foundry_assets.workspace import Workspace
@@ -79,6 +80,13 @@ def test_publish_to_s3_verifies_and_notifies_without_leaking_credentials(
         head = s3.head_object(Bucket="coreason-models", Key=f"prod/{tag}/{name}")
         assert head["Metadata"]["sha256"] == digest
     assert not (workspace.stage_dir("job-s3", "staging") / tag).exists()
+    # the card's recipe names the stack and device the trail says trained the adapter
+    saved = next(
+        r for r in AuditTrail(workspace.audit_path("job-s3")).records() if r["event"] == "adapter_saved"
+    )
+    card = s3.get_object(Bucket="coreason-models", Key=f"prod/{tag}/README.md")["Body"].read().decode()
+    stack = "Unsloth" if saved["data"]["backend"] == "unsloth" else "PEFT + TRL, without Unsloth"
+    assert f"| trained with | {stack} on {saved['data']['device_name']} |" in card
 
     assert len(received) == 1
     assert received[0]["tag"] == tag and received[0]["lot_number"] == outcome.lot_number

@@ -104,6 +104,25 @@ def test_the_recipe_names_the_batching_that_trained(tmp_path: Path) -> None:
     assert _row(text, "batch") == "| batch | length_grouped, up to 16,384 tokens × 4 gradient accumulation |"
 
 
+def test_the_recipe_names_the_stack_and_device_the_trail_recorded(tmp_path: Path) -> None:
+    weights = _weights(tmp_path / "weights")
+
+    def recipe(
+        trained: dict[str, Any] | None, kind: str = "adapter", job: dict[str, Any] = ADAPTER_JOB
+    ) -> str:
+        card = write_model_card(tmp_path, job, EXAM, kind=kind, weights=weights, lot=LOT, trained=trained)
+        return card.read_text().split("## Training", 1)[1].split("\n## ", 1)[0]
+
+    h200 = {"backend": "unsloth", "device": "cuda", "device_name": "NVIDIA H200"}
+    assert "| trained with | Unsloth on NVIDIA H200 |" in recipe(h200)
+    fallback = {"backend": "peft", "device": "cpu", "device_name": None}
+    assert "| trained with | PEFT + TRL, without Unsloth on cpu |" in recipe(fallback)
+    assert "trained with" not in recipe(None) and "trained with" not in recipe({"files": {}})
+    assert "trained with" not in recipe(h200, "merged_model", MERGE_ONLY_JOB), (
+        "a merge-only job trained nothing"
+    )
+
+
 def test_only_gated_metrics_are_shown_as_passing_the_release(tmp_path: Path) -> None:
     text, _ = _card(tmp_path, ADAPTER_JOB, "adapter")
     assert _row(text, "heldout_loss").endswith("| gated: pass |")
