@@ -199,9 +199,8 @@ def step_weighted_orpo_trainer(base: type) -> type:
     already is through `num_items_in_batch`."""
 
     class StepWeightedORPOTrainer(base):
-        weighted_micro_batches = (
-            0  # the training micro-batches whose loss was weighted (in the run's batching record)
-        )
+        # the training micro-batches whose loss was weighted (in the run's batching record)
+        weighted_micro_batches = 0
         _step: tuple[int, Any] | None = None  # the step's pairs and NLL tokens
         _nll: tuple[Any, Any] | None = None  # this micro-batch's NLL term and its tokens
         _odds: Any = None  # this micro-batch's per-pair odds-ratio terms

@@ -58,10 +58,9 @@ class TrainerRun:
                 ),
                 "planned_padding_share": round(plan.padding_share, 4),
             }
+        # ORPO's loss per micro-batch weighted by its share of the step (batching.step_weighted_orpo_trainer)
         weighted = getattr(self.trainer, "weighted_micro_batches", None)
-        if (
-            weighted is not None
-        ):  # ORPO's loss per micro-batch weighted by its share of the step (batching.py)
+        if weighted is not None:
             summary["orpo_step_weighted_micro_batches"] = weighted
         summary["grad_accum"] = params.grad_accum
         return summary

@@ -64,7 +64,9 @@ def raw_data(
     try:
         job = _received_job(context, config, workspace, audit_trail, publisher)
         raw = snapshot_drop(job.manifest, job.workspace)
-        if published := nothing_to_run(job.manifest, raw, job.workspace, job.trail, publisher.verify):
+        if published := nothing_to_run(
+            job.manifest, raw.lot_number, job.workspace, job.trail, publisher.verify
+        ):
             context.log.info(published)  # and the later stages skip
             return
     except FoundryError as e:

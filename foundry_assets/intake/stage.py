@@ -41,7 +41,7 @@ def snapshot_drop(manifest: TrainingManifest, workspace: Workspace) -> RawData:
 
 def nothing_to_run(
     manifest: TrainingManifest,
-    raw: RawData,
+    lot: str,
     workspace: Workspace,
     trail: AuditTrail,
     verify: Callable[[str, str, dict[str, str]], Any],
@@ -51,5 +51,5 @@ def nothing_to_run(
     `published` and the cleanup) let the run go on: its publish re-verifies the tag and removes them."""
     if not trail.path.is_file() or workspace.weight_dirs(manifest.job_id):
         return None
-    release = verified_release(trail.records(), manifest.publish_target, raw.lot_number, verify)
-    return None if release is None else already_published(manifest.job_id, release, raw.lot_number)
+    release = verified_release(trail.records(), manifest.publish_target, lot, verify)
+    return None if release is None else already_published(manifest.job_id, release, lot)
